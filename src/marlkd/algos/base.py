@@ -1,0 +1,85 @@
+"""What an algorithm is to the rest of marlkd: a small protocol, a registry entry, and a build context.
+
+An algorithm file (``marlkd/algos/<name>.py``) holds only what is its own: its config dataclass, its
+networks (built from ``marlkd.models``), its loss and its update. Sampling, the training loop,
+checkpointing, logging and evaluation are shared (``marlkd.data``, ``marlkd.train``, ``marlkd.evaluate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A decentralized team policy acting in a batched environment (B copies, N agents).
+
+    ``reset`` starts B episodes; ``act`` maps each agent's own observation (and its own history, which
+    the policy keeps) to an action; ``observe`` feeds back the rewards of the step just taken (sequence
+    models decrement their return-to-go with it). Agent i's action may depend only on agent i's data.
+    """
+
+    def reset(self, num_envs: int) -> None: ...
+
+    def act(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
+        """obs ``(B, N, O)`` float32, action_mask ``(B, N, A)`` bool or None -> actions ``(B, N)`` int64."""
+        ...
+
+    def observe(self, rewards: np.ndarray, done: np.ndarray) -> None:
+        """rewards ``(B, N)`` of the last step; done ``(B, N)`` bool."""
+        ...
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    """A trainable method. ``update`` samples its own batch and takes one optimisation step."""
+
+    def update(self, step: int) -> dict[str, float]: ...
+
+    def policy(self) -> Policy: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class BuildContext:
+    """Everything an algorithm's ``build`` receives.
+
+    Attributes:
+        dataset: the offline dataset (``marlkd.data.OfflineDataset``), already cut to
+            ``train.num_trajectories`` episodes when that is set.
+        config: the algorithm's own config dataclass instance.
+        train: the shared :class:`marlkd.config.TrainConfig`.
+        device: torch device to train on.
+        autocast_dtype: ``torch.bfloat16`` when training in bf16 autocast, else ``None``.
+        run_dir: the run directory (an algorithm may keep caches there, e.g. teacher outputs).
+        seed: the run's seed.
+    """
+
+    dataset: Any
+    config: Any
+    train: Any
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    run_dir: Any
+    seed: int
+
+
+@dataclass(frozen=True)
+class AlgoEntry:
+    """A registered method: its config class and its builder."""
+
+    name: str
+    config_cls: type
+    build: Callable[[BuildContext], Algorithm]
+    description: str = ""
+    # Environment steps the method itself takes while training (adversarial imitation, finetuning);
+    # purely offline methods take none.
+    interacts: bool = False
