@@ -1,0 +1,236 @@
+"""Fill-In: agents cover a grid together; every step costs the fraction of cells still empty.
+
+Rules (defaults in brackets, every number a constructor argument): a ``grid_size`` x ``grid_size`` grid [6],
+``n_agents`` agents [3] placed on distinct random cells, actions {0 stay, 1 up, 2 down, 3 left, 4 right}
+(a move off the grid stays; agents may share a cell). A cell is filled once any agent stands on it, the
+start cells included. After every step each agent receives ``-(empty cells) / (all cells)``. The episode
+terminates when every cell is filled and is truncated after ``max_steps`` steps [40].
+See docs/environments.md for the observation and state layouts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from marlkd.envs import _native
+from marlkd.envs.base import EnvSpec
+from marlkd.envs.registry import EnvEntry, register
+from marlkd.errors import ConfigError
+
+ENV_ID = "fill-in"
+ACTION_NAMES = ("stay", "up", "down", "left", "right")
+_MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)  # (A, 2) (row, col)
+_CELL_PX = 32
+
+
+@dataclass(frozen=True)
+class FillInConfig:
+    """Fill-In's constructor arguments.
+
+    Attributes:
+        grid_size: side of the square grid, in cells (>= 2).
+        n_agents: number of agents N (at most ``grid_size**2``).
+        max_steps: episode length limit in steps.
+        window: side of the square fill-state window each agent sees, centred on it (odd).
+    """
+
+    grid_size: int = 6
+    n_agents: int = 3
+    max_steps: int = 40
+    window: int = 5
+
+    def __post_init__(self) -> None:
+        _native.check_int(ENV_ID, "grid_size", self.grid_size, 2)
+        _native.check_int(ENV_ID, "n_agents", self.n_agents, 1)
+        _native.check_int(ENV_ID, "max_steps", self.max_steps, 1)
+        _native.check_window(ENV_ID, self.window)
+        if self.n_agents > self.grid_size**2:
+            raise ConfigError(
+                f"{ENV_ID}: argument n_agents ({self.n_agents}) exceeds the {self.grid_size**2} cells"
+            )
+
+    @property
+    def obs_dim(self) -> int:
+        return 2 + self.window**2 + 2 * (self.n_agents - 1) + 1
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * self.n_agents + self.grid_size**2 + 1
+
+
+def _spec_of(config: FillInConfig) -> EnvSpec:
+    return EnvSpec(
+        env_id=ENV_ID,
+        n_agents=config.n_agents,
+        obs_dim=config.obs_dim,
+        n_actions=len(ACTION_NAMES),
+        state_dim=config.state_dim,
+        max_steps=config.max_steps,
+        kwargs=dataclasses.asdict(config),
+    )
+
+
+def spec(**kwargs: Any) -> EnvSpec:
+    """Fill-In's sizes for constructor arguments ``kwargs`` (no simulation is built)."""
+    return _spec_of(_native.make_config(FillInConfig, ENV_ID, kwargs))
+
+
+class FillInBatched:
+    """``num_envs`` copies of Fill-In stepped with array operations (the :class:`BatchedEnv` protocol).
+
+    Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`FillInEnv` reset with seed
+    ``s + b``. The fill grid is stored padded by ``window // 2`` cells of "filled" on every side, so each
+    agent's window is one gather.
+    """
+
+    def __init__(self, num_envs: int, **kwargs: Any) -> None:
+        _native.check_int(ENV_ID, "num_envs", num_envs, 1)
+        self.config = config = _native.make_config(FillInConfig, ENV_ID, kwargs)
+        self.spec = _spec_of(config)
+        self.num_envs = num_envs
+        n, size, radius = config.n_agents, config.grid_size, config.window // 2
+        self._padded_side = size + 2 * radius
+        self._offsets = _native.window_offsets(config.window, self._padded_side)  # (w*w,)
+        self._copy_base = np.arange(num_envs, dtype=np.int64)[:, None] * self._padded_side**2  # (B, 1)
+        self._others = _native.other_agents(n)  # (N, N-1)
+        self._n_cells = size * size
+        self._streams = _native.CopyStreams(num_envs)
+        self.observation_low = np.concatenate(
+            [np.zeros(2 + config.window**2), -np.ones(2 * (n - 1)), np.zeros(1)]
+        ).astype(np.float32)
+        self.observation_high = np.ones(config.obs_dim, dtype=np.float32)
+        padded = np.ones((num_envs, self._padded_side, self._padded_side), dtype=bool)
+        padded[:, radius : radius + size, radius : radius + size] = False
+        self._empty_padded = padded
+        self._filled = padded.reshape(num_envs, -1).copy()  # (B, P*P) True = filled or outside the grid
+        self._pos = np.zeros((num_envs, n, 2), dtype=np.int64)  # (B, N, 2) (row, col) in grid cells
+        self._t = np.zeros(num_envs, dtype=np.int64)  # (B,) steps taken
+        self._terminated = np.zeros(num_envs, dtype=bool)
+        self._truncated = np.zeros(num_envs, dtype=bool)
+        self._started = False
+
+    def _flat_cells(self) -> np.ndarray:
+        """Indices of the agents' cells in the flattened padded grids, ``(B, N)``."""
+        radius = self.config.window // 2
+        rows, cols = self._pos[..., 0] + radius, self._pos[..., 1] + radius
+        return self._copy_base + rows * self._padded_side + cols
+
+    def _n_empty(self) -> np.ndarray:
+        border = self._padded_side**2 - self._n_cells
+        return self._n_cells - (np.count_nonzero(self._filled, axis=1) - border)  # (B,)
+
+    def _observe(self) -> np.ndarray:
+        config = self.config
+        scale = config.grid_size - 1
+        n, area = config.n_agents, config.window**2
+        obs = np.empty((self.num_envs, n, config.obs_dim), dtype=np.float32)  # (B, N, O)
+        obs[..., 0:2] = self._pos / scale
+        obs[..., 2 : 2 + area] = self._filled.reshape(-1)[self._flat_cells()[..., None] + self._offsets]
+        relative = self._pos[:, None, :, :] - self._pos[:, :, None, :]  # (B, N, N, 2): [b, i, j] = p_j - p_i
+        others = relative[:, np.arange(n)[:, None], self._others]  # (B, N, N-1, 2)
+        obs[..., 2 + area : -1] = others.reshape(self.num_envs, n, -1) / scale
+        obs[..., -1] = (self._t / config.max_steps)[:, None]
+        return obs
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start new episodes in all copies; returns obs ``(B, N, O)`` float32."""
+        config = self.config
+        self._streams.start_episode(seed)
+        cells = self._streams.permutations(config.grid_size**2)[:, : config.n_agents]  # (B, N) distinct
+        self._pos = np.stack([cells // config.grid_size, cells % config.grid_size], axis=-1)
+        self._filled = self._empty_padded.reshape(self.num_envs, -1).copy()
+        self._filled.reshape(-1)[self._flat_cells()] = True
+        self._t[:] = 0
+        self._terminated = self._n_empty() == 0
+        self._truncated[:] = False
+        self._started = True
+        return self._observe()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply actions ``(B, N)``; returns obs ``(B,N,O)``, rewards, terminated, truncated ``(B,N)``."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        config = self.config
+        active = ~(self._terminated | self._truncated)  # (B,)
+        actions = _native.check_actions(actions, active, config.n_agents, len(ACTION_NAMES))  # finished: stay
+        self._pos = np.clip(self._pos + _MOVES[actions], 0, config.grid_size - 1)  # (B, N, 2)
+        self._filled.reshape(-1)[self._flat_cells()] = True
+        self._t += active
+        n_empty = self._n_empty()  # (B,)
+        self._terminated = n_empty == 0
+        self._truncated = (self._t >= config.max_steps) & ~self._terminated
+        reward = np.where(active, -n_empty / self._n_cells, 0.0).astype(np.float32)  # (B,)
+        shape = (self.num_envs, config.n_agents)
+        return (
+            self._observe(),
+            np.broadcast_to(reward[:, None], shape).copy(),
+            np.broadcast_to(self._terminated[:, None], shape).copy(),
+            np.broadcast_to(self._truncated[:, None], shape).copy(),
+        )
+
+    def state(self) -> np.ndarray:
+        """Global state ``(B, S)`` float32: positions ``/(grid_size-1)``, the fill grid, the time fraction."""
+        config = self.config
+        radius, size = config.window // 2, config.grid_size
+        grid = self._filled.reshape(self.num_envs, self._padded_side, self._padded_side)
+        grid = grid[:, radius : radius + size, radius : radius + size].reshape(self.num_envs, -1)
+        return np.concatenate(
+            [
+                self._pos.reshape(self.num_envs, -1) / (size - 1),
+                grid,
+                (self._t / config.max_steps)[:, None],
+            ],
+            axis=1,
+        ).astype(np.float32)
+
+    def action_mask(self) -> np.ndarray:
+        """``(B, N, A)`` bool, all True: every action is always available."""
+        return np.ones((self.num_envs, self.config.n_agents, len(ACTION_NAMES)), dtype=bool)
+
+    def done(self) -> np.ndarray:
+        """``(B,)`` bool: the copy's episode has ended."""
+        return self._terminated | self._truncated
+
+    def render_copy(self, index: int) -> np.ndarray:
+        """Copy ``index`` as RGB ``uint8 (H, W, 3)``: filled cells grey, empty white, agents coloured."""
+        config = self.config
+        radius, size = config.window // 2, config.grid_size
+        grid = self._filled[index].reshape(self._padded_side, self._padded_side)[
+            radius : radius + size, radius : radius + size
+        ]
+        cells = np.where(grid[..., None], np.uint8(200), np.uint8(255)).repeat(3, axis=-1)  # (H, W, 3)
+        image = _native.grid_image(cells, _CELL_PX)
+        colours = _native.AGENT_COLOURS
+        for agent, (row, col) in enumerate(self._pos[index]):
+            _native.fill_cell(image, row, col, _CELL_PX, 4 + 3 * (agent % 4), colours[agent % len(colours)])
+        return image
+
+
+class FillInEnv(_native.NativeParallelEnv):
+    """Fill-In as a PettingZoo ``ParallelEnv`` (one copy of :class:`FillInBatched`)."""
+
+    metadata = {"name": "fill-in", "render_modes": ["rgb_array"], "render_fps": 4, "is_parallelizable": True}
+
+    def __init__(self, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
+        config = _native.make_config(FillInConfig, ENV_ID, kwargs)
+        super().__init__(lambda num_envs: FillInBatched(num_envs, **dataclasses.asdict(config)), render_mode)
+
+
+def make_batched(num_envs: int, **kwargs: Any) -> FillInBatched:
+    """``num_envs`` copies of Fill-In (see :class:`FillInBatched`)."""
+    return FillInBatched(num_envs, **kwargs)
+
+
+register(
+    EnvEntry(
+        env_id=ENV_ID,
+        make=FillInEnv,
+        make_batched=make_batched,
+        spec=spec,
+        description="coverage: fill every cell of a grid together; reward -(fraction of cells still empty)",
+    )
+)

@@ -1,0 +1,282 @@
+"""Grid-World: each agent collects the objects of its own type; collisions block moves.
+
+Rules (defaults in brackets, every number a constructor argument): a ``grid_size`` x ``grid_size`` grid [8],
+``n_agents`` agents [2], each with ``objects_per_agent`` objects of its own type [3]; agents and objects start
+on distinct random cells. Actions {0 stay, 1 up, 2 down, 3 left, 4 right}; a move off the grid stays.
+Collisions, applied to the targets all agents choose at once: an agent whose target is another agent's
+target, or a cell another agent occupied at the start of the step, stays where it is (so two agents
+heading for one cell both stay, swaps are blocked, and nobody follows an agent that moves away). An
+agent on an object of its own type collects it (+1 to that agent alone); other agents' objects are not
+affected by standing on them. The episode terminates once every object is collected and is truncated
+after ``max_steps`` steps [30]. See docs/environments.md for the observation and state layouts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from marlkd.envs import _native
+from marlkd.envs.base import EnvSpec
+from marlkd.envs.registry import EnvEntry, register
+from marlkd.errors import ConfigError
+
+ENV_ID = "grid-world"
+ACTION_NAMES = ("stay", "up", "down", "left", "right")
+_MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)  # (A, 2) (row, col)
+_CELL_PX = 32
+
+
+@dataclass(frozen=True)
+class GridWorldConfig:
+    """Grid-World's constructor arguments.
+
+    Attributes:
+        grid_size: side of the square grid, in cells (>= 2).
+        n_agents: number of agents N (>= 1).
+        objects_per_agent: objects of each agent's type placed at reset (>= 1).
+        max_steps: episode length limit in steps.
+        window: side of the square window each agent sees, centred on it (odd).
+    """
+
+    grid_size: int = 8
+    n_agents: int = 2
+    objects_per_agent: int = 3
+    max_steps: int = 30
+    window: int = 5
+
+    def __post_init__(self) -> None:
+        _native.check_int(ENV_ID, "grid_size", self.grid_size, 2)
+        _native.check_int(ENV_ID, "n_agents", self.n_agents, 1)
+        _native.check_int(ENV_ID, "objects_per_agent", self.objects_per_agent, 1)
+        _native.check_int(ENV_ID, "max_steps", self.max_steps, 1)
+        _native.check_window(ENV_ID, self.window)
+        needed = self.n_agents * (1 + self.objects_per_agent)
+        if needed > self.grid_size**2:
+            raise ConfigError(
+                f"{ENV_ID}: arguments n_agents and objects_per_agent need {needed} distinct cells, "
+                f"but grid_size {self.grid_size} gives {self.grid_size**2}"
+            )
+
+    @property
+    def obs_dim(self) -> int:
+        return 2 + 3 * self.window**2 + 1
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * self.n_agents + self.n_agents * self.grid_size**2 + 1
+
+
+def _spec_of(config: GridWorldConfig) -> EnvSpec:
+    return EnvSpec(
+        env_id=ENV_ID,
+        n_agents=config.n_agents,
+        obs_dim=config.obs_dim,
+        n_actions=len(ACTION_NAMES),
+        state_dim=config.state_dim,
+        max_steps=config.max_steps,
+        kwargs=dataclasses.asdict(config),
+    )
+
+
+def spec(**kwargs: Any) -> EnvSpec:
+    """Grid-World's sizes for constructor arguments ``kwargs`` (no simulation is built)."""
+    return _spec_of(_native.make_config(GridWorldConfig, ENV_ID, kwargs))
+
+
+def resolve_moves(cells: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Apply the collision rule to chosen moves.
+
+    Args:
+        cells: ``(B, N)`` int cell index of each agent at the start of the step (all distinct per copy).
+        targets: ``(B, N)`` int cell index each agent tries to enter (its own cell when staying).
+
+    Returns:
+        ``(B, N)`` cell index after the step: the target, or the start cell when the target is another
+        agent's target or another agent's start cell.
+    """
+    n = cells.shape[1]
+    other = ~np.eye(n, dtype=bool)  # (N, N)
+    same_target = (targets[:, :, None] == targets[:, None, :]) & other  # (B, N, N)
+    occupied = (targets[:, :, None] == cells[:, None, :]) & other  # (B, N, N)
+    blocked = (same_target | occupied).any(axis=2)  # (B, N)
+    return np.where(blocked, cells, targets)
+
+
+class GridWorldBatched:
+    """``num_envs`` copies of Grid-World stepped with array operations (the :class:`BatchedEnv` protocol).
+
+    Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`GridWorldEnv` reset with seed
+    ``s + b``. Objects and agents live in grids padded by ``window // 2`` empty cells on every side: cell
+    values are the owner's index + 1 (0: none), so each agent's window is one gather.
+    """
+
+    def __init__(self, num_envs: int, **kwargs: Any) -> None:
+        _native.check_int(ENV_ID, "num_envs", num_envs, 1)
+        self.config = config = _native.make_config(GridWorldConfig, ENV_ID, kwargs)
+        self.spec = _spec_of(config)
+        self.num_envs = num_envs
+        n = config.n_agents
+        self._padded_side = config.grid_size + 2 * (config.window // 2)
+        self._offsets = _native.window_offsets(config.window, self._padded_side)  # (w*w,)
+        self._copy_base = np.arange(num_envs, dtype=np.int64)[:, None] * self._padded_side**2  # (B, 1)
+        self._agent_ids = np.arange(1, n + 1, dtype=np.int16)  # (N,) value of agent i in the grids
+        self._streams = _native.CopyStreams(num_envs)
+        self.observation_low = np.zeros(config.obs_dim, dtype=np.float32)
+        self.observation_high = np.ones(config.obs_dim, dtype=np.float32)
+        cells = num_envs * self._padded_side**2
+        self._objects = np.zeros(cells, dtype=np.int16)  # flattened (B, P, P): owner + 1 of the object there
+        self._occupant = np.zeros(
+            cells, dtype=np.int16
+        )  # flattened (B, P, P): agent index + 1 standing there
+        self._pos = np.zeros((num_envs, n, 2), dtype=np.int64)  # (B, N, 2) (row, col) in grid cells
+        self._remaining = np.zeros(num_envs, dtype=np.int64)  # (B,) objects not yet collected
+        self._t = np.zeros(num_envs, dtype=np.int64)  # (B,)
+        self._terminated = np.zeros(num_envs, dtype=bool)
+        self._truncated = np.zeros(num_envs, dtype=bool)
+        self._started = False
+
+    def _flat(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Flat indices into the padded grids of grid cells ``(rows, cols)`` of shape ``(B, M)``."""
+        radius = self.config.window // 2
+        return self._copy_base + (rows + radius) * self._padded_side + (cols + radius)
+
+    def _observe(self) -> np.ndarray:
+        config = self.config
+        area = config.window**2
+        window = self._flat(self._pos[..., 0], self._pos[..., 1])[..., None] + self._offsets  # (B, N, w*w)
+        objects, occupants = self._objects[window], self._occupant[window]  # (B, N, w*w) each
+        me = self._agent_ids[None, :, None]  # (1, N, 1)
+        obs = np.empty((self.num_envs, config.n_agents, config.obs_dim), dtype=np.float32)  # (B, N, O)
+        obs[..., 0:2] = self._pos / (config.grid_size - 1)
+        obs[..., 2 : 2 + area] = objects == me
+        obs[..., 2 + area : 2 + 2 * area] = (objects != 0) & (objects != me)
+        obs[..., 2 + 2 * area : 2 + 3 * area] = (occupants != 0) & (occupants != me)
+        obs[..., -1] = (self._t / config.max_steps)[:, None]
+        return obs
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start new episodes in all copies; returns obs ``(B, N, O)`` float32."""
+        config = self.config
+        n, k, size = config.n_agents, config.objects_per_agent, config.grid_size
+        self._streams.start_episode(seed)
+        cells = self._streams.permutations(size * size)[:, : n * (1 + k)]  # (B, N + N*K) distinct cells
+        rows, cols = cells // size, cells % size
+        self._pos = np.stack([rows[:, :n], cols[:, :n]], axis=-1)  # (B, N, 2)
+        self._objects[:] = 0
+        owners = np.repeat(self._agent_ids, k)  # (N*K,) object j belongs to agent j // K
+        self._objects[self._flat(rows[:, n:], cols[:, n:])] = owners
+        self._occupant[:] = 0
+        self._occupant[self._flat(rows[:, :n], cols[:, :n])] = self._agent_ids
+        self._remaining[:] = n * k
+        self._t[:] = 0
+        self._terminated[:] = False
+        self._truncated[:] = False
+        self._started = True
+        return self._observe()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply actions ``(B, N)``; returns obs ``(B,N,O)``, rewards, terminated, truncated ``(B,N)``."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        config = self.config
+        active = ~(self._terminated | self._truncated)  # (B,)
+        actions = _native.check_actions(actions, active, config.n_agents, len(ACTION_NAMES))  # finished: stay
+        targets = np.clip(self._pos + _MOVES[actions], 0, config.grid_size - 1)  # (B, N, 2)
+        cells = self._flat(self._pos[..., 0], self._pos[..., 1])  # (B, N)
+        new_cells = resolve_moves(cells, self._flat(targets[..., 0], targets[..., 1]))  # (B, N)
+        moved = new_cells != cells  # (B, N)
+        self._pos = np.where(moved[..., None], targets, self._pos)
+        self._occupant[cells] = 0
+        self._occupant[new_cells] = self._agent_ids
+        collected = self._objects[new_cells] == self._agent_ids  # (B, N) only movers can land on one
+        self._objects[new_cells[collected]] = 0
+        self._remaining -= collected.sum(axis=1)
+        self._t += active
+        self._terminated = self._remaining == 0
+        self._truncated = (self._t >= config.max_steps) & ~self._terminated
+        shape = (self.num_envs, config.n_agents)
+        return (
+            self._observe(),
+            collected.astype(np.float32),
+            np.broadcast_to(self._terminated[:, None], shape).copy(),
+            np.broadcast_to(self._truncated[:, None], shape).copy(),
+        )
+
+    def _object_grids(self) -> np.ndarray:
+        """``(B, N, H, W)`` bool: agent i's uncollected objects."""
+        radius, size, side = self.config.window // 2, self.config.grid_size, self._padded_side
+        grid = self._objects.reshape(self.num_envs, side, side)[
+            :, radius : radius + size, radius : radius + size
+        ]
+        return grid[:, None] == self._agent_ids[None, :, None, None]
+
+    def state(self) -> np.ndarray:
+        """Global state ``(B, S)`` float32: positions, per-owner object grids, time fraction."""
+        config = self.config
+        return np.concatenate(
+            [
+                self._pos.reshape(self.num_envs, -1) / (config.grid_size - 1),
+                self._object_grids().reshape(self.num_envs, -1),
+                (self._t / config.max_steps)[:, None],
+            ],
+            axis=1,
+        ).astype(np.float32)
+
+    def action_mask(self) -> np.ndarray:
+        """``(B, N, A)`` bool, all True: every action is always available (blocked moves just stay)."""
+        return np.ones((self.num_envs, self.config.n_agents, len(ACTION_NAMES)), dtype=bool)
+
+    def done(self) -> np.ndarray:
+        """``(B,)`` bool: the copy's episode has ended."""
+        return self._terminated | self._truncated
+
+    def render_copy(self, index: int) -> np.ndarray:
+        """Copy ``index`` drawn as RGB ``uint8 (H, W, 3)``: objects as small squares, agents as large ones."""
+        colours = _native.AGENT_COLOURS
+        image = _native.grid_image(
+            np.full((self.config.grid_size,) * 2 + (3,), 255, dtype=np.uint8), _CELL_PX
+        )
+        pale = (255 - (255 - colours.astype(np.int64)) // 2).astype(np.uint8)  # objects: lighter agent colour
+        for agent, grid in enumerate(self._object_grids()[index]):
+            for row, col in zip(*np.nonzero(grid), strict=True):
+                _native.fill_cell(image, row, col, _CELL_PX, 11, pale[agent % len(colours)])
+        for agent, (row, col) in enumerate(self._pos[index]):
+            _native.fill_cell(image, row, col, _CELL_PX, 4, colours[agent % len(colours)])
+        return image
+
+
+class GridWorldEnv(_native.NativeParallelEnv):
+    """Grid-World as a PettingZoo ``ParallelEnv`` (one copy of :class:`GridWorldBatched`)."""
+
+    metadata = {
+        "name": "grid-world",
+        "render_modes": ["rgb_array"],
+        "render_fps": 4,
+        "is_parallelizable": True,
+    }
+
+    def __init__(self, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
+        config = _native.make_config(GridWorldConfig, ENV_ID, kwargs)
+        super().__init__(
+            lambda num_envs: GridWorldBatched(num_envs, **dataclasses.asdict(config)), render_mode
+        )
+
+
+def make_batched(num_envs: int, **kwargs: Any) -> GridWorldBatched:
+    """``num_envs`` copies of Grid-World (see :class:`GridWorldBatched`)."""
+    return GridWorldBatched(num_envs, **kwargs)
+
+
+register(
+    EnvEntry(
+        env_id=ENV_ID,
+        make=GridWorldEnv,
+        make_batched=make_batched,
+        spec=spec,
+        description="collection: each agent collects its own objects; +1 per own object; blocked collisions",
+    )
+)
