@@ -1,0 +1,554 @@
+"""Highway driving with several controlled vehicles: highway-env behind marlkd's environment API.
+
+Two registered ids share this module:
+
+* ``highway`` -- highway-env's ``highway-fast-v0`` (``HighwayEnvFast``: 5 Hz simulation, collisions checked
+  for controlled vehicles only), with that environment's defaults: 3 lanes, 20 other vehicles, 30 s. The
+  default for datasets and evaluation.
+* ``highway-slow`` -- ``highway-v0`` (``HighwayEnv``: 15 Hz simulation), 4 lanes, 50 vehicles, 40 s.
+
+Both control ``n_agents`` vehicles (default 3) with highway-env's multi-agent ``DiscreteMetaAction``
+(0 lane left, 1 idle, 2 lane right, 3 faster, 4 slower) at ``policy_frequency`` decisions per second
+(default 1 Hz), and observe ``Kinematics`` (the ego row then the ``observed_vehicles - 1`` nearest vehicles,
+features ``presence, x, y, vx, vy``, normalized as highway-env does), flattened to ``float32``.
+
+highway-env's ``HighwayEnv`` rewards and terminates on the first controlled vehicle only. Here every
+controlled vehicle gets its own reward with highway-env's terms and normalization (collision, right lane,
+high forward speed over ``reward_speed_range``, mapped to [0, 1] and multiplied by ``on_road``), and an
+agent's episode ends (``terminated``) when its own vehicle crashes. A crashed vehicle stays on the road
+(highway-env brakes it to a stop, so it is an obstacle to the others); its later rewards are 0, its actions
+are ignored (it is sent ``IDLE``) and its observation is frozen at the crash step. The others drive on until
+they crash or the time limit truncates them.
+
+The batched form steps its copies in worker processes (the simulation is pure Python), each worker owning a
+contiguous block of copies; ``state()`` is the concatenation of the controlled vehicles' observations.
+Copy ``b`` of ``reset(seed)`` is seeded with ``seed + b``, so it matches the single form reset with that seed.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from marlkd.envs.base import EnvSpec
+from marlkd.envs.registry import EnvEntry, register
+from marlkd.errors import ConfigError, MarlkdError
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+try:
+    import gymnasium
+    from highway_env import utils as highway_utils
+    from highway_env.envs.highway_env import HighwayEnv, HighwayEnvFast
+    from highway_env.vehicle.controller import ControlledVehicle
+    from pettingzoo import ParallelEnv
+except ImportError as exc:  # pragma: no cover - exercised only without the package
+    raise MarlkdError(
+        f"the highway environments need highway-env ({exc}); install it with "
+        "`pip install 'highway-env>=1.10'` (a dependency of marlkd: `pip install marlkd` installs it)"
+    ) from exc
+
+__all__ = [
+    "HIGHWAY_VARIANTS",
+    "BatchedHighwayEnv",
+    "HighwayParallelEnv",
+    "highway_spec",
+    "make_batched_highway",
+    "make_highway",
+]
+
+#: Registry id -> the highway-env environment it is built on.
+HIGHWAY_VARIANTS: dict[str, str] = {"highway": "highway-fast-v0", "highway-slow": "highway-v0"}
+_VARIANT_CLASSES: dict[str, type[HighwayEnv]] = {"highway-fast-v0": HighwayEnvFast, "highway-v0": HighwayEnv}
+_KINEMATICS_FEATURES = ("presence", "x", "y", "vx", "vy")
+_N_ACTIONS = 5  # DiscreteMetaAction with lateral and longitudinal actions
+_IDLE = 1
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Resolved constructor arguments: what is recorded (``kwargs``) and the highway-env ``config``."""
+
+    env_id: str
+    variant: str
+    n_agents: int
+    kwargs: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.kwargs["observed_vehicles"]) * len(self.kwargs["features"])
+
+    @property
+    def max_steps(self) -> int:
+        # highway-env advances time by 1 / policy_frequency per step and truncates once time >= duration.
+        return int(math.ceil(self.kwargs["duration"] * self.kwargs["policy_frequency"] - 1e-9))
+
+
+def _resolve(
+    env_id: str,
+    *,
+    variant: str | None = None,
+    n_agents: int = 3,
+    lanes_count: int | None = None,
+    vehicles_count: int | None = None,
+    duration: float | None = None,
+    policy_frequency: int = 1,
+    simulation_frequency: int | None = None,
+    observed_vehicles: int = 5,
+    features: Sequence[str] = _KINEMATICS_FEATURES,
+    config: dict[str, Any] | None = None,
+) -> _Setup:
+    """Check the constructor arguments of ``env_id`` and fill ``None`` with the variant's package defaults."""
+    expected = HIGHWAY_VARIANTS[env_id]
+    if variant is not None and variant != expected:
+        raise ConfigError(
+            f"{env_id}: variant {variant!r} does not match this id (it is built on {expected!r}); "
+            f"use id {'highway-slow' if variant == 'highway-v0' else 'highway'} instead"
+        )
+    if n_agents < 1:
+        raise ConfigError(f"{env_id}: n_agents must be >= 1, got {n_agents}")
+    if observed_vehicles < 1:
+        raise ConfigError(f"{env_id}: observed_vehicles must be >= 1, got {observed_vehicles}")
+    if policy_frequency < 1:
+        raise ConfigError(f"{env_id}: policy_frequency must be >= 1, got {policy_frequency}")
+    defaults = _VARIANT_CLASSES[expected].default_config()  # a dict: no simulation is built
+    extra = dict(config or {})
+    for reserved in ("controlled_vehicles", "observation", "action"):
+        if reserved in extra:
+            raise ConfigError(f"{env_id}: config[{reserved!r}] is set by the wrapper, not by the user")
+    kwargs: dict[str, Any] = {
+        "variant": expected,
+        "n_agents": int(n_agents),
+        "lanes_count": int(defaults["lanes_count"] if lanes_count is None else lanes_count),
+        "vehicles_count": int(defaults["vehicles_count"] if vehicles_count is None else vehicles_count),
+        "duration": float(defaults["duration"] if duration is None else duration),
+        "policy_frequency": int(policy_frequency),
+        "simulation_frequency": int(
+            defaults["simulation_frequency"] if simulation_frequency is None else simulation_frequency
+        ),
+        "observed_vehicles": int(observed_vehicles),
+        "features": list(features),
+        "config": extra,
+    }
+    if kwargs["simulation_frequency"] % kwargs["policy_frequency"]:
+        raise ConfigError(
+            f"{env_id}: simulation_frequency ({kwargs['simulation_frequency']}) must be a multiple of "
+            f"policy_frequency ({kwargs['policy_frequency']})"
+        )
+    highway_config = {
+        **extra,
+        "controlled_vehicles": kwargs["n_agents"],
+        "lanes_count": kwargs["lanes_count"],
+        "vehicles_count": kwargs["vehicles_count"],
+        "duration": kwargs["duration"],
+        "policy_frequency": kwargs["policy_frequency"],
+        "simulation_frequency": kwargs["simulation_frequency"],
+        "observation": {
+            "type": "MultiAgentObservation",
+            "observation_config": {
+                "type": "Kinematics",
+                "vehicles_count": kwargs["observed_vehicles"],
+                "features": kwargs["features"],
+            },
+        },
+        "action": {"type": "MultiAgentAction", "action_config": {"type": "DiscreteMetaAction"}},
+    }
+    return _Setup(env_id, expected, kwargs["n_agents"], kwargs, highway_config)
+
+
+def highway_spec(env_id: str = "highway", **kwargs: Any) -> EnvSpec:
+    """Sizes of ``env_id`` (``highway`` or ``highway-slow``) made with ``kwargs``; builds no simulation."""
+    setup = _resolve(env_id, **kwargs)
+    return EnvSpec(
+        env_id=env_id,
+        n_agents=setup.n_agents,
+        obs_dim=setup.obs_dim,
+        n_actions=_N_ACTIONS,
+        state_dim=setup.n_agents * setup.obs_dim,
+        max_steps=setup.max_steps,
+        has_action_mask=False,
+        kwargs=setup.kwargs,
+    )
+
+
+class _HighwayCore:
+    """One highway-env simulation with per-agent rewards, crashes and frozen finished agents.
+
+    Arrays: ``obs (N, O)`` float32, ``rewards (N,)`` float32, ``terminated``/``truncated`` ``(N,)`` bool.
+    ``terminated`` and ``truncated`` are sticky: once an agent is done they stay True until ``reset``.
+    """
+
+    def __init__(self, setup: _Setup, render_mode: str | None = None) -> None:
+        self.setup = setup
+        self.env: HighwayEnv = _VARIANT_CLASSES[setup.variant](config=setup.config, render_mode=render_mode)
+        n = setup.n_agents
+        self.obs = np.zeros((n, setup.obs_dim), dtype=np.float32)
+        self.terminated = np.zeros(n, dtype=bool)
+        self.truncated = np.zeros(n, dtype=bool)
+
+    @property
+    def agent_done(self) -> np.ndarray:
+        """``(N,)`` bool: the agent's episode has ended."""
+        return self.terminated | self.truncated
+
+    @property
+    def done(self) -> bool:
+        return bool(self.agent_done.all())
+
+    def reset(self, seed: int | None) -> np.ndarray:
+        observations, _ = self.env.reset(seed=seed)
+        self.obs = self._flatten(observations)
+        self.terminated[:] = False
+        self.truncated[:] = False
+        return self.obs.copy()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n = self.setup.n_agents
+        rewards = np.zeros(n, dtype=np.float32)
+        if self.done:
+            return self.obs.copy(), rewards, self.terminated.copy(), self.truncated.copy()
+        live = ~self.agent_done
+        sent = tuple(int(a) if alive else _IDLE for a, alive in zip(actions, live, strict=True))
+        observations, _, _, _, _ = self.env.step(sent)
+        new_obs = self._flatten(observations)
+        self.obs[live] = new_obs[live]
+        config = self.env.config
+        time_up = self.env.time >= config["duration"]
+        for i, vehicle in enumerate(self.env.controlled_vehicles):
+            if not live[i]:
+                continue
+            rewards[i] = vehicle_reward(self.env, vehicle)
+            crashed = vehicle.crashed or (config["offroad_terminal"] and not vehicle.on_road)
+            self.terminated[i] = crashed
+            self.truncated[i] = time_up and not crashed
+        return self.obs.copy(), rewards, self.terminated.copy(), self.truncated.copy()
+
+    def state(self) -> np.ndarray:
+        """``(N * O,)`` float32: the controlled vehicles' observations, agent after agent."""
+        return self.obs.reshape(-1).copy()
+
+    @staticmethod
+    def _flatten(observations: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([np.asarray(o, dtype=np.float32).reshape(-1) for o in observations])
+
+
+def vehicle_reward(env: HighwayEnv, vehicle: Any) -> float:
+    """highway-env's ``HighwayEnv._reward`` computed for ``vehicle`` instead of the first controlled vehicle.
+
+    Terms (weights from ``env.config``): ``collision_reward * crashed + right_lane_reward * lane / (lanes - 1)
+    + high_speed_reward * clip(lmap(forward speed, reward_speed_range, [0, 1]), 0, 1)``; with
+    ``normalize_reward`` the sum is mapped from ``[collision_reward, high_speed_reward + right_lane_reward]``
+    to ``[0, 1]``; the result is multiplied by ``on_road``.
+    """
+    config = env.config
+    neighbours = env.road.network.all_side_lanes(vehicle.lane_index)
+    lane = vehicle.target_lane_index[2] if isinstance(vehicle, ControlledVehicle) else vehicle.lane_index[2]
+    forward_speed = vehicle.speed * np.cos(vehicle.heading)
+    scaled_speed = highway_utils.lmap(forward_speed, config["reward_speed_range"], [0, 1])
+    terms = {
+        "collision_reward": float(vehicle.crashed),
+        "right_lane_reward": lane / max(len(neighbours) - 1, 1),
+        "high_speed_reward": float(np.clip(scaled_speed, 0, 1)),
+    }
+    reward = sum(config.get(name, 0) * value for name, value in terms.items())
+    if config["normalize_reward"]:
+        reward = highway_utils.lmap(
+            reward,
+            [config["collision_reward"], config["high_speed_reward"] + config["right_lane_reward"]],
+            [0, 1],
+        )
+    return float(reward * float(vehicle.on_road))
+
+
+class HighwayParallelEnv(ParallelEnv):
+    """PettingZoo ``ParallelEnv`` form: agents ``agent_0 ... agent_{N-1}``, one per controlled vehicle.
+
+    An agent leaves ``agents`` when its vehicle crashes (terminated) or at the time limit (truncated).
+    ``render()`` returns highway-env's frame as ``uint8 (H, W, 3)`` (offscreen: ``SDL_VIDEODRIVER`` is set
+    to ``offscreen`` if unset). ``state()`` is ``(N * O,)``: all controlled vehicles' observations.
+    """
+
+    metadata = {"name": "marlkd_highway_v0", "render_modes": ["rgb_array"], "is_parallelizable": True}
+
+    def __init__(self, env_id: str = "highway", render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ConfigError(f"{env_id}: render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.env_id = env_id
+        self.render_mode = render_mode
+        self._setup = _resolve(env_id, **kwargs)
+        self.spec = highway_spec(env_id, **kwargs)
+        self._core = _HighwayCore(self._setup, render_mode="rgb_array")
+        self.possible_agents = [f"agent_{i}" for i in range(self._setup.n_agents)]
+        self.agents: list[str] = []
+        self.observation_spaces = {
+            agent: gymnasium.spaces.Box(-np.inf, np.inf, (self.spec.obs_dim,), np.float32)
+            for agent in self.possible_agents
+        }
+        self.action_spaces = {agent: gymnasium.spaces.Discrete(_N_ACTIONS) for agent in self.possible_agents}
+        self.state_space = gymnasium.spaces.Box(-np.inf, np.inf, (self.spec.state_dim,), np.float32)
+
+    def observation_space(self, agent: str) -> gymnasium.spaces.Box:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
+        return self.action_spaces[agent]
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        obs = self._core.reset(seed)
+        self.agents = list(self.possible_agents)
+        return {a: obs[i] for i, a in enumerate(self.possible_agents)}, {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
+        live = list(self.agents)
+        unknown = set(actions) - set(live)
+        if unknown:
+            raise ValueError(f"{self.env_id}: actions for agents that are not live: {sorted(unknown)}")
+        joint = np.full(self._setup.n_agents, _IDLE, dtype=np.int64)
+        for i, agent in enumerate(self.possible_agents):
+            if agent in actions:
+                joint[i] = int(actions[agent])
+        obs, rewards, terminated, truncated = self._core.step(joint)
+        index = {a: i for i, a in enumerate(self.possible_agents)}
+        out = (
+            {a: obs[index[a]] for a in live},
+            {a: float(rewards[index[a]]) for a in live},
+            {a: bool(terminated[index[a]]) for a in live},
+            {a: bool(truncated[index[a]]) for a in live},
+            {a: {"crashed": bool(self._core.env.controlled_vehicles[index[a]].crashed)} for a in live},
+        )
+        self.agents = [a for a in live if not (terminated[index[a]] or truncated[index[a]])]
+        return out
+
+    def state(self) -> np.ndarray:
+        return self._core.state()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gymnasium.logger.warn(f"{self.env_id}: render() called with render_mode=None")
+            return None
+        os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+        frame = self._core.env.render()
+        return np.asarray(frame, dtype=np.uint8)
+
+    def close(self) -> None:
+        self._core.env.close()
+
+    @property
+    def unwrapped_highway(self) -> HighwayEnv:
+        """The underlying highway-env environment (for inspection and hand-set tests)."""
+        return self._core.env
+
+
+def _run(cores: list[_HighwayCore], command: str, payload: np.ndarray) -> Any:
+    """Apply ``reset`` (payload: seeds ``(k,)``) or ``step`` (payload: actions ``(k, N)``) to ``k`` cores."""
+    if command == "reset":
+        return np.stack([core.reset(int(seed)) for core, seed in zip(cores, payload, strict=True)])
+    if command == "step":
+        outputs = [core.step(a) for core, a in zip(cores, payload, strict=True)]
+        return tuple(np.stack(parts) for parts in zip(*outputs, strict=True))
+    raise ValueError(f"unknown command {command!r}")
+
+
+def _worker(conn: Connection, setup: _Setup, count: int) -> None:
+    """Worker process loop: owns ``count`` simulations and answers reset/step/close messages."""
+    cores = [_HighwayCore(setup) for _ in range(count)]
+    while True:
+        command, payload = conn.recv()
+        if command == "close":
+            for core in cores:
+                core.env.close()
+            conn.send(("ok", None))
+            conn.close()
+            return
+        try:
+            conn.send(("ok", _run(cores, command, payload)))
+        except Exception:  # noqa: BLE001 - forwarded to the parent with its traceback
+            conn.send(("error", traceback.format_exc()))
+
+
+class BatchedHighwayEnv:
+    """``num_envs`` highway simulations stepped together, in ``num_workers`` processes.
+
+    Args:
+        num_envs: number of copies B.
+        env_id: ``highway`` or ``highway-slow``.
+        num_workers: worker processes; ``None`` picks ``min(B, os.cpu_count())`` and runs in this process
+            when that is 1; ``0`` runs all copies in this process.
+        start_method: multiprocessing start method. Default ``fork`` where the platform has it (workers
+            start in milliseconds, and scripts without an ``if __name__ == "__main__"`` guard work; the
+            workers run only highway-env, never torch or JAX, so the parent's threads do not matter),
+            else ``spawn``.
+        **kwargs: environment constructor arguments (see :func:`highway_spec`).
+
+    Shapes: obs ``(B, N, O)`` float32, rewards ``(B, N)`` float32, terminated/truncated ``(B, N)`` bool,
+    ``state() (B, N * O)``, ``action_mask() (B, N, 5)`` all True. Use as a context manager or call ``close``.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        env_id: str = "highway",
+        num_workers: int | None = None,
+        start_method: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ConfigError(f"{env_id}: num_envs must be >= 1, got {num_envs}")
+        self.spec = highway_spec(env_id, **kwargs)
+        self.num_envs = num_envs
+        self._setup = _resolve(env_id, **kwargs)
+        if num_workers is None:
+            num_workers = min(num_envs, os.cpu_count() or 1)
+            num_workers = 0 if num_workers == 1 else num_workers
+        if num_workers < 0:
+            raise ConfigError(f"{env_id}: num_workers must be >= 0, got {num_workers}")
+        self.num_workers = min(num_workers, num_envs)
+        n, o = self.spec.n_agents, self.spec.obs_dim
+        self._obs = np.zeros((num_envs, n, o), dtype=np.float32)
+        self._terminated = np.zeros((num_envs, n), dtype=bool)
+        self._truncated = np.zeros((num_envs, n), dtype=bool)
+        self._closed = False
+        self._cores: list[_HighwayCore] = []
+        self._conns: list[Connection] = []
+        self._procs: list[mp.process.BaseProcess] = []
+        if self.num_workers == 0:
+            self._blocks = [np.arange(num_envs)]
+            self._cores = [_HighwayCore(self._setup) for _ in range(num_envs)]
+            return
+        self._blocks = [b for b in np.array_split(np.arange(num_envs), self.num_workers) if len(b)]
+        if start_method is None:
+            start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        context = mp.get_context(start_method)
+        for block in self._blocks:
+            parent, child = context.Pipe()
+            proc = context.Process(target=_worker, args=(child, self._setup, len(block)), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def _call(self, command: str, payloads: list[Any]) -> list[Any]:
+        if self._closed:
+            raise MarlkdError(f"{self.spec.env_id}: the batched environment is closed")
+        if not self._conns:
+            return [_run(self._cores, command, payloads[0])]
+        for conn, payload in zip(self._conns, payloads, strict=True):
+            conn.send((command, payload))
+        results = []
+        for conn in self._conns:
+            status, result = conn.recv()
+            if status != "ok":
+                raise RuntimeError(f"{self.spec.env_id}: a worker process failed:\n{result}")
+            results.append(result)
+        return results
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start new episodes; copy ``b`` is seeded with ``seed + b``. Returns obs ``(B, N, O)``."""
+        if seed is None:
+            seeds = np.random.default_rng().integers(0, 2**31 - 1, size=self.num_envs)
+        else:
+            seeds = np.arange(seed, seed + self.num_envs)
+        results = self._call("reset", [seeds[block] for block in self._blocks])
+        self._obs = np.concatenate(results)
+        self._terminated[:] = False
+        self._truncated[:] = False
+        return self._obs.copy()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply ``actions (B, N)``; returns obs ``(B,N,O)``, rewards, terminated, truncated ``(B,N)``."""
+        actions = np.asarray(actions, dtype=np.int64)
+        expected = (self.num_envs, self.spec.n_agents)
+        if actions.shape != expected:
+            raise ValueError(f"{self.spec.env_id}: actions must have shape {expected}, got {actions.shape}")
+        live = ~(self._terminated | self._truncated)
+        bad = live & ((actions < 0) | (actions >= _N_ACTIONS))
+        if bad.any():
+            b, i = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{self.spec.env_id}: action {actions[b, i]} (copy {b}, agent {i}) out of [0, {_N_ACTIONS})"
+            )
+        results = self._call("step", [actions[block] for block in self._blocks])
+        obs, rewards, terminated, truncated = (np.concatenate(parts) for parts in zip(*results, strict=True))
+        self._obs, self._terminated, self._truncated = obs, terminated, truncated
+        return obs, rewards, terminated.copy(), truncated.copy()
+
+    def state(self) -> np.ndarray:
+        """``(B, N * O)`` float32: each copy's controlled-vehicle observations, agent after agent."""
+        return self._obs.reshape(self.num_envs, -1).copy()
+
+    def action_mask(self) -> np.ndarray:
+        """``(B, N, 5)`` bool, all True: highway-env accepts every meta-action in every state."""
+        return np.ones((self.num_envs, self.spec.n_agents, _N_ACTIONS), dtype=bool)
+
+    def done(self) -> np.ndarray:
+        """``(B,)`` bool: every agent of the copy is terminated or truncated."""
+        return (self._terminated | self._truncated).all(axis=1)
+
+    def close(self) -> None:
+        """Stop the worker processes (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in self._conns:
+            try:
+                conn.send(("close", None))
+                conn.recv()
+            except (BrokenPipeError, EOFError, OSError):
+                pass
+            conn.close()
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        for core in self._cores:
+            core.env.close()
+
+    def __enter__(self) -> BatchedHighwayEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn down modules
+            pass
+
+
+def make_highway(env_id: str = "highway", **kwargs: Any) -> HighwayParallelEnv:
+    """The PettingZoo form of ``env_id``."""
+    return HighwayParallelEnv(env_id, **kwargs)
+
+
+def make_batched_highway(num_envs: int, env_id: str = "highway", **kwargs: Any) -> BatchedHighwayEnv:
+    """The batched form of ``env_id`` with ``num_envs`` copies."""
+    return BatchedHighwayEnv(num_envs, env_id, **kwargs)
+
+
+for _env_id, _variant in HIGHWAY_VARIANTS.items():
+    register(
+        EnvEntry(
+            env_id=_env_id,
+            make=partial(make_highway, _env_id),
+            make_batched=partial(make_batched_highway, env_id=_env_id),
+            spec=partial(highway_spec, _env_id),
+            description=(
+                f"highway-env {_variant} with several controlled vehicles: per-agent rewards, "
+                "discrete meta-actions, kinematics observations"
+            ),
+            requires="highway",
+        ),
+        overwrite=True,
+    )
