@@ -307,7 +307,7 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], n_actions: int, where: str) 
     for name in REQUIRED_ARRAYS:
         if name not in arrays:
             raise DatasetError(f"{where}: field {name!r}: missing (required)")
-    sizes: dict[str, int] = {"A": n_actions}
+    sizes: dict[str, int] = {}
     for name, array in arrays.items():
         dtype, axes = ARRAY_FIELDS[name]
         if array.dtype != dtype:
@@ -322,6 +322,10 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], n_actions: int, where: str) 
                     f"shape {array.shape} does not fit ({', '.join(axes)}): {axis} is {size} here "
                     f"but {expected} in the fields before it",
                 )
+    if sizes.setdefault("A", n_actions) != n_actions:
+        raise DatasetError(
+            f"{where}: attribute 'n_actions': says {n_actions} but 'avail_actions' has {sizes['A']} actions"
+        )
     if sizes.setdefault("S", 0) < 1 and "state" in arrays:
         raise fail("state", "has an empty state axis; leave 'state' out when there is no global state")
     for axis in ("E", "T", "N", "O", "A"):
@@ -475,14 +479,10 @@ def write_dataset(
         raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
     prepared = {name: _to_dtype(name, arrays[name], where) for name in ARRAY_FIELDS if name in arrays}
     n_actions = metadata.get("n_actions")
-    if "avail_actions" in prepared:
-        available = prepared["avail_actions"].shape[-1]
-        if n_actions is not None and int(n_actions) != available:
-            raise DatasetError(f"{where}: attribute 'n_actions': given {n_actions} but 'avail_actions' has "
-                               f"{available} actions")
-        n_actions = available
     if n_actions is None:
-        raise DatasetError(f"{where}: attribute 'n_actions': required (no 'avail_actions' to take it from)")
+        if "avail_actions" not in prepared:
+            raise DatasetError(f"{where}: attribute 'n_actions': required when there is no 'avail_actions'")
+        n_actions = prepared["avail_actions"].shape[-1]
     sizes = _check_arrays(prepared, int(n_actions), where)
     info = _prepare_metadata(metadata, sizes, prepared, where)
 
@@ -540,6 +540,11 @@ def _attributes(info: DatasetMetadata) -> dict[str, Any]:
 _ATTRIBUTE_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(DatasetMetadata)}
 
 
+def _show(value: Any) -> str:
+    """A stored attribute for a message: NumPy scalars shown as the plain Python values they hold."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _read_metadata(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     def fail(key: str, problem: str) -> DatasetError:
         return DatasetError(f"{where}: attribute {key!r}: {problem}")
@@ -550,7 +555,7 @@ def _read_metadata(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(version, np.integer | int) or int(version) != FORMAT_VERSION:
         newer = isinstance(version, np.integer | int) and int(version) > FORMAT_VERSION
         hint = "written by a newer marlkd; upgrade marlkd" if newer else "unsupported"
-        raise fail("format_version", f"version {version!r} is {hint} (this marlkd reads {FORMAT_VERSION})")
+        raise fail("format_version", f"version {_show(version)} is {hint} (this marlkd reads {FORMAT_VERSION})")
     values: dict[str, Any] = {}
     for key, kind in _ATTRIBUTE_TYPES.items():
         if key not in attrs:
@@ -558,15 +563,15 @@ def _read_metadata(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
         value = attrs[key]
         if kind in ("int", "int | None"):
             if not isinstance(value, np.integer | int) or isinstance(value, bool | np.bool_):
-                raise fail(key, f"must be an integer, got {value!r}")
+                raise fail(key, f"must be an integer, got {_show(value)}")
             values[key] = int(value)
         elif kind == "float":
             if not isinstance(value, np.floating | float):
-                raise fail(key, f"must be a float, got {value!r}")
+                raise fail(key, f"must be a float, got {_show(value)}")
             values[key] = float(value)
         elif kind == "str":
             if not isinstance(value, str):
-                raise fail(key, f"must be a string, got {value!r}")
+                raise fail(key, f"must be a string, got {_show(value)}")
             values[key] = value
         else:  # JSON dicts
             try:
