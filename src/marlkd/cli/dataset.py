@@ -56,15 +56,21 @@ def _format(summary: dict[str, Any]) -> str:
         ("behavior policy", json.dumps(summary["behavior_policy"], sort_keys=True)),
         ("seed", seed),
         ("episodes", summary["n_episodes"]),
-        ("steps", f"{summary['total_steps']} (length mean {summary['mean_length']:.4g}, min "
-                  f"{summary['min_length']}, max {summary['max_length']}; padded to {summary['max_steps']})"),
+        (
+            "steps",
+            f"{summary['total_steps']} (length mean {summary['mean_length']:.4g}, min "
+            f"{summary['min_length']}, max {summary['max_length']}; padded to {summary['max_steps']})",
+        ),
         ("agents", summary["n_agents"]),
         ("obs_dim", summary["obs_dim"]),
         ("n_actions", summary["n_actions"]),
         ("state_dim", summary["state_dim"]),
         ("optional fields", ", ".join(summary["optional_fields"]) or "none"),
-        ("return", f"mean {_number(summary['mean_return'])}  min {_number(summary['min_return'])}  "
-                   f"max {_number(summary['max_return'])}  (per-agent episode return, mean over agents)"),
+        (
+            "return",
+            f"mean {_number(summary['mean_return'])}  min {_number(summary['min_return'])}  "
+            f"max {_number(summary['max_return'])}  (per-agent episode return, mean over agents)",
+        ),
         ("agent returns", f"{agents}  (mean over episodes)"),
         ("normalized score", _number(summary["normalized_score"])),
         ("checksum", f"sha256:{summary['checksum']}"),
@@ -94,6 +100,8 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"marlkd: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{file}: ok ({dataset.n_episodes} episodes, {dataset.metadata.env_id}, "
-              f"quality {dataset.metadata.quality})")
+        print(
+            f"{file}: ok ({dataset.n_episodes} episodes, {dataset.metadata.env_id}, "
+            f"quality {dataset.metadata.quality})"
+        )
     return 2 if failed else 0

@@ -54,7 +54,12 @@ _USER_METADATA: dict[str, Any] = {
 _SIZE_METADATA = ("n_agents", "obs_dim", "state_dim", "n_episodes")
 # Attributes the writer always computes itself; a caller's value (e.g. from another file) is replaced.
 _COMPUTED_METADATA = (
-    "format_version", "mean_return", "min_return", "max_return", "checksum", "marlkd_version",
+    "format_version",
+    "mean_return",
+    "min_return",
+    "max_return",
+    "checksum",
+    "marlkd_version",
 )
 _UNKNOWN_SEED = -1  # HDF5 attributes cannot hold None
 _RETURN_TOLERANCE = 1e-5
@@ -494,8 +499,11 @@ def write_dataset(
             for name, array in prepared.items():
                 options: dict[str, Any] = {}
                 if compression is not None:
-                    options = {"compression": compression, "shuffle": True,
-                               "chunks": _chunk_shape(array.shape, array.itemsize)}
+                    options = {
+                        "compression": compression,
+                        "shuffle": True,
+                        "chunks": _chunk_shape(array.shape, array.itemsize),
+                    }
                     if compression == "gzip":
                         options["compression_opts"] = 4
                 file.create_dataset(name, data=array, track_times=False, **options)
@@ -555,7 +563,9 @@ def _read_metadata(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(version, np.integer | int) or int(version) != FORMAT_VERSION:
         newer = isinstance(version, np.integer | int) and int(version) > FORMAT_VERSION
         hint = "written by a newer marlkd; upgrade marlkd" if newer else "unsupported"
-        raise fail("format_version", f"version {_show(version)} is {hint} (this marlkd reads {FORMAT_VERSION})")
+        raise fail(
+            "format_version", f"version {_show(version)} is {hint} (this marlkd reads {FORMAT_VERSION})"
+        )
     values: dict[str, Any] = {}
     for key, kind in _ATTRIBUTE_TYPES.items():
         if key not in attrs:
@@ -634,8 +644,10 @@ def load_dataset(path: str | os.PathLike[str]) -> OfflineDataset:
             raise DatasetError(f"{where}: attribute {key!r}: says {values[key]} but the arrays have {size}")
     actual = _statistics(arrays)
     if actual["checksum"] != values["checksum"]:
-        raise DatasetError(f"{where}: field 'checksum': the arrays do not match the stored checksum "
-                           "(file modified or corrupt)")
+        raise DatasetError(
+            f"{where}: field 'checksum': the arrays do not match the stored checksum "
+            "(file modified or corrupt)"
+        )
     for key in ("mean_return", "min_return", "max_return"):
         if not math.isclose(values[key], actual[key], rel_tol=_RETURN_TOLERANCE, abs_tol=_RETURN_TOLERANCE):
             raise DatasetError(
