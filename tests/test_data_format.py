@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def test_loading_a_thousand_episodes_is_fast(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     episodes, steps, agents, obs_dim = 1000, 40, 3, 40
     arrays = {
-        "obs": rng.normal(size=(episodes, steps, agents, obs_dim)).astype(np.float32),
+        "obs": (rng.random((episodes, steps, agents, obs_dim)) < 0.1).astype(np.float32),  # grid-like
         "actions": rng.integers(0, 5, size=(episodes, steps, agents)),
         "rewards": rng.normal(size=(episodes, steps, agents)).astype(np.float32),
         "mask": np.ones((episodes, steps), dtype=bool),
@@ -325,6 +326,12 @@ def test_interrupted_write_leaves_previous_file_intact(
     load_dataset(target)
     assert not fresh.exists()
     assert sorted(os.listdir(tmp_path)) == ["data.h5"]  # no temporary files left behind
+
+
+def test_written_file_has_the_usual_permissions(tiny_dataset: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(tiny_dataset.stat().st_mode) == 0o666 & ~umask
 
 
 # --- the CLI -------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -492,10 +492,11 @@ def write_dataset(
     info = _prepare_metadata(metadata, sizes, prepared, where)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
+    # A fresh name in the target's directory (same file system, so the rename is atomic); h5py creates it
+    # with the user's umask, unlike mkstemp's owner-only mode.
+    temporary = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
-        with h5py.File(temporary, "w") as file:
+        with h5py.File(temporary, "w-") as file:
             for name, array in prepared.items():
                 options: dict[str, Any] = {}
                 if compression is not None:
@@ -516,7 +517,7 @@ def write_dataset(
             os.close(descriptor)
         os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     _fsync_directory(target.parent)
     return target
