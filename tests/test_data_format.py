@@ -127,6 +127,9 @@ def test_episode_api(tiny_dataset: Path) -> None:
         dataset.subset([])
     with pytest.raises(IndexError):
         dataset.subset([6])
+    assert dataset.episode(-1).id == 5 and dataset.episode(-1).length == 6
+    with pytest.raises(ValueError, match="empty"):
+        dataset.filter_episodes(lambda episode: False)
 
 
 def test_subset_can_be_written_back(tmp_path: Path, tiny_dataset: Path) -> None:

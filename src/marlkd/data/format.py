@@ -206,16 +206,15 @@ class OfflineDataset:
     def subset(self, indices: Sequence[int] | np.ndarray) -> OfflineDataset:
         """A new in-memory dataset of the episodes ``indices`` (ints, or a ``(E,)`` bool mask), in that order.
 
-        Its metadata's ``n_episodes``, return statistics and checksum describe the subset.
+        Its metadata's ``n_episodes``, return statistics and checksum describe the subset; the rest
+        (``behavior_policy``, ``seed``, ...) still describes the data it was taken from.
         """
         index = np.asarray(indices)
         if index.dtype == np.bool_:
             if index.shape != (self.n_episodes,):
                 raise ValueError(f"a boolean index must have shape ({self.n_episodes},), got {index.shape}")
             index = np.flatnonzero(index)
-        elif index.size == 0:
-            index = index.astype(np.int64)
-        elif not np.issubdtype(index.dtype, np.integer) or index.ndim != 1:
+        elif index.size and (not np.issubdtype(index.dtype, np.integer) or index.ndim != 1):
             raise ValueError("indices must be a 1-D sequence of episode indices or a boolean mask")
         if index.size == 0:
             raise ValueError("a dataset needs at least one episode; the subset is empty")
@@ -226,7 +225,10 @@ class OfflineDataset:
         return OfflineDataset(**_all_fields(arrays), metadata=metadata, path=None)
 
     def episode(self, index: int) -> EpisodeData:
-        """Episode ``index`` trimmed to its length."""
+        """Episode ``index`` (negative counts from the end) trimmed to its length."""
+        if not -self.n_episodes <= index < self.n_episodes:
+            raise IndexError(f"episode {index} out of range for {self.n_episodes} episodes")
+        index %= self.n_episodes
         length = int(self.mask[index].sum())
         return EpisodeData(
             id=int(index),
@@ -252,7 +254,10 @@ class OfflineDataset:
         return list(self.iterate_episodes(chosen))
 
     def filter_episodes(self, fn: Callable[[EpisodeData], bool]) -> OfflineDataset:
-        """The subset of episodes for which ``fn(episode)`` is true, in their original order."""
+        """The subset of episodes for which ``fn(episode)`` is true, in their original order.
+
+        Raises ValueError when no episode passes (a dataset has at least one episode).
+        """
         keep = [episode.id for episode in self.iterate_episodes() if fn(episode)]
         return self.subset(np.asarray(keep, dtype=np.int64))
 
