@@ -230,26 +230,29 @@ def test_grid_world_terminates_when_all_objects_are_collected() -> None:
 
 def test_grid_world_observation_windows_match_the_state() -> None:
     size, window, n_agents = 8, 5, 2
-    env = make_batched("grid-world", 3)
+    env = make_batched("grid-world", 4)
     rng = np.random.default_rng(0)
     obs = env.reset(seed=21)
     radius, area = window // 2, window**2
-    for _ in range(6):
+    channel_counts = np.zeros(3)
+    for _ in range(8):
+        channel_counts += obs[..., 2 : 2 + 3 * area].reshape(-1, 3).sum(axis=0)
         state = env.state()
         for b in range(env.num_envs):
             pos = _positions(obs[b], size)
             objects = state[b, 2 * n_agents : -1].reshape(n_agents, size, size)
             for i in range(n_agents):
-                expected = np.zeros((3, window, window), dtype=np.float32)
+                expected = np.zeros((window, window, 3), dtype=np.float32)  # cell-major, channels last
                 for dr, dc in itertools.product(range(window), repeat=2):
                     r, c = pos[i, 0] + dr - radius, pos[i, 1] + dc - radius
                     if not (0 <= r < size and 0 <= c < size):
                         continue  # outside the grid: zeros in every channel
-                    expected[0, dr, dc] = objects[i, r, c]
-                    expected[1, dr, dc] = any(objects[j, r, c] for j in range(n_agents) if j != i)
-                    expected[2, dr, dc] = any((pos[j] == (r, c)).all() for j in range(n_agents) if j != i)
+                    expected[dr, dc, 0] = objects[i, r, c]
+                    expected[dr, dc, 1] = any(objects[j, r, c] for j in range(n_agents) if j != i)
+                    expected[dr, dc, 2] = any((pos[j] == (r, c)).all() for j in range(n_agents) if j != i)
                 np.testing.assert_array_equal(obs[b, i, 2 : 2 + 3 * area], expected.reshape(-1))
         obs, *_ = env.step(rng.integers(0, 5, size=(env.num_envs, n_agents)))
+    assert (channel_counts > 0).all()  # every channel was exercised
 
 
 # ------------------------------------------------------------------------------- every native environment

@@ -35,10 +35,13 @@ AGENT_COLOURS = np.array(
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on a uint64 array (wrapping arithmetic, elementwise)."""
-    x = (x ^ (x >> np.uint64(30))) * _MIX_1
-    x = (x ^ (x >> np.uint64(27))) * _MIX_2
-    return x ^ (x >> np.uint64(31))
+    """SplitMix64's output function on a uint64 array (wrapping arithmetic, elementwise); returns a new array."""
+    x = x.copy()
+    for shift, multiplier in ((30, _MIX_1), (27, _MIX_2)):
+        x ^= x >> np.uint64(shift)
+        x *= multiplier
+    x ^= x >> np.uint64(31)
+    return x
 
 
 class CopyStreams:
@@ -71,12 +74,14 @@ class CopyStreams:
         keys = _splitmix64(_splitmix64(copies) + episode)  # (B,)
         count = int(np.prod(shape))
         draws = keys[:, None] + (np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN)[None, :]  # (B, count)
-        bits = _splitmix64(draws) >> np.uint64(11)  # top 53 bits
+        bits = _splitmix64(draws)
+        bits >>= np.uint64(11)  # the top 53 bits
         return (bits.astype(np.float64) * 2.0**-53).reshape((self.num_envs, *shape))
 
     def permutations(self, n: int) -> np.ndarray:
         """A uniformly random permutation of ``range(n)`` per copy, int64 ``(B, n)``."""
-        return np.argsort(self.uniform((n,)), axis=1, kind="stable")
+        # Sorting a row depends on that row alone, so copy b's permutation is the same at any batch size.
+        return np.argsort(self.uniform((n,)), axis=1)
 
 
 def make_config(cls: type, env_id: str, kwargs: dict[str, Any]) -> Any:

@@ -110,8 +110,9 @@ class GridWorldBatched:
     """``num_envs`` copies of Grid-World stepped with array operations (the :class:`BatchedEnv` protocol).
 
     Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`GridWorldEnv` reset with seed
-    ``s + b``. Objects and agents live in grids padded by ``window // 2`` empty cells on every side: cell
-    values are the owner's index + 1 (0: none), so each agent's window is one gather.
+    ``s + b``. Objects and agents live in one grid per copy, padded by ``window // 2`` empty cells on
+    every side, whose cell code is ``object_owner * (N + 1) + occupant`` (owner and occupant: agent index
+    + 1, 0 for none), so an agent's window is one gather of codes.
     """
 
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
@@ -123,15 +124,13 @@ class GridWorldBatched:
         self._padded_side = config.grid_size + 2 * (config.window // 2)
         self._offsets = _native.window_offsets(config.window, self._padded_side)  # (w*w,)
         self._copy_base = np.arange(num_envs, dtype=np.int64)[:, None] * self._padded_side**2  # (B, 1)
-        self._agent_ids = np.arange(1, n + 1, dtype=np.int16)  # (N,) value of agent i in the grids
+        self._agent_ids = np.arange(1, n + 1, dtype=np.int16)  # (N,) agent i's id in cell codes
+        self._object_unit = np.int16(n + 1)  # cell code of an object = owner id * this
         self._streams = _native.CopyStreams(num_envs)
         self.observation_low = np.zeros(config.obs_dim, dtype=np.float32)
         self.observation_high = np.ones(config.obs_dim, dtype=np.float32)
         cells = num_envs * self._padded_side**2
-        self._objects = np.zeros(cells, dtype=np.int16)  # flattened (B, P, P): owner + 1 of the object there
-        self._occupant = np.zeros(
-            cells, dtype=np.int16
-        )  # flattened (B, P, P): agent index + 1 standing there
+        self._codes = np.zeros(cells, dtype=np.int16)  # flattened (B, P, P) cell codes
         self._pos = np.zeros((num_envs, n, 2), dtype=np.int64)  # (B, N, 2) (row, col) in grid cells
         self._remaining = np.zeros(num_envs, dtype=np.int64)  # (B,) objects not yet collected
         self._t = np.zeros(num_envs, dtype=np.int64)  # (B,)
@@ -146,15 +145,16 @@ class GridWorldBatched:
 
     def _observe(self) -> np.ndarray:
         config = self.config
-        area = config.window**2
+        n = config.n_agents
         window = self._flat(self._pos[..., 0], self._pos[..., 1])[..., None] + self._offsets  # (B, N, w*w)
-        objects, occupants = self._objects[window], self._occupant[window]  # (B, N, w*w) each
+        codes = self._codes[window]  # (B, N, w*w)
+        owner = codes // self._object_unit
+        occupant = codes - owner * self._object_unit
         me = self._agent_ids[None, :, None]  # (1, N, 1)
-        obs = np.empty((self.num_envs, config.n_agents, config.obs_dim), dtype=np.float32)  # (B, N, O)
+        channels = (owner == me, (owner != 0) & (owner != me), (occupant != 0) & (occupant != me))
+        obs = np.empty((self.num_envs, n, config.obs_dim), dtype=np.float32)  # (B, N, O)
         obs[..., 0:2] = self._pos / (config.grid_size - 1)
-        obs[..., 2 : 2 + area] = objects == me
-        obs[..., 2 + area : 2 + 2 * area] = (objects != 0) & (objects != me)
-        obs[..., 2 + 2 * area : 2 + 3 * area] = (occupants != 0) & (occupants != me)
+        obs[..., 2:-1] = np.stack(channels, axis=-1).reshape(self.num_envs, n, -1)  # cell-major, channel last
         obs[..., -1] = (self._t / config.max_steps)[:, None]
         return obs
 
@@ -166,11 +166,10 @@ class GridWorldBatched:
         cells = self._streams.permutations(size * size)[:, : n * (1 + k)]  # (B, N + N*K) distinct cells
         rows, cols = cells // size, cells % size
         self._pos = np.stack([rows[:, :n], cols[:, :n]], axis=-1)  # (B, N, 2)
-        self._objects[:] = 0
+        self._codes[:] = 0
         owners = np.repeat(self._agent_ids, k)  # (N*K,) object j belongs to agent j // K
-        self._objects[self._flat(rows[:, n:], cols[:, n:])] = owners
-        self._occupant[:] = 0
-        self._occupant[self._flat(rows[:, :n], cols[:, :n])] = self._agent_ids
+        self._codes[self._flat(rows[:, n:], cols[:, n:])] = owners * self._object_unit
+        self._codes[self._flat(rows[:, :n], cols[:, :n])] = self._agent_ids  # distinct from object cells
         self._remaining[:] = n * k
         self._t[:] = 0
         self._terminated[:] = False
@@ -190,10 +189,11 @@ class GridWorldBatched:
         new_cells = resolve_moves(cells, self._flat(targets[..., 0], targets[..., 1]))  # (B, N)
         moved = new_cells != cells  # (B, N)
         self._pos = np.where(moved[..., None], targets, self._pos)
-        self._occupant[cells] = 0
-        self._occupant[new_cells] = self._agent_ids
-        collected = self._objects[new_cells] == self._agent_ids  # (B, N) only movers can land on one
-        self._objects[new_cells[collected]] = 0
+        # Agents' cells are distinct before and after the step, so these fancy-index updates never collide.
+        self._codes[cells] -= self._agent_ids
+        self._codes[new_cells] += self._agent_ids
+        collected = self._codes[new_cells] // self._object_unit == self._agent_ids  # (B, N) own object here
+        self._codes[new_cells] -= collected * self._object_unit * self._agent_ids  # remove collected objects
         self._remaining -= collected.sum(axis=1)
         self._t += active
         self._terminated = self._remaining == 0
@@ -209,10 +209,10 @@ class GridWorldBatched:
     def _object_grids(self) -> np.ndarray:
         """``(B, N, H, W)`` bool: agent i's uncollected objects."""
         radius, size, side = self.config.window // 2, self.config.grid_size, self._padded_side
-        grid = self._objects.reshape(self.num_envs, side, side)[
+        grid = self._codes.reshape(self.num_envs, side, side)[
             :, radius : radius + size, radius : radius + size
         ]
-        return grid[:, None] == self._agent_ids[None, :, None, None]
+        return grid[:, None] // self._object_unit == self._agent_ids[None, :, None, None]
 
     def state(self) -> np.ndarray:
         """Global state ``(B, S)`` float32: positions, per-owner object grids, time fraction."""
