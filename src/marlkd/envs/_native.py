@@ -35,7 +35,7 @@ AGENT_COLOURS = np.array(
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on a uint64 array (wrapping arithmetic, elementwise); returns a new array."""
+    """SplitMix64's output function on a uint64 array, elementwise with wrapping arithmetic; a new array."""
     x = x.copy()
     for shift, multiplier in ((30, _MIX_1), (27, _MIX_2)):
         x ^= x >> np.uint64(shift)
