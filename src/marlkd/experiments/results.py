@@ -1,0 +1,242 @@
+"""The tidy results table of a sweep, ``<root>/<sweep>/results.csv``: a row per run, metric (and curve point).
+
+Only the sweep's driver process writes the table: workers (local processes or Ray tasks) return their
+results to it, and it appends each finished run's rows under an exclusive file lock
+(``results.csv.lock``), so several drivers on one sweep (say, one per ``--only-env``) append safely too.
+Every run's rows are also kept in its own marker file (``runs/<run_id>/experiment.json``); a run whose
+marker says done but whose rows are missing from the table (a driver killed between the two writes) is
+appended again on the next launch, so the table is always complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import functools
+import importlib.metadata
+import math
+import os
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from marlkd.errors import MarlkdError
+from marlkd.experiments.spec import SweepSpec, load_spec, variant_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from marlkd.experiments.spec import RunSpec
+
+RESULT_COLUMNS = (
+    "spec", "run_id", "env", "method", "seed",
+    "quality", "num_trajectories", "ablation", "steps", "eval_episodes", "dataset_episodes",
+    "metric", "value", "train_steps", "wall_time_s", "env_steps",
+    "marlkd_version", "torch_version", "code_revision", "timestamp",
+)
+NUMERIC_COLUMNS = ("seed", "num_trajectories", "steps", "eval_episodes", "dataset_episodes", "value",
+                   "train_steps", "wall_time_s", "env_steps")
+_INTEGER_COLUMNS = ("seed", "num_trajectories", "steps", "eval_episodes", "dataset_episodes")
+RESULTS_FILE = "results.csv"
+CURVE_PREFIX = "curve:"
+# Keys of a run's results that describe it rather than measure it: not metric rows.
+_NOT_METRICS = frozenset({"seed", "steps", "train_steps", "dataset_episodes", "episodes", "curve"})
+
+
+def sweep_dir(root: str | Path, sweep: str) -> Path:
+    """``<root>/<sweep>``: the sweep's runs, results table and report."""
+    return Path(root) / sweep
+
+
+def results_path(root: str | Path, sweep: str) -> Path:
+    return sweep_dir(root, sweep) / RESULTS_FILE
+
+
+@functools.cache
+def provenance() -> dict[str, str]:
+    """marlkd and torch versions and the code's git revision (``unknown`` outside a git checkout)."""
+    def version(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    source = Path(__file__).resolve().parent
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        revision = "unknown"
+    return {"marlkd_version": version("marlkd"), "torch_version": version("torch"), "code_revision": revision}
+
+
+def scalar_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric top-level entries of a run's results (nested config and lists are left out)."""
+    metrics: dict[str, float] = {}
+    for key, value in result.items():
+        if key in _NOT_METRICS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        metrics[key] = float(value)
+    return metrics
+
+
+def _number(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number
+
+
+def curve_points(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Learning-curve points from a run's tidy ``metrics.csv`` rows (``step, wall_time_s, metric, value``,
+    optionally ``env_steps``) or from the ``curve`` a run function returns (the same keys, or one column
+    per metric). Only metrics whose name holds ``return`` are kept; each point becomes
+    ``{"metric": "curve:<name>", "value", "train_steps", "wall_time_s", "env_steps"}``."""
+    points: list[dict[str, Any]] = []
+    for record in records:
+        step = _number(record.get("step", record.get("train_steps")))
+        position = {"train_steps": step, "wall_time_s": _number(record.get("wall_time_s")),
+                    "env_steps": _number(record.get("env_steps"))}
+        if "metric" in record and "value" in record:
+            items = [(str(record["metric"]), record["value"])]
+        else:
+            items = [(k, v) for k, v in record.items() if k not in ("step", "train_steps", "wall_time_s",
+                                                                    "env_steps")]
+        for name, raw in items:
+            value = _number(raw)
+            if "return" in name.lower() and value is not None:
+                points.append({"metric": CURVE_PREFIX + name, "value": value, **position})
+    return points
+
+
+def read_curve(metrics_csv: str | Path) -> list[dict[str, Any]]:
+    """:func:`curve_points` of a run directory's ``metrics.csv`` (empty if there is none)."""
+    path = Path(metrics_csv)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return curve_points(csv.DictReader(f))
+
+
+def result_rows(run: RunSpec, result: Mapping[str, Any], curve: Iterable[Mapping[str, Any]],
+                timestamp: str | None = None, elapsed_s: float | None = None) -> list[dict[str, Any]]:
+    """The table rows of one finished run: one per scalar metric of ``result``, then one per curve point."""
+    stamp = timestamp or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    base = {"spec": run.sweep, "run_id": run.run_id, "env": run.env, "method": run.method, "seed": run.seed,
+            **run.settings, **provenance(), "timestamp": stamp}
+    final_steps = _number(result.get("train_steps", result.get("steps", run.steps)))
+    wall = _number(result.get("wall_time_s"))
+    if wall is None:
+        wall = elapsed_s
+    env_steps = _number(result.get("env_steps"))
+    rows = [{**base, "metric": name, "value": value, "train_steps": final_steps, "wall_time_s": wall,
+             "env_steps": env_steps} for name, value in scalar_metrics(result).items()]
+    rows.extend({**base, **point} for point in curve)
+    return rows
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` across processes (``fcntl`` on POSIX, ``msvcrt`` on Windows)."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return value
+
+
+def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Append rows to the table at ``path`` (header written on first use) under the file lock."""
+    path = Path(path)
+    rows = list(rows)
+    if not rows:
+        return 0
+    with locked(path):
+        new = not path.exists() or path.stat().st_size == 0
+        if not new:
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), [])
+            if tuple(header) != RESULT_COLUMNS:
+                raise MarlkdError(f"{path}: its columns {header} are not this version's "
+                                  f"{list(RESULT_COLUMNS)}; move it away to start a new table")
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerows({k: _cell(row.get(k)) for k in RESULT_COLUMNS} for row in rows)
+            f.flush()
+            os.fsync(f.fileno())
+    return len(rows)
+
+
+def recorded_run_ids(path: str | Path) -> set[str]:
+    """Ids of the runs that have rows in the table at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as f:
+        return {row["run_id"] for row in csv.DictReader(f)}
+
+
+def _sweep_of(spec: SweepSpec | str | Path, quick: bool) -> str:
+    if isinstance(spec, SweepSpec):
+        return spec.sweep_name(quick)
+    text = str(spec)
+    if text.endswith(".toml"):
+        return load_spec(text).sweep_name(quick)
+    return f"{text}-quick" if quick and not text.endswith("-quick") else text
+
+
+def load_results(root: str | Path, spec: SweepSpec | str | Path, quick: bool = False) -> pd.DataFrame:
+    """The sweep's results table as a DataFrame (columns :data:`RESULT_COLUMNS` plus ``variant``).
+
+    ``spec`` is a :class:`SweepSpec`, a spec file, or a sweep name (``table1``; ``quick`` picks
+    ``table1-quick``). If a run was recorded more than once, only its latest rows are kept.
+    """
+    import pandas as pd
+
+    path = results_path(root, _sweep_of(spec, quick))
+    if not path.is_file():
+        raise MarlkdError(f"no results table at {path}: run the sweep first (marlkd experiment run)")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise MarlkdError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in NUMERIC_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce")
+        if column in _INTEGER_COLUMNS:
+            frame[column] = frame[column].astype("Int64")
+    if len(frame):
+        latest = frame.groupby("run_id")["timestamp"].transform("max")
+        frame = frame[frame["timestamp"] == latest].reset_index(drop=True)
+    frame["variant"] = [variant_name(m, a) for m, a in zip(frame["method"], frame["ablation"], strict=True)]
+    return frame

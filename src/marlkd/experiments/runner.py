@@ -1,0 +1,593 @@
+"""Run a sweep: only what is missing, each dataset made once, failures recorded, locally or on Ray.
+
+Each run executes in its own worker (a fresh spawned process from a local pool, or a Ray task) with a
+run function (:data:`RunFn`; by default :func:`train_run`, which calls :func:`marlkd.train`). The
+driver is the only writer of the sweep's state: when a run finishes it writes the run's marker
+(``<root>/<sweep>/runs/<run_id>/experiment.json``, status ``done`` or ``failed`` with the traceback) and
+appends its rows to the results table. A run with a ``done`` marker is skipped on the next launch; a
+failed or interrupted one is run again (the training loop resumes it from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import heapq
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from marlkd.errors import ConfigError, MarlkdError
+from marlkd.experiments.results import (
+    append_rows,
+    curve_points,
+    read_curve,
+    recorded_run_ids,
+    result_rows,
+    results_path,
+    sweep_dir,
+)
+from marlkd.experiments.spec import (
+    DatasetKey,
+    RunSpec,
+    SweepSpec,
+    check_against_registry,
+    expand,
+    load_spec,
+    select_runs,
+)
+
+RunFn = Callable[[RunSpec, Path, Path | None], Mapping[str, Any]]
+"""Executes one run: ``(run, run_dir, dataset_path) -> results``. It writes what it likes into ``run_dir``
+(a tidy ``metrics.csv`` there, or a ``curve`` list in the results, gives learning curves) and returns a
+mapping whose numeric top-level entries become metric rows (``return_mean``, ``train_time_s``, ...).
+It should resume or return at once when ``run_dir`` holds a finished or partial run."""
+
+DatasetFn = Callable[[DatasetKey, Path], Path]
+"""Makes (or finds) the dataset of a key under a data root and returns its path."""
+
+DEFAULT_ROOT = "runs/experiments"
+MARKER_FILE = "experiment.json"
+LOG_FILE = "log.txt"
+THREADS_ENV = "MARLKD_THREADS"
+# A job in a pool whose worker process died this many times is recorded as failed, not retried again
+# (a dead worker breaks every job of the pool, so a job near a crashing one is retried a few times).
+_MAX_CRASHES = 3
+
+
+# ----------------------------------------------------------------------------------------------------
+# The default run and dataset functions
+
+
+def train_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+    """The default :data:`RunFn` of offline sweeps: :func:`marlkd.train` on the run's config, in run_dir."""
+    import torch
+
+    import marlkd
+    from marlkd.config import RunConfig
+
+    if dataset is None:
+        raise MarlkdError(f"run {run.run_id}: an offline run needs a dataset")
+    threads = int(os.environ.get(THREADS_ENV, "0"))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    config = RunConfig.from_dict({**run.config, "data": str(dataset), "out": str(run_dir)})
+    return dict(marlkd.train(config, progress=False))
+
+
+def make_dataset(key: DatasetKey, data_root: Path) -> Path:
+    """The default :data:`DatasetFn`: :func:`marlkd.experts.ensure_dataset` (expert and data, made once)."""
+    from marlkd.experts import ensure_dataset
+
+    path = ensure_dataset(key.env, key.quality, key.episodes, data_root, seed=key.seed,
+                          env_kwargs=dict(key.env_kwargs) or None)
+    return Path(path)
+
+
+def resolve_callable(reference: str) -> Callable[..., Any]:
+    """The function named by ``module:function``, with a clear error if it is not there."""
+    module_name, _, attribute = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"run_fn {reference!r}: cannot import module {module_name!r} ({exc})") from exc
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ConfigError(f"run_fn {reference!r}: module {module_name!r} has no function {attribute!r}")
+    return function
+
+
+# ----------------------------------------------------------------------------------------------------
+# Work done in the workers
+
+
+def _limit_threads(threads: int) -> None:
+    """Give this worker ``threads`` CPU threads (before torch is imported, and after, if it was)."""
+    if threads <= 0:
+        return
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", THREADS_ENV):
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _captured(log_path: Path, capture: bool) -> Iterator[None]:
+    """Send this worker's stdout and stderr to ``log_path`` (so the driver's progress display stays clean)."""
+    if not capture:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as log:
+        log.write(f"--- {_now()} pid {os.getpid()}\n")
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _failure(exc: BaseException, start: float) -> dict[str, Any]:
+    return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+            "elapsed_s": time.perf_counter() - start}
+
+
+def _dataset_job(dataset_fn: DatasetFn, key: DatasetKey, data_root: str, threads: int,
+                 capture: bool) -> dict[str, Any]:
+    _limit_threads(threads)
+    start = time.perf_counter()
+    root = Path(data_root)
+    log_name = f"{key.env}-{key.quality}-{key.episodes}-s{key.seed}.log"
+    try:
+        with _captured(root / "logs" / log_name, capture):
+            path = dataset_fn(key, root)
+        return {"ok": True, "path": str(path), "elapsed_s": time.perf_counter() - start}
+    except Exception as exc:
+        return _failure(exc, start)
+
+
+def _run_job(run_fn: RunFn, run: RunSpec, run_dir: str, dataset: str | None, threads: int,
+             capture: bool) -> dict[str, Any]:
+    _limit_threads(threads)
+    start = time.perf_counter()
+    directory = Path(run_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with _captured(directory / LOG_FILE, capture):
+            result = run_fn(run, directory, Path(dataset) if dataset else None)
+        if not isinstance(result, Mapping):
+            raise TypeError(f"the run function returned {type(result).__name__}, not a mapping of results")
+        result = dict(result)
+        curve = curve_points(result["curve"]) if "curve" in result else read_curve(directory / "metrics.csv")
+        return {"ok": True, "result": _jsonable({k: v for k, v in result.items() if k != "curve"}),
+                "curve": curve, "elapsed_s": time.perf_counter() - start}
+    except Exception as exc:
+        return _failure(exc, start)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Backends: something that runs a function somewhere and hands back a concurrent.futures.Future
+
+
+class _InlineBackend:
+    """Runs each job in this process, one at a time (``workers=0``: for debugging)."""
+
+    slots = 1
+    threads = 0
+    capture = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def restart(self) -> None:
+        """Nothing to restart."""
+
+    def close(self, cancel: bool = False) -> None:
+        """Nothing to close."""
+
+
+class _LocalBackend:
+    """A pool of ``workers`` spawned processes; each job gets a fresh one (no state leaks between runs)."""
+
+    capture = True
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing
+
+        self.slots = workers
+        self.threads = max(1, _cpu_count() // workers)
+        self._context = multiprocessing.get_context("spawn")
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.slots, mp_context=self._context, max_tasks_per_child=1)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        return self._pool.submit(fn, *args)
+
+    def restart(self) -> None:
+        """Replace a pool broken by a dead worker (its pending jobs are resubmitted by the driver)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+
+    def close(self, cancel: bool = False) -> None:
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MarlkdError("the Ray backend needs Ray: pip install 'marlkd[ray]' (or 'ray[default]')") from exc
+    return ray
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+class _RayBackend:
+    """Ray tasks on a local instance (``address="local"``) or a cluster; each task asks for ``threads`` CPUs
+    (and ``gpus_per_run`` GPUs). Joins an already initialised Ray session if there is one."""
+
+    capture = True
+
+    def __init__(self, address: str, workers: int | None, gpus_per_run: float) -> None:
+        ray = _import_ray()
+        self._ray = ray
+        self._owner = not ray.is_initialized()
+        if self._owner:
+            if address == "local":
+                ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+            else:
+                ray.init(address=address, logging_level="WARNING")
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.slots = workers or cpus
+        self.threads = max(1, cpus // self.slots)
+        self._task = ray.remote(_call).options(num_cpus=self.threads, num_gpus=gpus_per_run)
+        self._refs: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        ref = self._task.remote(fn, *args)
+        self._refs.append(ref)
+        return ref.future()
+
+    def restart(self) -> None:
+        """Ray restarts dead workers itself."""
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for ref in self._refs:
+                with contextlib.suppress(Exception):
+                    self._ray.cancel(ref, force=True)
+        if self._owner:
+            self._ray.shutdown()
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Markers, status and the summary
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A run that raised (or whose dataset could not be made); the full traceback is in its marker."""
+
+    run_id: str
+    error: str
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What :func:`run_sweep` did.
+
+    Attributes:
+        sweep: the sweep's name (``<spec>`` or ``<spec>-quick``).
+        root: the experiments root directory.
+        total: runs selected in the sweep.
+        skipped: runs already finished before this launch.
+        done: runs finished by this launch.
+        failed: runs that failed in this launch.
+        datasets: datasets made or found for this launch.
+        wall_time_s: seconds this launch took.
+    """
+
+    sweep: str
+    root: str
+    total: int
+    skipped: int
+    done: int
+    failed: tuple[FailedRun, ...]
+    datasets: int
+    wall_time_s: float
+
+    @property
+    def ok(self) -> bool:
+        """Every selected run is finished."""
+        return not self.failed and self.skipped + self.done == self.total
+
+    @property
+    def results(self) -> Path:
+        return results_path(self.root, self.sweep)
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One run's state on disk: ``done``, ``failed``, ``incomplete`` (started, no marker) or ``missing``."""
+
+    run_id: str
+    env: str
+    method: str
+    seed: int
+    status: str
+    error: str = ""
+
+
+def run_dir_for(root: str | Path, run: RunSpec) -> Path:
+    """``<root>/<sweep>/runs/<run_id>``."""
+    return sweep_dir(root, run.sweep) / "runs" / run.run_id
+
+
+def read_marker(run_dir: Path) -> dict[str, Any] | None:
+    """The run's marker (``experiment.json``), or None when it has none or it is unreadable."""
+    path = Path(run_dir) / MARKER_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _resolve_spec(spec: SweepSpec | str | Path) -> SweepSpec:
+    return spec if isinstance(spec, SweepSpec) else load_spec(spec)
+
+
+def _selected(spec: SweepSpec, quick: bool, only_envs: Sequence[str],
+              only_methods: Sequence[str]) -> list[RunSpec]:
+    for given, known, what in ((only_envs, spec.envs, "environment"), (only_methods, spec.methods, "method")):
+        unknown = [value for value in given if value not in known]
+        if unknown:
+            raise ConfigError(f"sweep {spec.name} has no {what} {', '.join(map(repr, unknown))}; "
+                              f"it has {', '.join(known)}")
+    return select_runs(expand(spec, quick), only_envs, only_methods)
+
+
+def sweep_status(spec: SweepSpec | str | Path, root: str | Path = DEFAULT_ROOT, *, quick: bool = False,
+                 only_envs: Sequence[str] = (), only_methods: Sequence[str] = ()) -> list[RunStatus]:
+    """The state of every (selected) run of the sweep, from the run directories' markers."""
+    spec = _resolve_spec(spec)
+    statuses = []
+    for run in _selected(spec, quick, only_envs, only_methods):
+        directory = run_dir_for(root, run)
+        marker = read_marker(directory)
+        if marker is not None and marker.get("status") in ("done", "failed"):
+            status, error = marker["status"], marker.get("error", "")
+        else:
+            status, error = ("incomplete" if directory.exists() else "missing"), ""
+        statuses.append(RunStatus(run.run_id, run.env, run.method, run.seed, status, error))
+    return statuses
+
+
+# ----------------------------------------------------------------------------------------------------
+# The driver
+
+
+@dataclass
+class _Job:
+    kind: str  # "dataset" or "run"
+    key: DatasetKey
+    run: RunSpec | None = None
+    dataset: str | None = None
+    crashes: int = 0
+
+
+def run_sweep(
+    spec: SweepSpec | str | Path,
+    root: str | Path = DEFAULT_ROOT,
+    *,
+    quick: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    run_fn: RunFn | None = None,
+    dataset_fn: DatasetFn | None = None,
+    only_envs: Sequence[str] = (),
+    only_methods: Sequence[str] = (),
+    gpus_per_run: float = 0.0,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run the sweep's missing runs and append their results to ``<root>/<sweep>/results.csv``.
+
+    Args:
+        spec: a :class:`SweepSpec`, a built-in spec's name or a spec file.
+        root: the experiments root; datasets go to ``<root>/datasets`` (shared by sweeps), runs to
+            ``<root>/<sweep>/runs/<run_id>``.
+        quick: run the spec's quick variant (its own sweep, ``<name>-quick``).
+        workers: runs at a time. Local: default 1; 0 runs everything in this process (debugging). Ray:
+            default one per CPU of the cluster. Each run gets ``max(1, cpus // workers)`` torch threads.
+        ray_address: run on Ray: ``"local"`` starts a local instance, anything else is a cluster address
+            (``"auto"``, ``"ray://host:10001"``). Needs the ``ray`` extra; results are the same.
+        run_fn: executes one run (see :data:`RunFn`); default: the spec's ``run_fn`` (for offline
+            sweeps :func:`train_run`), after checking the spec against the installed environments,
+            methods and config fields.
+        dataset_fn: makes a dataset (see :data:`DatasetFn`); default :func:`make_dataset`. Each distinct
+            (env, quality, episodes, seed, env_kwargs) is made once, before the runs that need it start.
+        only_envs, only_methods: restrict the sweep to these environments / methods.
+        gpus_per_run: GPUs each Ray task asks for.
+        progress: show a progress bar (done, failed, running, remaining, ETA).
+
+    A run that raises is recorded as failed (marker with the traceback) and the others go on.
+    """
+    started = time.monotonic()
+    spec = _resolve_spec(spec)
+    runs = _selected(spec, quick, only_envs, only_methods)
+    if run_fn is None:
+        check_against_registry(spec, runs)
+        run_fn = resolve_callable(spec.run_fn)
+    dataset_fn = dataset_fn or make_dataset
+    if workers is not None and workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
+    root = Path(root)
+    sweep = spec.sweep_name(quick)
+    table = results_path(root, sweep)
+    _write_json(sweep_dir(root, sweep) / "spec.json", dataclasses.asdict(spec))
+
+    recorded = recorded_run_ids(table)
+    todo: list[RunSpec] = []
+    skipped = 0
+    for run in runs:
+        marker = read_marker(run_dir_for(root, run))
+        if marker is not None and marker.get("status") == "done":
+            skipped += 1
+            if run.run_id not in recorded:  # finished, but the driver died before appending its rows
+                append_rows(table, marker.get("rows", []))
+        else:
+            todo.append(run)
+    # Seed-major order: a partial sweep already holds every cell's first seeds.
+    seed_rank = {seed: i for i, seed in enumerate(dict.fromkeys(run.seed for run in runs))}
+    todo.sort(key=lambda run: seed_rank[run.seed])
+
+    waiting: dict[str, list[RunSpec]] = {}
+    ready: list[tuple[int, int, _Job]] = []
+    counter = 0
+    for run in todo:
+        key = run.dataset.key()
+        if key not in waiting:
+            waiting[key] = []
+            heapq.heappush(ready, (0, counter, _Job("dataset", run.dataset)))
+            counter += 1
+        waiting[key].append(run)
+    n_datasets = len(waiting)
+
+    if ray_address:
+        backend: Any = _RayBackend(ray_address, workers, gpus_per_run)
+    elif workers == 0:
+        backend = _InlineBackend()
+    else:
+        backend = _LocalBackend(workers or 1)
+
+    done_count, datasets_made = 0, 0
+    failed: list[FailedRun] = []
+    in_flight: dict[Future, _Job] = {}
+    bar = _progress_bar(len(todo), sweep, progress)
+
+    def record_failure(run: RunSpec, error: str, trace: str) -> None:
+        directory = run_dir_for(root, run)
+        _write_json(directory / MARKER_FILE, {"status": "failed", "run": run.to_dict(), "error": error,
+                                              "traceback": trace, "finished": _now()})
+        failed.append(FailedRun(run.run_id, error, str(directory)))
+        bar.write(f"failed: {run.run_id}: {error}")
+        bar.update(1)
+
+    def handle(job: _Job, future: Future) -> None:
+        nonlocal done_count, datasets_made, counter
+        try:
+            outcome = future.result()
+        except BrokenProcessPool:
+            job.crashes += 1
+            if job.crashes < _MAX_CRASHES:
+                heapq.heappush(ready, (0 if job.kind == "dataset" else 1, counter, job))
+                counter += 1
+                return
+            outcome = {"ok": False, "error": "the worker process died (out of memory, or a crash in native "
+                                             "code)", "traceback": ""}
+        except Exception as exc:  # the backend failed to run the job (e.g. a Ray system error)
+            outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": ""}
+        if job.kind == "dataset":
+            dependents = waiting.pop(job.key.key())
+            if outcome["ok"]:
+                datasets_made += 1
+                for run in dependents:
+                    heapq.heappush(ready, (1, counter, _Job("run", job.key, run, outcome["path"])))
+                    counter += 1
+            else:
+                error = f"making dataset {job.key.env}/{job.key.quality}/{job.key.episodes} failed: " \
+                        f"{outcome['error']}"
+                for run in dependents:
+                    record_failure(run, error, outcome["traceback"])
+            return
+        run = job.run
+        assert run is not None
+        if not outcome["ok"]:
+            record_failure(run, outcome["error"], outcome["traceback"])
+            return
+        stamp = _now()
+        rows = result_rows(run, outcome["result"], outcome["curve"], stamp, outcome.get("elapsed_s"))
+        _write_json(run_dir_for(root, run) / MARKER_FILE, {
+            "status": "done", "run": run.to_dict(), "result": outcome["result"], "rows": rows,
+            "elapsed_s": outcome.get("elapsed_s"), "dataset": job.dataset, "finished": stamp})
+        append_rows(table, rows)
+        done_count += 1
+        bar.update(1)
+
+    def refresh() -> None:
+        running = sum(1 for job in in_flight.values() if job.kind == "run")
+        remaining = len(todo) - done_count - len(failed)
+        bar.set_postfix_str(f"done {done_count}, failed {len(failed)}, running {running}, remaining "
+                            f"{remaining}, datasets {datasets_made}/{n_datasets}", refresh=False)
+        bar.refresh()
+
+    try:
+        while ready or in_flight:
+            while ready and len(in_flight) < backend.slots:
+                _, _, job = heapq.heappop(ready)
+                if job.kind == "dataset":
+                    future = backend.submit(_dataset_job, dataset_fn, job.key, str(root / "datasets"),
+                                            backend.threads, backend.capture)
+                else:
+                    assert job.run is not None
+                    future = backend.submit(_run_job, run_fn, job.run, str(run_dir_for(root, job.run)),
+                                            job.dataset, backend.threads, backend.capture)
+                in_flight[future] = job
+            refresh()
+            finished, _ = wait(list(in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
+            if any(isinstance(future.exception(), BrokenProcessPool) for future in finished):
+                # A dead worker breaks the whole pool: every job in it fails; requeue them all, new pool.
+                finished, _ = wait(list(in_flight))
+                backend.restart()
+            for future in finished:
+                handle(in_flight.pop(future), future)
+            refresh()
+    except BaseException:
+        backend.close(cancel=True)
+        bar.close()
+        raise
+    backend.close()
+    bar.close()
+    return SweepSummary(sweep=sweep, root=str(root), total=len(runs), skipped=skipped, done=done_count,
+                        failed=tuple(failed), datasets=datasets_made, wall_time_s=time.monotonic() - started)
+
+
+def _progress_bar(total: int, sweep: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=sweep, unit="run", dynamic_ncols=True, disable=not enabled)
