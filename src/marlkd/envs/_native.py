@@ -140,6 +140,8 @@ def grid_image(cell_colours: np.ndarray, cell_px: int) -> np.ndarray:
     image = np.repeat(np.repeat(cell_colours, cell_px, axis=0), cell_px, axis=1)
     image[::cell_px, :] = 160
     image[:, ::cell_px] = 160
+    image[-1, :] = 160
+    image[:, -1] = 160
     return image
 
 
