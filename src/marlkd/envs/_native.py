@@ -102,7 +102,7 @@ def check_int(env_id: str, name: str, value: Any, minimum: int) -> None:
 
 
 def check_float(
-    env_id: str, name: str, value: Any, low: float, high: float = np.inf, *, open_low=False
+    env_id: str, name: str, value: Any, low: float, high: float = np.inf, *, open_low: bool = False
 ) -> None:
     """Raise ``ConfigError`` unless ``value`` is a finite real in ``[low, high]`` (``(low, high]``)."""
     ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
