@@ -439,9 +439,10 @@ def write_report(
         if summary.empty:
             lines += [f"_no rows with metric `{metric}`_", ""]
             continue
-        lines += [markdown_table(summary, layout.rows, layout.columns), "",
-                  "Mean ± sample standard deviation over runs (seeds); n runs per cell. "
-                  "Bold: the highest mean of the column.", ""]
+        main_metric = metric == layout.metric
+        lines += [markdown_table(summary, layout.rows, layout.columns, bold_best=main_metric), "",
+                  "Mean ± sample standard deviation over runs (seeds); n runs per cell."
+                  + (" Bold: the highest mean of the column." if main_metric else ""), ""]
         if metric == layout.metric:
             method = "the rliable package" if use_rliable else "NumPy"
             lines += [f"## {metric}: interquartile mean [{confidence:.0%} CI]", "",

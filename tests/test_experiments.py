@@ -1,0 +1,446 @@
+"""Sweeps: spec expansion and ids, resumable runs, failures, the results table, reports, the CLI and Ray.
+
+Runs use fake run and dataset functions (module-level, so worker processes can import them): fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from marlkd.cli import main
+from marlkd.errors import ConfigError, MarlkdError
+from marlkd.experiments import (
+    builtin_spec_names,
+    expand,
+    load_results,
+    load_spec,
+    parse_spec,
+    run_sweep,
+    sweep_status,
+)
+from marlkd.experiments.report import (
+    cell_stats,
+    iqm,
+    stratified_bootstrap_ci,
+    summarize,
+    write_report,
+)
+from marlkd.experiments.results import RESULT_COLUMNS, append_rows
+from marlkd.experiments.runner import MARKER_FILE, read_marker, run_dir_for
+from marlkd.experiments.spec import DatasetKey, RunSpec
+
+MINI = """
+name = "mini"
+description = "A small sweep for the tests."
+
+[grid]
+envs = ["grid-world", "fill-in"]
+methods = ["idt", "ours"]
+seeds = 2
+steps = [10]
+eval_episodes = [2]
+dataset_episodes = [20]
+
+[per_env.fill-in]
+quality = ["random"]
+
+[train]
+batch_size = 8
+
+[overrides.ours.algo]
+alpha = 0.5
+
+[quick]
+seeds = 1
+steps = [5]
+
+[report]
+extra_metrics = ["train_time_s"]
+plots = ["train_steps", "wall_time_s"]
+"""
+
+
+def fake_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+    """Stands in for training: counts its calls, writes a tidy metrics.csv, returns seed-dependent results;
+    raises for a method whose algo config says ``explode``."""
+    with open(run_dir / "calls.txt", "a") as f:
+        f.write("call\n")
+    if run.config["algo"].get("explode"):
+        raise RuntimeError(f"boom in {run.method}")
+    assert dataset is not None and dataset.is_file()
+    score = 1.0 + run.seed + (0.5 if run.method == "ours" else 0.0)
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "wall_time_s", "metric", "value"])
+        for step in range(1, run.steps + 1):
+            writer.writerow([step, 0.1 * step, "loss", 1.0 / step])
+            if step % 5 == 0:
+                writer.writerow([step, 0.1 * step, "eval/return_mean", score * step / run.steps])
+    return {"return_mean": score, "return_std": 0.25, "train_time_s": 0.1 * run.steps, "env_steps": 0,
+            "train_steps": run.steps, "seed": run.seed, "config": run.config}
+
+
+def fake_dataset(key: DatasetKey, root: Path) -> Path:
+    """Stands in for ``ensure_dataset``: writes a placeholder file and logs that it made one."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{key.env}-{key.quality}-{key.episodes}-s{key.seed}.h5"
+    path.write_text("placeholder")
+    with open(root / "made.txt", "a") as f:
+        f.write(f"{key.env}/{key.quality}\n")
+    return path
+
+
+def _calls(root: Path, run: RunSpec) -> int:
+    path = run_dir_for(root, run) / "calls.txt"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Specs
+
+
+def test_expand_gives_the_grid_with_stable_ids() -> None:
+    spec = parse_spec(MINI)
+    runs = expand(spec)
+    assert len(runs) == 2 * 2 * 2
+    assert [r.run_id for r in runs] == [r.run_id for r in expand(parse_spec(MINI))]
+    assert len({r.run_id for r in runs}) == len(runs)
+    first = runs[0]
+    assert first.run_id.startswith("grid-world/idt/good/s0-") and len(first.run_id.rsplit("-", 1)[1]) == 8
+    assert first.config == {"method": "idt", "train": {"batch_size": 8, "steps": 10, "seed": 0,
+                                                       "num_trajectories": 0},
+                            "eval": {"episodes": 2}, "algo": {}}
+    ours = [r for r in runs if r.method == "ours"]
+    assert all(r.config["algo"] == {"alpha": 0.5} for r in ours)
+    assert {r.quality for r in runs if r.env == "fill-in"} == {"random"}
+    # Same config, same id; another seed, another id (and the seed alone changes nothing else).
+    by_seed = {r.seed: r for r in runs if r.env == "grid-world" and r.method == "idt"}
+    assert by_seed[0].run_id != by_seed[1].run_id
+    assert by_seed[0].run_id.rsplit("-", 1)[0].replace("s0", "s1") == by_seed[1].run_id.rsplit("-", 1)[0]
+    # Runs that need the same dataset share its key.
+    assert len({r.dataset.key() for r in runs}) == 2
+
+
+def test_quick_variant_is_its_own_sweep() -> None:
+    spec = parse_spec(MINI)
+    quick = expand(spec, quick=True)
+    assert len(quick) == 2 * 2 * 1
+    assert {r.steps for r in quick} == {5} and {r.sweep for r in quick} == {"mini-quick"}
+    assert not {r.run_id for r in quick} & {r.run_id for r in expand(spec)}
+
+
+def test_ablation_axis_sets_ours_switch_only() -> None:
+    spec = parse_spec(MINI.replace("steps = [10]", 'steps = [10]\nablation = ["full", "kl-only"]'))
+    runs = expand(spec)
+    ours = [r for r in runs if r.method == "ours"]
+    assert sorted({r.config["algo"]["ablation"] for r in ours}) == ["full", "kl-only"]
+    assert len(ours) == 2 * 2 * 2 and all(r.ablation == "" for r in runs if r.method == "idt")
+    assert any("/ours-kl-only/" in r.run_id for r in ours)
+
+
+@pytest.mark.parametrize("name", builtin_spec_names())
+def test_builtin_specs_load_and_expand(name: str) -> None:
+    spec = load_spec(name)
+    full, quick = expand(spec), expand(spec, quick=True)
+    assert 0 < len(quick) < len(full)
+    assert max(r.steps for r in quick) < min(r.steps for r in full)
+
+
+def test_builtin_table_specs_follow_the_paper() -> None:
+    table1 = load_spec("table1")
+    runs = expand(table1)
+    assert len(table1.envs) == 8 and len(table1.methods) == 9 and table1.seeds == tuple(range(10))
+    assert {r.quality for r in runs if r.env == "fill-in"} == {"random"}
+    assert {r.quality for r in runs if r.env != "fill-in"} == {"good"}
+    assert {r.dataset_episodes for r in runs if r.env == "highway"} == {500}
+    table3 = load_spec("table3")
+    assert {r.config["algo"]["ablation"] for r in expand(table3)} == {
+        "full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping"}
+    table2 = expand(load_spec("table2"))
+    assert {(r.env, r.quality) for r in table2} == {(e, q) for e in ("grid-world", "highway")
+                                                    for q in ("good", "normal", "poor")}
+
+
+def test_user_spec_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(MINI)
+    spec = load_spec(path)
+    assert spec.name == "mini" and spec.source == str(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="unknown spec 'tabel1'"):
+        load_spec("tabel1")
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("seeds = 2", "seedz = 2", r"grid\.seedz: unknown key"),
+    ('quality = ["random"]', 'quality = ["great"]', r"per_env\.fill-in\.quality: unknown value 'great'"),
+    ("[per_env.fill-in]", "[per_env.fil-in]", r"per_env\.fil-in: 'fil-in' is not one of grid\.envs"),
+    ("batch_size = 8", "steps = 8", r"train\.steps: is a grid axis"),
+    ("alpha = 0.5", "ablation = 'full'", r"overrides\.ours\.algo\.ablation: is a grid axis"),
+    ("steps = [10]", "steps = [10]\nnum_trajectories = [50]", r"num_trajectories 50 exceeds dataset_ep"),
+    ('name = "mini"', 'name = "a b"', r"name: must be a non-empty name"),
+    ("seeds = 2", "seeds = 'two'", r"grid\.seeds: must be a list of int"),
+    ("[report]", "[report]\nrows = 'colour'", r"report\.rows: must be one of"),
+    ("[quick]", "[quick]\nbogus = 1", r"quick\.bogus: unknown key"),
+])
+def test_bad_spec_errors_name_the_key(old: str, new: str, message: str) -> None:
+    assert old in MINI
+    with pytest.raises(ConfigError, match=message):
+        parse_spec(MINI.replace(old, new, 1), source="mine.toml")
+
+
+def test_bad_toml_is_reported_with_its_source() -> None:
+    with pytest.raises(ConfigError, match=r"spec mine\.toml: not valid TOML"):
+        parse_spec("name = ", source="mine.toml")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running
+
+
+def test_sweep_runs_once_and_resumes(tmp_path: Path) -> None:
+    spec = parse_spec(MINI)
+    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    assert summary.ok and summary.done == 8 and summary.skipped == 0 and summary.datasets == 2
+    made = (tmp_path / "datasets" / "made.txt").read_text().splitlines()
+    assert sorted(made) == ["fill-in/random", "grid-world/good"]  # each dataset made once
+    runs = expand(spec)
+    assert all(_calls(tmp_path, r) == 1 for r in runs)
+    assert all(read_marker(run_dir_for(tmp_path, r))["status"] == "done" for r in runs)
+
+    again = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    assert again.ok and again.done == 0 and again.skipped == 8 and again.datasets == 0
+    assert all(_calls(tmp_path, r) == 1 for r in runs)
+
+    table = load_results(tmp_path, spec)
+    assert set(RESULT_COLUMNS) <= set(table.columns)
+    final = table[table["metric"] == "return_mean"]
+    assert len(final) == 8 and set(final["spec"]) == {"mini"}
+    row = final[(final["env"] == "grid-world") & (final["method"] == "ours") & (final["seed"] == 1)].iloc[0]
+    assert row["value"] == 2.5 and row["train_steps"] == 10 and row["quality"] == "good"
+    assert row["torch_version"] and row["code_revision"] and row["timestamp"]
+    assert "seed" not in set(table["metric"])  # descriptions of the run are not metrics
+    curve = table[table["metric"] == "curve:eval/return_mean"]
+    assert len(curve) == 8 * 2 and set(curve["train_steps"]) == {5, 10}
+
+
+def test_failed_run_is_recorded_and_others_finish(tmp_path: Path) -> None:
+    spec = parse_spec(MINI.replace("alpha = 0.5", "alpha = 0.5\nexplode = true"))
+    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    assert not summary.ok and summary.done == 4 and len(summary.failed) == 4
+    failure = summary.failed[0]
+    assert "RuntimeError: boom in ours" in failure.error
+    marker = json.loads((Path(failure.run_dir) / MARKER_FILE).read_text())
+    assert marker["status"] == "failed" and "Traceback" in marker["traceback"]
+    statuses = sweep_status(spec, tmp_path)
+    assert sorted(s.status for s in statuses) == ["done"] * 4 + ["failed"] * 4
+    assert set(load_results(tmp_path, spec)["method"]) == {"idt"}
+    # A new launch retries only the failed runs.
+    retry = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    assert retry.skipped == 4 and len(retry.failed) == 4
+    assert all(_calls(tmp_path, r) == (2 if r.method == "ours" else 1) for r in expand(spec))
+
+
+def test_failed_dataset_fails_its_runs_only(tmp_path: Path) -> None:
+    def dataset_fn(key: DatasetKey, root: Path) -> Path:
+        if key.env == "fill-in":
+            raise OSError("disk full")
+        return fake_dataset(key, root)
+
+    summary = run_sweep(parse_spec(MINI), tmp_path, workers=0, run_fn=fake_run, dataset_fn=dataset_fn,
+                        progress=False)
+    assert summary.done == 4 and len(summary.failed) == 4
+    expected = "making dataset fill-in/random/20 failed: OSError: disk full"
+    assert all(expected in f.error for f in summary.failed)
+
+
+def test_lost_rows_are_appended_again(tmp_path: Path) -> None:
+    spec = parse_spec(MINI)
+    run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    table = tmp_path / "mini" / "results.csv"
+    rows = table.read_text().splitlines()
+    dropped = expand(spec)[0].run_id
+    table.write_text("\n".join(r for r in rows if dropped not in r) + "\n")
+    again = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    assert again.done == 0 and again.skipped == 8
+    assert len(load_results(tmp_path, spec)) == len(rows) - 1
+
+
+def test_only_filters_and_unknown_names(tmp_path: Path) -> None:
+    spec = parse_spec(MINI)
+    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
+                        only_envs=["fill-in"], only_methods=["ours"])
+    assert summary.total == 2 and summary.done == 2
+    with pytest.raises(ConfigError, match="has no environment 'gridworld'"):
+        run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, only_envs=["gridworld"], progress=False)
+
+
+def test_process_pool_gives_the_same_results(tmp_path: Path) -> None:
+    spec = parse_spec(MINI)
+    inline = run_sweep(spec, tmp_path / "a", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,
+                       progress=False, only_envs=["grid-world"])
+    pooled = run_sweep(spec, tmp_path / "b", workers=2, run_fn=fake_run, dataset_fn=fake_dataset,
+                       progress=False, only_envs=["grid-world"])
+    assert inline.ok and pooled.ok and pooled.done == inline.done == 4
+
+    def values(root: Path) -> list[tuple]:
+        table = load_results(root, spec)
+        return sorted(zip(table["run_id"], table["metric"], table["value"], strict=True))
+
+    assert values(tmp_path / "a") == values(tmp_path / "b")
+    assert (run_dir_for(tmp_path / "b", expand(spec)[0]) / "log.txt").exists()  # worker output captured
+
+
+def test_ray_missing_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MarlkdError, match=r"marlkd\[ray\]"):
+        run_sweep(parse_spec(MINI), tmp_path, ray_address="local", run_fn=fake_run, dataset_fn=fake_dataset,
+                  progress=False)
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_a_sweep(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the Ray backend needs the ray extra (pip install 'marlkd[ray]')")
+    # Ray's workers cannot import this test module by name: send its functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    spec = parse_spec(MINI)
+    try:
+        summary = run_sweep(spec, tmp_path / "ray", ray_address="local", workers=2, run_fn=fake_run,
+                            dataset_fn=fake_dataset, progress=False, only_envs=["grid-world"],
+                            only_methods=["idt"])
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert summary.ok and summary.done == 2
+    local = run_sweep(spec, tmp_path / "local", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,
+                      progress=False, only_envs=["grid-world"], only_methods=["idt"])
+    assert local.ok
+    pick = ["run_id", "metric", "value", "train_steps"]
+    assert (load_results(tmp_path / "ray", spec)[pick].sort_values(pick).values.tolist()
+            == load_results(tmp_path / "local", spec)[pick].sort_values(pick).values.tolist())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Statistics and reports
+
+
+def test_iqm_matches_the_trimmed_mean() -> None:
+    assert iqm([1, 2, 3, 4]) == 2.5  # int(0.25 * 4) = 1 cut from each end
+    assert iqm([10, 1, 2, 3, 4, 5, 6, 7]) == pytest.approx((3 + 4 + 5 + 6) / 4)
+    assert iqm([1, 2, 3]) == 2.0  # int(0.75) = 0: nothing cut
+    scipy_stats = pytest.importorskip("scipy.stats")
+    values = np.random.default_rng(1).normal(size=37)
+    assert iqm(values) == pytest.approx(scipy_stats.trim_mean(values, 0.25))
+
+
+def test_stratified_bootstrap_is_seeded_and_covers_the_iqm() -> None:
+    rng = np.random.default_rng(0)
+    tasks = [rng.normal(0, 1, size=10), rng.normal(5, 1, size=6)]
+    first = stratified_bootstrap_ci(tasks, reps=500, seed=3)
+    assert first == stratified_bootstrap_ci(tasks, reps=500, seed=3)
+    assert first != stratified_bootstrap_ci(tasks, reps=500, seed=4)
+    assert first[0] < iqm(np.concatenate(tasks)) < first[1]
+    assert stratified_bootstrap_ci([np.full(5, 2.0)], reps=100) == (2.0, 2.0)
+    stats = cell_stats([1.0, 2.0, 4.0, 9.0], reps=200)
+    assert (stats.mean, stats.n, stats.iqm) == (4.0, 4, 3.0)
+    assert stats.std == pytest.approx(np.std([1, 2, 4, 9], ddof=1))
+
+
+def _synthetic_rows(spec_name: str) -> list[dict[str, Any]]:
+    """A small results table: two methods x two environments, with values chosen for hand computation."""
+    values = {("grid-world", "idt"): [1.0, 2.0], ("grid-world", "ours"): [2.0, 2.0, 3.0, 5.0],
+              ("fill-in", "idt"): [-4.0, -2.0, -3.0], ("fill-in", "ours"): [-1.0]}
+    rows = []
+    for (env, method), scores in values.items():
+        for seed, score in enumerate(scores):
+            base = {"spec": spec_name, "run_id": f"{env}/{method}/s{seed}", "env": env, "method": method,
+                    "seed": seed, "quality": "good", "num_trajectories": 0, "ablation": "", "steps": 10,
+                    "eval_episodes": 2, "dataset_episodes": 20, "train_steps": 10, "wall_time_s": 1.0,
+                    "env_steps": 0, "marlkd_version": "0.1.0", "torch_version": "2.13.0",
+                    "code_revision": "abc", "timestamp": "2026-01-01T00:00:00+00:00"}
+            rows.append({**base, "metric": "return_mean", "value": score})
+            rows.append({**base, "metric": "train_time_s", "value": 10.0 + seed})
+            for step in (5, 10):
+                rows.append({**base, "metric": "curve:eval/return_mean", "value": score * step / 10,
+                             "train_steps": step, "wall_time_s": 0.1 * step + 0.01 * seed})
+    return rows
+
+
+def test_report_numbers_from_a_synthetic_table(tmp_path: Path) -> None:
+    spec = parse_spec(MINI)
+    append_rows(tmp_path / "mini" / "results.csv", _synthetic_rows("mini"))
+    frame = load_results(tmp_path, spec)
+    summary = summarize(frame, spec, "return_mean", "variant", ["env"], reps=200)
+    cells = {(r["variant"], r["env"]): r for r in summary.to_dict("records")}
+    ours_gw = cells[("Ours", "grid-world")]
+    assert ours_gw["mean"] == 3.0 and ours_gw["n"] == 4 and ours_gw["iqm"] == 2.5
+    assert ours_gw["std"] == pytest.approx(np.sqrt((1 + 1 + 0 + 4) / 3))
+    assert cells[("IDT", "fill-in")]["mean"] == -3.0 and cells[("IDT", "fill-in")]["std"] == 1.0
+    assert cells[("Ours", "fill-in")]["std"] == 0.0 and cells[("Ours", "fill-in")]["n"] == 1
+    assert list(dict.fromkeys(summary["variant"])) == ["IDT", "Ours"]  # the spec's order
+    assert list(dict.fromkeys(summary["env"])) == ["grid-world", "fill-in"]
+
+    report = write_report(spec, tmp_path, bootstrap_reps=200)
+    text = report.read_text()
+    assert report == tmp_path / "mini" / "report" / "report.md"
+    assert "| Method | Grid-World | Fill-In |" in text
+    assert "| IDT | 1.50 ± 0.71 (2) | -3.00 ± 1.00 (3) |" in text
+    assert "| Ours | **3.00 ± 1.41 (4)** | **-1.00 ± 0.00 (1)** |" in text
+    assert "## train_time_s: mean ± std (n)" in text and "interquartile mean" in text
+    assert "| IDT | 1.50 [" in text  # IQM of two values is their mean
+    for name in ("curve_vs_train_steps.png", "curve_vs_wall_time_s.png"):
+        assert (report.parent / name).stat().st_size > 0 and f"]({name})" in text
+
+
+def test_report_plots_against_trajectories_and_aggregates(tmp_path: Path) -> None:
+    spec = parse_spec(MINI.replace('plots = ["train_steps", "wall_time_s"]', 'plots = ["num_trajectories"]')
+                      .replace("[report]", '[report]\ncolumns = ["env", "num_trajectories"]'))
+    rows = []
+    for n, scale in ((5, 0.5), (0, 1.0)):
+        for row in _synthetic_rows("mini"):
+            if row["metric"] == "return_mean":
+                rows.append({**row, "num_trajectories": n, "value": row["value"] * scale,
+                             "run_id": f"{row['run_id']}/n{n}"})
+                rows.append({**rows[-1], "metric": "normalized_score", "value": 0.1 * row["seed"]})
+    append_rows(tmp_path / "mini" / "results.csv", rows)
+    text = write_report(spec, tmp_path, bootstrap_reps=100).read_text()
+    assert "Grid-World / 5 trajectories" in text and "Grid-World / all trajectories" in text
+    assert "## Aggregate over tasks: normalized_score" in text
+    assert (tmp_path / "mini" / "report" / "return_mean_vs_num_trajectories.png").stat().st_size > 0
+
+
+def test_load_results_without_a_table(tmp_path: Path) -> None:
+    with pytest.raises(MarlkdError, match="no results table"):
+        load_results(tmp_path, "mini")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_run_status_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("marlkd.experiments.runner.make_dataset", fake_dataset)
+    spec_path = tmp_path / "mini.toml"
+    spec_path.write_text(MINI.replace('name = "mini"', f'name = "mini"\nrun_fn = "{__name__}:fake_run"'))
+    root = str(tmp_path / "out")
+    assert main(["experiment", "list"]) == 0
+    assert "table1" in capsys.readouterr().out
+    argv = ["experiment", "run", str(spec_path), "--root", root, "--workers", "0", "--no-progress",
+            "--only-env", "grid-world"]
+    assert main(argv) == 0
+    assert "4 done now, 0 failed" in capsys.readouterr().out
+    assert main(["experiment", "status", str(spec_path), "--root", root]) == 0
+    out = capsys.readouterr().out
+    assert "grid-world" in out and "total" in out
+    assert main(["experiment", "report", str(spec_path), "--root", root, "--bootstrap-reps", "50"]) == 0
+    assert (tmp_path / "out" / "mini" / "report" / "report.md").exists()
+    assert main(["experiment", "run", "no-such-spec", "--root", root]) == 2
+    assert "unknown spec 'no-such-spec'" in capsys.readouterr().err
