@@ -1,0 +1,87 @@
+"""``marlkd expert train`` (train an environment's PPO expert) and ``marlkd collect`` (make a dataset)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+
+from marlkd import experts
+from marlkd.algos.ppo import MODES
+from marlkd.data.format import load_dataset
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("expert", help="train PPO experts that make the datasets")
+    commands = parser.add_subparsers(dest="expert_command", metavar="SUBCOMMAND", required=True)
+    train = commands.add_parser(
+        "train",
+        help="train an environment's expert (centralized PPO; MAPPO for smax-*)",
+        description="Train ENV's expert into DIR with PPO, keeping checkpoints along the way, then measure "
+        "its return and the uniform random policy's (the references of the normalized score).",
+    )
+    train.add_argument("env", metavar="ENV", help="environment id (see `marlkd envs list`)")
+    train.add_argument("--out", required=True, metavar="DIR", help="expert directory to write")
+    train.add_argument("--steps", type=int, default=None, help="environment steps (default: the recipe's)")
+    train.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    train.add_argument("--mode", choices=MODES, default=None, help="override the recipe's PPO mode")
+    train.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    train.set_defaults(func=_train)
+
+    collect = subparsers.add_parser(
+        "collect",
+        help="collect a dataset of one quality (good, normal, poor, random)",
+        description="Collect EPISODES episodes on ENV with the behaviour of --quality into FILE. Without "
+        "--expert, the expert is trained first (or reused) in experts/ENV next to FILE.",
+    )
+    collect.add_argument("env", metavar="ENV", help="environment id")
+    collect.add_argument("--quality", required=True, choices=experts.QUALITIES)
+    collect.add_argument("--episodes", type=int, required=True, metavar="N")
+    collect.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.h5)")
+    collect.add_argument("--expert", default=None, metavar="DIR", help="a trained expert directory")
+    collect.add_argument("--seed", type=int, default=0, help="collection seed (default: 0)")
+    collect.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    collect.set_defaults(func=_collect)
+
+
+def _set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    info = experts.train_expert(args.env, args.out, steps=args.steps, seed=args.seed, mode=args.mode)
+    acting = "greedy" if info.deterministic else "sampled"
+    print(f"expert written to {args.out} ({info.env_steps} environment steps, {info.wall_time_s:.0f} s)")
+    print(
+        f"mean per-agent episode return over {info.reference_episodes} episodes: "
+        f"expert {info.expert_return:.4g} ({acting}; sampled {info.expert_return_sampled:.4g}, "
+        f"greedy {info.expert_return_greedy:.4g}), random {info.random_return:.4g}"
+    )
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    out = Path(args.out)
+    expert_dir = args.expert
+    if expert_dir is None and args.quality != "random":
+        default = experts.default_expert_dir(args.env, out.parent)
+        if (default / experts.EXPERT_INFO_FILE).is_file():
+            print(f"using the expert in {default}")
+        else:
+            print(f"no --expert given: training {args.env}'s expert into {default}")
+        expert_dir = experts.ensure_expert(args.env, out.parent)
+    experts.make_dataset(
+        args.env, args.quality, args.episodes, out, expert_dir=expert_dir, seed=args.seed, progress=True
+    )
+    metadata = load_dataset(out).metadata
+    score = "n/a" if math.isnan(metadata.normalized_score) else f"{metadata.normalized_score:.3f}"
+    print(
+        f"wrote {out}: {metadata.n_episodes} episodes of quality {metadata.quality}, mean per-agent return "
+        f"{metadata.mean_return:.4g}, normalized score {score}"
+    )
+    return 0
