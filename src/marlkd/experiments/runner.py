@@ -90,7 +90,7 @@ def make_dataset(key: DatasetKey, data_root: Path) -> Path:
     from marlkd.experts import ensure_dataset
 
     path = ensure_dataset(key.env, key.quality, key.episodes, data_root, seed=key.seed,
-                          env_kwargs=dict(key.env_kwargs) or None)
+                          env_kwargs=dict(key.env_kwargs) or None, progress=False)
     return Path(path)
 
 
@@ -506,7 +506,6 @@ def run_sweep(
                                               "traceback": trace, "finished": _now()})
         failed.append(FailedRun(run.run_id, error, str(directory)))
         bar.write(f"failed: {run.run_id}: {error}")
-        bar.update(1)
 
     def handle(job: _Job, future: Future) -> None:
         nonlocal done_count, datasets_made, counter
@@ -547,14 +546,20 @@ def run_sweep(
             "elapsed_s": outcome.get("elapsed_s"), "dataset": job.dataset, "finished": stamp})
         append_rows(table, rows)
         done_count += 1
-        bar.update(1)
+
+    shown = ""
 
     def refresh() -> None:
+        nonlocal shown
         running = sum(1 for job in in_flight.values() if job.kind == "run")
         remaining = len(todo) - done_count - len(failed)
-        bar.set_postfix_str(f"done {done_count}, failed {len(failed)}, running {running}, remaining "
-                            f"{remaining}, datasets {datasets_made}/{n_datasets}", refresh=False)
-        bar.refresh()
+        state = (f"done {done_count}, failed {len(failed)}, running {running}, remaining {remaining}, "
+                 f"datasets {datasets_made}/{n_datasets}")
+        if state != shown:  # redraw on change only (the bar's ETA comes from its count of finished runs)
+            shown = state
+            bar.set_postfix_str(state, refresh=False)
+            bar.update(done_count + len(failed) - bar.n)
+            bar.refresh()
 
     try:
         while ready or in_flight:
