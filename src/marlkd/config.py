@@ -149,7 +149,9 @@ def to_dict(obj: Any) -> Any:
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass ``cls`` from a dict, rejecting unknown keys (named with their path)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"config field {where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"config field {where or cls.__name__}: expected a mapping, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -207,7 +209,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
             elem = typing.get_args(base)[0]
             group.add_argument(option, type=elem, nargs="+", default=None, help=help_text)
         elif base in (int, float, str):
-            group.add_argument(option, type=base, default=None, help=help_text + (" or none" if optional else ""))
+            group.add_argument(
+                option, type=base, default=None, help=help_text + (" or none" if optional else "")
+            )
         else:
             group.add_argument(option, type=str, default=None, help=help_text)
 

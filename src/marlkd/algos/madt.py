@@ -1,0 +1,23 @@
+"""MADT: one decision transformer with weights shared by all agents; the one-hot agent id is appended
+to each agent's observation. Execution is decentralized: agent i's action depends only on its own
+history and id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from marlkd.algos import AlgoEntry, register
+from marlkd.data.windows import Layout
+from marlkd.models.sequence import DTLearner, DTModelConfig
+
+
+@dataclass(frozen=True)
+class Config(DTModelConfig):
+    """MADT uses the decision-transformer defaults."""
+
+
+def build(ctx) -> DTLearner:
+    return DTLearner(ctx, Layout.SHARED, ctx.config)
+
+
+register(AlgoEntry("madt", Config, build, "multi-agent decision transformer: shared weights + agent ids"))

@@ -1,0 +1,172 @@
+"""K-step windows of an offline dataset for decision transformers, and the three agent layouts.
+
+A window ends at a valid step t of an episode and covers steps t-K+1 .. t; steps before the episode's
+start are left padding (mask False, zeros). Sampling gathers from tensors built once per dataset, never
+copying the dataset per batch. The layouts turn a window into model inputs with a member axis M first:
+
+- ``independent``: M = N members, member i sees only agent i (IDT, the students);
+- ``shared``: M = 1, agents folded into the batch, one-hot agent id appended to o^i (MADT);
+- ``centralized``: M = 1, all agents' R, o, a concatenated per timestep (the teacher).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class Layout(StrEnum):
+    INDEPENDENT = "independent"
+    SHARED = "shared"
+    CENTRALIZED = "centralized"
+
+
+@dataclass
+class Window:
+    """A batch of windows. Shapes: B windows, K steps, N agents, O obs size, A actions."""
+
+    returns: torch.Tensor  # (B, K, N) float32, return-to-go divided by the return scale
+    obs: torch.Tensor  # (B, K, N, O) float32
+    actions: torch.Tensor  # (B, K, N) int64 (0 on padding)
+    timesteps: torch.Tensor  # (B, K) int64
+    mask: torch.Tensor  # (B, K) bool, False on left padding
+    action_mask: torch.Tensor | None  # (B, K, N, A) bool, or None when the env has no masks
+    episode: torch.Tensor  # (B,) int64 episode index in the dataset
+    step: torch.Tensor  # (B, K) int64 dataset step index of each position (clipped at 0 on padding)
+
+
+@dataclass
+class DTInputs:
+    """Model inputs with the member axis first (see ``DecisionTransformer.forward``)."""
+
+    returns: torch.Tensor  # (M, B', K, R)
+    obs: torch.Tensor  # (M, B', K, O')
+    actions: torch.Tensor  # (M, B', K, A') one-hot float
+    timesteps: torch.Tensor  # (M, B', K)
+    mask: torch.Tensor  # (M, B', K)
+
+
+def returns_to_go(rewards: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """R_t = sum_{t' >= t} r_t' per episode and agent.
+
+    rewards ``(E, T, N)``, mask ``(E, T)`` -> ``(E, T, N)``."""
+    r = rewards * mask[..., None]
+    return np.flip(np.cumsum(np.flip(r, axis=1), axis=1), axis=1).astype(np.float32)
+
+
+def default_return_scale(dataset) -> float:
+    """Divide returns-to-go by the largest absolute per-agent episode return, so they lie in [-1, 1]."""
+    returns = dataset.episode_returns()  # (E, N)
+    return float(max(1e-6, np.abs(returns).max()))
+
+
+class WindowSampler:
+    """Samples windows ending at uniformly drawn valid steps of a dataset."""
+
+    def __init__(
+        self, dataset, context: int, return_scale: float, device: torch.device | str = "cpu"
+    ) -> None:
+        self.context, self.return_scale, self.device = context, float(return_scale), torch.device(device)
+        self.n_agents, self.n_actions = dataset.n_agents, dataset.n_actions
+        self.obs = torch.as_tensor(dataset.obs, dtype=torch.float32, device=self.device)  # (E, T, N, O)
+        self.actions = torch.as_tensor(dataset.actions, dtype=torch.int64, device=self.device)  # (E, T, N)
+        rtg = returns_to_go(dataset.rewards, dataset.mask) / self.return_scale
+        self.rtg = torch.as_tensor(rtg, device=self.device)  # (E, T, N)
+        self.mask = torch.as_tensor(dataset.mask, dtype=torch.bool, device=self.device)  # (E, T)
+        self.avail = (
+            None
+            if dataset.avail_actions is None
+            else torch.as_tensor(dataset.avail_actions, dtype=torch.bool, device=self.device)
+        )
+        episode, step = np.nonzero(dataset.mask)
+        self.valid_episode = torch.as_tensor(episode, dtype=torch.int64, device=self.device)
+        self.valid_step = torch.as_tensor(step, dtype=torch.int64, device=self.device)
+        self.offsets = torch.arange(-context + 1, 1, device=self.device)  # (K,)
+
+    @property
+    def num_positions(self) -> int:
+        return int(self.valid_episode.numel())
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Window:
+        pick = torch.randint(self.num_positions, (batch_size,), generator=generator, device="cpu")
+        pick = pick.to(self.device)
+        return self.gather(self.valid_episode[pick], self.valid_step[pick])
+
+    def gather(self, episode: torch.Tensor, end: torch.Tensor) -> Window:
+        """Windows ending at step ``end (B,)`` of episodes ``episode (B,)``."""
+        step = end[:, None] + self.offsets  # (B, K)
+        valid = step >= 0
+        step = step.clamp(min=0)
+        e = episode[:, None]
+        mask = valid & self.mask[e, step]  # (B, K)
+        zero = ~mask
+        obs = self.obs[e, step].masked_fill(zero[..., None, None], 0.0)
+        actions = self.actions[e, step].masked_fill(zero[..., None], 0)
+        returns = self.rtg[e, step].masked_fill(zero[..., None], 0.0)
+        avail = None if self.avail is None else self.avail[e, step] | zero[..., None, None]
+        timesteps = step.masked_fill(zero, 0)
+        return Window(returns, obs, actions, timesteps, mask, avail, episode, step)
+
+    def all_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(episode, step) of every valid step, for computing per-step caches."""
+        return self.valid_episode, self.valid_step
+
+
+def to_inputs(window: Window, layout: Layout, n_actions: int) -> DTInputs:
+    """Model inputs for ``layout`` from a window (see the module docstring)."""
+    B, K, N = window.actions.shape
+    onehot = F.one_hot(window.actions, n_actions).float()  # (B, K, N, A)
+    if layout == Layout.INDEPENDENT:
+        return DTInputs(
+            returns=window.returns.permute(2, 0, 1).unsqueeze(-1),  # (N, B, K, 1)
+            obs=window.obs.permute(2, 0, 1, 3),  # (N, B, K, O)
+            actions=onehot.permute(2, 0, 1, 3),  # (N, B, K, A)
+            timesteps=window.timesteps.expand(N, B, K),
+            mask=window.mask.expand(N, B, K),
+        )
+    if layout == Layout.SHARED:
+        ids = torch.eye(N, device=window.obs.device).expand(B, K, N, N)
+        obs = torch.cat((window.obs, ids), dim=-1)  # (B, K, N, O+N)
+        return DTInputs(
+            returns=window.returns.permute(0, 2, 1).reshape(1, B * N, K, 1),
+            obs=obs.permute(0, 2, 1, 3).reshape(1, B * N, K, -1),
+            actions=onehot.permute(0, 2, 1, 3).reshape(1, B * N, K, n_actions),
+            timesteps=window.timesteps.repeat_interleave(N, dim=0).unsqueeze(0),
+            mask=window.mask.repeat_interleave(N, dim=0).unsqueeze(0),
+        )
+    return DTInputs(
+        returns=window.returns.unsqueeze(0),  # (1, B, K, N)
+        obs=window.obs.reshape(1, B, K, -1),  # (1, B, K, N*O)
+        actions=onehot.reshape(1, B, K, N * n_actions),
+        timesteps=window.timesteps.unsqueeze(0),
+        mask=window.mask.unsqueeze(0),
+    )
+
+
+def per_agent_logits(logits: torch.Tensor, layout: Layout, n_agents: int) -> torch.Tensor:
+    """Model output ``(M, B', K, H, A)`` back to ``(B, K, N, A)`` for any layout."""
+    if layout == Layout.INDEPENDENT:
+        return logits[..., 0, :].permute(1, 2, 0, 3)  # (N, B, K, A) -> (B, K, N, A)
+    if layout == Layout.SHARED:
+        _, BN, K, _, A = logits.shape
+        return logits[0, :, :, 0].reshape(BN // n_agents, n_agents, K, A).permute(0, 2, 1, 3)
+    return logits[0]  # (B, K, N heads, A)
+
+
+def model_input_sizes(layout: Layout, n_agents: int, obs_dim: int, n_actions: int) -> dict[str, int]:
+    """``DTConfig`` sizes (return_dim, obs_dim, action_dim, n_heads_out, members) for a layout."""
+    if layout == Layout.INDEPENDENT:
+        return dict(return_dim=1, obs_dim=obs_dim, action_dim=n_actions, n_heads_out=1, members=n_agents)
+    if layout == Layout.SHARED:
+        return dict(return_dim=1, obs_dim=obs_dim + n_agents, action_dim=n_actions, n_heads_out=1, members=1)
+    return dict(
+        return_dim=n_agents,
+        obs_dim=n_agents * obs_dim,
+        action_dim=n_agents * n_actions,
+        n_heads_out=n_agents,
+        members=1,
+    )

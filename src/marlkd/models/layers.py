@@ -1,0 +1,109 @@
+"""Ensemble building blocks: layers whose weights carry a leading member axis M.
+
+A model built from these layers holds M independent copies of its weights and runs all of them in one
+batched matmul: M = 1 is an ordinary model (MADT, the teacher), M = N gives N independent per-agent
+models (IDT, the students) trained as one ensemble. Inputs carry the member axis first: ``(M, ..., C)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EnsembleLinear(nn.Module):
+    """M independent ``nn.Linear(in_features, out_features)`` layers: ``(M, ..., in) -> (M, ..., out)``."""
+
+    def __init__(self, members: int, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.members, self.in_features, self.out_features = members, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float | None = None) -> None:
+        # nn.Linear's default scale, or an explicit std (GPT-2 style init)
+        if std is None:
+            bound = 1.0 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.weight, -bound, bound)
+        else:
+            nn.init.normal_(self.weight, 0.0, std)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(self.members, -1, self.in_features)  # (M, rows, in)
+        if self.bias is None:
+            out = torch.bmm(flat, self.weight)
+        else:
+            out = torch.baddbmm(self.bias, flat, self.weight)  # (M, rows, out)
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"members={self.members}, in={self.in_features}, out={self.out_features}"
+
+
+class EnsembleLayerNorm(nn.Module):
+    """M independent LayerNorms over the last axis: ``(M, ..., C)``."""
+
+    def __init__(self, members: int, features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.features, self.eps = features, eps
+        self.weight = nn.Parameter(torch.ones(members, 1, features))
+        self.bias = nn.Parameter(torch.zeros(members, 1, features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = F.layer_norm(x, (self.features,), eps=self.eps).reshape(shape[0], -1, self.features)
+        return (y * self.weight + self.bias).reshape(shape)
+
+
+class EnsembleEmbedding(nn.Module):
+    """M independent embedding tables: indices ``(M, ...)`` -> ``(M, ..., C)``."""
+
+    def __init__(self, members: int, num_embeddings: int, features: int) -> None:
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.weight = nn.Parameter(torch.randn(members, num_embeddings, features) * 0.02)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        members = index.shape[0]
+        flat = index.reshape(members, -1)  # (M, rows)
+        offset = torch.arange(members, device=index.device)[:, None] * self.num_embeddings
+        table = self.weight.reshape(-1, self.weight.shape[-1])
+        return F.embedding(flat + offset, table).reshape(*index.shape, -1)
+
+
+class EnsembleMLP(nn.Module):
+    """M independent two-layer MLPs ``in -> hidden -> out`` with GELU; ``hidden()`` exposes the features."""
+
+    def __init__(self, members: int, in_features: int, hidden: int, out_features: int) -> None:
+        super().__init__()
+        self.fc1 = EnsembleLinear(members, in_features, hidden)
+        self.fc2 = EnsembleLinear(members, hidden, out_features)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.fc1(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.hidden(x))
+
+
+class MLP(nn.Module):
+    """A plain MLP: ``in -> hidden (x layers, ReLU) -> out``. Used by BC, value nets, mapping networks."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int, layers: int = 2) -> None:
+        super().__init__()
+        dims = [in_features] + [hidden] * layers
+        blocks: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            blocks += [nn.Linear(a, b), nn.ReLU()]
+        blocks.append(nn.Linear(dims[-1], out_features))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,248 @@
+"""Decision-transformer learners and policies shared by IDT, MADT, the teacher and the students.
+
+:class:`DTLearner` is a decision transformer under one agent layout trained with the action loss;
+:class:`DTPolicy` runs any such model decentralized (or, for the teacher, centralized) in a batched
+environment, conditioned on a target return-to-go decremented by the rewards received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from marlkd.config import check
+from marlkd.data.windows import (
+    Layout,
+    Window,
+    WindowSampler,
+    default_return_scale,
+    model_input_sizes,
+    per_agent_logits,
+    to_inputs,
+)
+from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
+from marlkd.optim import autocast, make_optimizer, optimizer_step
+
+NEG_INF = -1e9
+
+
+@dataclass(frozen=True)
+class DTModelConfig:
+    """Decision-transformer hyperparameters (DESIGN.md section 1 defaults).
+
+    Attributes:
+        context: K, timesteps per window.
+        width: model width D. layers: transformer blocks. heads: attention heads.
+        dropout: dropout probability.
+        return_scale: returns-to-go are divided by this; None takes the dataset's largest absolute
+            per-agent episode return (recorded in the run's checkpoint and results).
+        head_hidden: hidden width of the teacher's per-agent MLP heads (its features f^i).
+    """
+
+    context: int = 20
+    width: int = 128
+    layers: int = 3
+    heads: int = 1
+    dropout: float = 0.1
+    return_scale: float | None = None
+    head_hidden: int = 128
+
+    def __post_init__(self) -> None:
+        check(self.context >= 1, "algo.context", f"must be >= 1, got {self.context}")
+        check(self.width >= 1 and self.width % self.heads == 0, "algo.width", "must be a multiple of heads")
+        check(self.layers >= 1, "algo.layers", "must be >= 1")
+        check(0.0 <= self.dropout < 1.0, "algo.dropout", "must be in [0, 1)")
+        check(self.return_scale is None or self.return_scale > 0, "algo.return_scale", "must be > 0")
+        check(self.head_hidden >= 1, "algo.head_hidden", "must be >= 1")
+
+
+def model_config_fields(cfg: Any) -> dict[str, Any]:
+    """The :class:`DTModelConfig` fields of ``cfg`` (algorithm configs extend DTModelConfig)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(DTModelConfig)}
+
+
+def build_model(layout: Layout, dataset, cfg: DTModelConfig, mlp_heads: bool = False) -> DecisionTransformer:
+    """A decision transformer sized for ``dataset`` under ``layout``."""
+    sizes = model_input_sizes(layout, dataset.n_agents, dataset.obs_dim, dataset.n_actions)
+    return DecisionTransformer(
+        DTConfig(
+            n_actions=dataset.n_actions,
+            head_hidden=cfg.head_hidden if mlp_heads else 0,
+            context=cfg.context,
+            max_timestep=dataset.max_steps + 1,
+            width=cfg.width,
+            layers=cfg.layers,
+            heads=cfg.heads,
+            dropout=cfg.dropout,
+            **sizes,
+        )
+    )
+
+
+def masked_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
+    """Unavailable actions get a logit of -1e9 (``logits`` (..., A), ``action_mask`` (..., A) bool)."""
+    return logits if action_mask is None else logits.masked_fill(~action_mask, NEG_INF)
+
+
+def action_loss(logits: torch.Tensor, window: Window) -> torch.Tensor:
+    """Cross-entropy of per-agent logits ``(B, K, N, A)`` to the dataset actions, averaged over valid steps
+    and summed over agents (each agent's model gets the gradient of its own mean loss)."""
+    logits = masked_logits(logits.float(), window.action_mask)
+    ce = F.cross_entropy(logits.flatten(0, 2), window.actions.flatten(), reduction="none")
+    ce = ce.view(window.actions.shape)  # (B, K, N)
+    weight = window.mask.float()[..., None]
+    return (ce * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+class DTLearner:
+    """A decision transformer under one layout trained on the action loss (IDT, MADT, the teacher)."""
+
+    def __init__(self, ctx, layout: Layout, cfg: DTModelConfig, mlp_heads: bool = False) -> None:
+        self.ctx, self.layout, self.cfg = ctx, layout, cfg
+        dataset = ctx.dataset
+        self.n_agents, self.n_actions = dataset.n_agents, dataset.n_actions
+        self.return_scale = cfg.return_scale or default_return_scale(dataset)
+        self.target_return = dataset.episode_returns().max(axis=0).astype(np.float32)  # (N,)
+        self.sampler = WindowSampler(dataset, cfg.context, self.return_scale, ctx.device)
+        self.model = build_model(layout, dataset, cfg, mlp_heads).to(ctx.device)
+        self.optimizer, self.scheduler = make_optimizer(
+            self.model.optimizer_groups(ctx.train.weight_decay), ctx.train
+        )
+        self.generator = torch.Generator().manual_seed(ctx.seed)
+
+    def forward(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-agent logits ``(B, K, N, A)`` and the model's features ``(M, B', K, H, F)``."""
+        inputs = to_inputs(window, self.layout, self.n_actions)
+        with autocast(self.ctx.device, self.ctx.autocast_dtype):
+            logits, features = self.model(
+                inputs.returns, inputs.obs, inputs.actions, inputs.timesteps, inputs.mask
+            )
+        return per_agent_logits(logits.float(), self.layout, self.n_agents), features
+
+    def update(self, step: int) -> dict[str, float]:
+        self.model.train()
+        window = self.sampler.sample(self.ctx.train.batch_size, self.generator)
+        logits, _ = self.forward(window)
+        loss = action_loss(logits, window)
+        grad_norm = optimizer_step(loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip)
+        return {"loss/action": float(loss), "grad_norm": grad_norm}
+
+    def policy(self) -> DTPolicy:
+        return DTPolicy(
+            self.model,
+            self.layout,
+            self.n_agents,
+            self.n_actions,
+            self.cfg.context,
+            self.return_scale,
+            self.target_return,
+            self.ctx.device,
+            self.ctx.autocast_dtype,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "return_scale": self.return_scale,
+            "target_return": self.target_return,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.return_scale = float(state["return_scale"])
+        self.target_return = np.asarray(state["target_return"], dtype=np.float32)
+
+
+class DTPolicy:
+    """Runs a decision transformer in a batched environment (the ``Policy`` protocol).
+
+    Under the ``independent`` and ``shared`` layouts each agent's action depends only on its own history
+    (decentralized execution); under ``centralized`` (the teacher) on all agents'. The return-to-go starts at
+    ``target_return`` (N,) and is decremented by each agent's own reward.
+    """
+
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        layout: Layout,
+        n_agents: int,
+        n_actions: int,
+        context: int,
+        return_scale: float,
+        target_return: np.ndarray,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None = None,
+        deterministic: bool = True,
+    ) -> None:
+        self.model, self.layout, self.n_agents, self.n_actions = model, layout, n_agents, n_actions
+        self.context, self.return_scale, self.device = context, return_scale, device
+        self.target_return = np.broadcast_to(np.asarray(target_return, np.float32), (n_agents,)).copy()
+        self.autocast_dtype, self.deterministic = autocast_dtype, deterministic
+        self.max_timestep = model.cfg.max_timestep
+
+    def reset(self, num_envs: int) -> None:
+        K, N = self.context, self.n_agents
+        self.t = 0
+        self.obs: torch.Tensor | None = None  # (B, K, N, O) rolling window, allocated on first act
+        self.actions = torch.zeros(num_envs, K, N, dtype=torch.int64, device=self.device)
+        self.returns = torch.zeros(num_envs, K, N, device=self.device)
+        self.timesteps = torch.zeros(num_envs, K, dtype=torch.int64, device=self.device)
+        self.mask = torch.zeros(num_envs, K, dtype=torch.bool, device=self.device)
+        self.current_return = (
+            torch.as_tensor(self.target_return, device=self.device).expand(num_envs, N).clone()
+        )
+
+    def _push(self, buffer: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return torch.cat((buffer[:, 1:], value.unsqueeze(1)), dim=1)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)  # (B, N, O)
+        B = obs_t.shape[0]
+        if self.obs is None:
+            self.obs = torch.zeros(B, self.context, *obs_t.shape[1:], device=self.device)
+        self.obs = self._push(self.obs, obs_t)
+        self.returns = self._push(self.returns, self.current_return / self.return_scale)
+        self.actions = self._push(
+            self.actions, torch.zeros(B, self.n_agents, dtype=torch.int64, device=self.device)
+        )
+        step = torch.full((B,), min(self.t, self.max_timestep - 1), dtype=torch.int64, device=self.device)
+        self.timesteps = self._push(self.timesteps, step)
+        self.mask = self._push(self.mask, torch.ones(B, dtype=torch.bool, device=self.device))
+        window = Window(
+            self.returns,
+            self.obs,
+            self.actions,
+            self.timesteps,
+            self.mask,
+            None,
+            torch.zeros(B, dtype=torch.int64),
+            self.timesteps,
+        )
+        inputs = to_inputs(window, self.layout, self.n_actions)
+        self.model.eval()
+        with autocast(self.device, self.autocast_dtype):
+            logits, _ = self.model(inputs.returns, inputs.obs, inputs.actions, inputs.timesteps, inputs.mask)
+        logits = per_agent_logits(logits.float(), self.layout, self.n_agents)[:, -1]  # (B, N, A)
+        if action_mask is not None:
+            logits = masked_logits(logits, torch.as_tensor(action_mask, device=self.device))
+        if self.deterministic:
+            actions = logits.argmax(-1)
+        else:
+            actions = torch.distributions.Categorical(logits=logits).sample()
+        self.actions[:, -1] = actions
+        return actions.cpu().numpy().astype(np.int64)
+
+    def observe(self, rewards: np.ndarray, done: np.ndarray) -> None:
+        self.current_return -= torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+        self.t += 1
