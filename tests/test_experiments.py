@@ -387,7 +387,9 @@ def test_report_numbers_from_a_synthetic_table(tmp_path: Path) -> None:
     assert list(dict.fromkeys(summary["variant"])) == ["IDT", "Ours"]  # the spec's order
     assert list(dict.fromkeys(summary["env"])) == ["grid-world", "fill-in"]
 
-    report = write_report(spec, tmp_path, bootstrap_reps=200)
+    with pytest.raises(MarlkdError, match=r"no rows of the spec's runs yet \(10 other runs"):
+        write_report(spec, tmp_path, bootstrap_reps=200)  # the synthetic ids are not the spec's
+    report = write_report(spec, tmp_path, bootstrap_reps=200, all_runs=True)
     text = report.read_text()
     assert report == tmp_path / "mini" / "report" / "report.md"
     assert "| Method | Grid-World | Fill-In |" in text
@@ -410,7 +412,7 @@ def test_report_plots_against_trajectories_and_aggregates(tmp_path: Path) -> Non
                              "run_id": f"{row['run_id']}/n{n}"})
                 rows.append({**rows[-1], "metric": "normalized_score", "value": 0.1 * row["seed"]})
     append_rows(tmp_path / "mini" / "results.csv", rows)
-    text = write_report(spec, tmp_path, bootstrap_reps=100).read_text()
+    text = write_report(spec, tmp_path, bootstrap_reps=100, all_runs=True).read_text()
     assert "Grid-World / 5 trajectories" in text and "Grid-World / all trajectories" in text
     assert "## Aggregate over tasks: normalized_score" in text
     assert (tmp_path / "mini" / "report" / "return_mean_vs_num_trajectories.png").stat().st_size > 0

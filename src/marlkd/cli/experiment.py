@@ -49,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     report.add_argument("--rliable", action="store_true",
                         help="compute the per-cell intervals with the rliable package if it is installed")
+    report.add_argument("--all-runs", action="store_true",
+                        help="also report table rows of runs no longer in the spec's grid")
     report.set_defaults(func=_report)
 
     status = actions.add_parser("status", help="how many runs are done, failed, incomplete or missing")
@@ -96,7 +98,8 @@ def _report(args: argparse.Namespace) -> int:
     from marlkd.experiments.report import write_report
 
     path = write_report(args.spec, args.root, quick=args.quick, out=args.out,
-                        bootstrap_reps=args.bootstrap_reps, seed=args.seed, use_rliable=args.rliable)
+                        bootstrap_reps=args.bootstrap_reps, seed=args.seed, use_rliable=args.rliable,
+                        all_runs=args.all_runs)
     print(f"wrote {path}")
     return 0
 

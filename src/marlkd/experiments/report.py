@@ -22,6 +22,7 @@ from marlkd.experiments.spec import (
     QUALITIES,
     SweepSpec,
     env_name,
+    expand,
     load_spec,
     variant_name,
 )
@@ -404,6 +405,7 @@ def write_report(
     confidence: float = 0.95,
     seed: int = 0,
     use_rliable: bool = False,
+    all_runs: bool = False,
 ) -> Path:
     """Write ``report.md`` and its plots for a sweep, from its results table alone; returns report.md's path.
 
@@ -414,12 +416,20 @@ def write_report(
         out: the report folder (default ``<root>/<sweep>/report``).
         bootstrap_reps, confidence, seed: the stratified bootstrap of the confidence intervals.
         use_rliable: compute the per-cell intervals with the ``rliable`` package when it is installed.
+        all_runs: also report runs of the table that are not in the spec's current grid (runs made
+            before a value of the spec changed); by default they are left out, and counted in the report.
     """
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     sweep = spec.sweep_name(quick)
     frame = load_results(root, spec, quick=quick)
+    excluded = 0
+    if not all_runs:
+        current = frame["run_id"].isin({run.run_id for run in expand(spec, quick)})
+        excluded = frame.loc[~current, "run_id"].nunique()
+        frame = frame[current].reset_index(drop=True)
     if frame.empty:
-        raise MarlkdError(f"{results_path(root, sweep)} has no rows yet")
+        raise MarlkdError(f"{results_path(root, sweep)} has no rows of the spec's runs yet"
+                          + (f" ({excluded} other runs; --all-runs reports them)" if excluded else ""))
     folder = Path(out) if out is not None else sweep_dir(root, sweep) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     layout = spec.report
@@ -431,6 +441,9 @@ def write_report(
     lines += [f"From `{results_path(root, sweep)}`: {runs} finished runs, {len(frame)} rows. Provenance: "
               f"{_provenance_line(frame)}. Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
               "by `marlkd experiment report`.", ""]
+    if excluded:
+        lines += [f"{excluded} runs of the table are not in the spec's current grid (made before a value "
+                  "changed) and are left out; `--all-runs` reports them too.", ""]
 
     for metric in (layout.metric, *layout.extra_metrics):
         summary = summarize(frame, spec, metric, layout.rows, layout.columns, use_rliable=use_rliable,

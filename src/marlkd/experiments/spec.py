@@ -565,8 +565,10 @@ def _run_config(spec: SweepSpec, quick: bool, method: str, pretrain: str | None,
         return offline
     overrides = spec.overrides.get(method, MethodOverrides())
     finetune = _merged(spec.finetune, spec.quick.finetune if quick else {})
+    evaluation = _merged(spec.eval, overrides.eval, spec.quick.eval if quick else {},
+                         {"episodes": eval_episodes})
     return {"init": method, "pretrain": offline, "finetune": finetune, "env": env,
-            "env_kwargs": dict(env_kwargs), "seed": seed, "eval": _merged(spec.eval, overrides.eval)}
+            "env_kwargs": dict(env_kwargs), "seed": seed, "eval": evaluation}
 
 
 def select_runs(runs: Iterable[RunSpec], envs: Sequence[str] = (),
