@@ -32,7 +32,7 @@ class TrainConfig:
     """What every training run shares.
 
     Attributes:
-        steps: gradient updates (for ``ours``: teacher steps + student steps, see its config).
+        steps: gradient updates (``ours``: student updates; its teacher takes ``teacher_steps`` more).
         batch_size: sequences (or transitions) per update.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay (applied to matrices only).
@@ -191,18 +191,37 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Field descriptions from the ``Attributes:`` sections of ``cls``'s docstrings (and its bases')."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        current = None
+        for line in (klass.__doc__ or "").splitlines():
+            stripped = line.strip()
+            head, sep, rest = stripped.partition(":")
+            if sep and head.isidentifier() and line.startswith(" " * 8) and not line.startswith(" " * 12):
+                current = head
+                docs[current] = rest.strip()
+            elif current and stripped and line.startswith(" " * 12):
+                docs[current] += " " + stripped
+            elif not stripped or not line.startswith(" " * 8):
+                current = None
+    return docs
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     """Add one ``--prefix-name`` option per field of ``cls`` (defaults left as None = 'not given')."""
     hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
     group = parser.add_argument_group(f"{cls.__name__} ({prefix or 'options'})")
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             continue
-        base, optional = _scalar_type(hint)
+        base, _ = _scalar_type(hint)
         option = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"(default: {default})"
+        help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%").strip()
         if base is bool:
             group.add_argument(option, type=_parse_bool, default=None, metavar="BOOL", help=help_text)
         elif typing.get_origin(base) is tuple:

@@ -238,6 +238,11 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         t0 = time.perf_counter()
         policy = algo.policy()
         results.update(run_evaluation(policy, dataset, config.eval))
+        # diagnostic policies a method carries besides its deployable one (ours: its centralized teacher)
+        for name, extra in getattr(algo, "extra_policies", dict)().items():
+            summary = run_evaluation(extra, dataset, config.eval)
+            results[f"{name}/return_mean"] = summary["return_mean"]
+            results[f"{name}/return_std"] = summary["return_std"]
         results["eval_time_s"] = time.perf_counter() - t0
         log.log(total, train_time, {"eval/return_mean": results["return_mean"]})
         if config.eval.gif:

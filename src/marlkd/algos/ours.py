@@ -252,13 +252,20 @@ class Ours:
             )
             self.teacher_map_optimizer.step()
             self.teacher_map_optimizer.zero_grad(set_to_none=True)
-        metrics = {k: float((v * weight).sum() / denom / window.actions.shape[-1]) for k, v in terms.items()}
-        metrics["loss/total"] = float(loss)
+        metrics = {
+            k: (v.detach() * weight).sum().item() / float(denom) / window.actions.shape[-1]
+            for k, v in terms.items()
+        }
+        metrics["loss/total"] = loss.item()
         metrics["grad_norm"] = float(grad_norm)
         return metrics
 
     def policy(self):
         return self.students.policy()
+
+    def extra_policies(self) -> dict:
+        """The centralized teacher, evaluated beside the students for reference (needs all agents' data)."""
+        return {"teacher": self.teacher.policy()}
 
     def state_dict(self) -> dict[str, Any]:
         return {

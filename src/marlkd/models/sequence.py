@@ -129,7 +129,7 @@ class DTLearner:
         logits, _ = self.forward(window)
         loss = action_loss(logits, window)
         grad_norm = optimizer_step(loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip)
-        return {"loss/action": float(loss), "grad_norm": grad_norm}
+        return {"loss/action": loss.item(), "grad_norm": grad_norm}
 
     def policy(self) -> DTPolicy:
         return DTPolicy(
