@@ -86,11 +86,15 @@ def _rliable_ci(tasks: Sequence[np.ndarray], reps: int, confidence: float,
         from rliable import metrics as rly_metrics
     except ImportError:
         return None
-    np.random.seed(seed)  # rliable draws from NumPy's global generator
     scores = np.stack([np.asarray(t, dtype=float) for t in tasks], axis=1)  # (runs, tasks)
-    _, intervals = rly.get_interval_estimates(
-        {"x": scores}, lambda s: np.array([rly_metrics.aggregate_iqm(s)]), reps=reps,
-        confidence_interval_size=confidence)
+    saved = np.random.get_state()
+    np.random.seed(seed)  # rliable resamples with NumPy's global generator
+    try:
+        _, intervals = rly.get_interval_estimates(
+            {"x": scores}, lambda s: np.array([rly_metrics.aggregate_iqm(s)]), reps=reps,
+            confidence_interval_size=confidence)
+    finally:
+        np.random.set_state(saved)
     return float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
 
 
