@@ -228,9 +228,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
             elem = typing.get_args(base)[0]
             group.add_argument(option, type=elem, nargs="+", default=None, help=help_text)
         elif base in (int, float, str):
-            group.add_argument(
-                option, type=base, default=None, help=help_text + (" or none" if optional else "")
-            )
+            group.add_argument(option, type=base, default=None, help=help_text)
         else:
             group.add_argument(option, type=str, default=None, help=help_text)
 

@@ -119,7 +119,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> str:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     print(
-        f"[demo] dataset: {config.env}, {config.quality}, {config.episodes} episodes (expert trained if missing)"
+        f"[demo] dataset: {config.env}, {config.quality}, {config.episodes} episodes "
+        "(its expert is trained first if missing)"
     )
     data = ensure_dataset(
         config.env, config.quality, config.episodes, out / "data", seed=config.seed, progress=progress
