@@ -324,8 +324,8 @@ class PPOPolicy:
     @torch.no_grad()
     def probs(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
         """obs ``(B, N, O)``, action_mask ``(B, N, A)`` or None -> probabilities ``(B, N, A)`` float64."""
-        logits = self.actor(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
-        mask = None if action_mask is None else torch.as_tensor(action_mask, device=self.device)
+        logits = self.actor(torch.tensor(obs, dtype=torch.float32, device=self.device))
+        mask = None if action_mask is None else torch.tensor(action_mask, device=self.device)
         logits = masked_logits(logits.float(), mask)
         return torch.softmax(logits.double(), dim=-1).cpu().numpy()
 
@@ -417,7 +417,7 @@ Callback = Callable[[PPOIteration], "bool | None"]
 
 def _critic_input(env: Any, obs: np.ndarray, kind: str) -> np.ndarray:
     if kind == "state":
-        return env.state().astype(np.float32, copy=False)  # (B, S)
+        return np.array(env.state(), dtype=np.float32)  # (B, S); a copy: jax-backed arrays are read-only
     return obs.reshape(obs.shape[0], -1)  # (B, N*O)
 
 
@@ -445,7 +445,7 @@ def collect_rollout(
         mask = env.action_mask()  # (B, N, A)
         crit = _critic_input(env, obs, critic_kind)
         logits = masked_logits(
-            actor(torch.as_tensor(obs, device=device)), torch.as_tensor(mask, device=device)
+            actor(torch.tensor(obs, dtype=torch.float32, device=device)), torch.tensor(mask, device=device)
         )
         dist = torch.distributions.Categorical(logits=logits.float())
         probs = dist.probs.reshape(B * N, -1)
