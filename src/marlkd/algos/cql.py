@@ -1,0 +1,138 @@
+"""MA-CQL: discrete conservative Q-learning (Kumar et al., 2020) as independent learners.
+
+Each agent i learns Q^i(o^i, .) on its own reward r^i and its own episode end (no weights shared, one
+:class:`marlkd.models.agent_nets.AgentMLP` ensemble). Per agent, the loss is
+
+    L^i = 1/2 (Q^i(o, a) - y)^2 + alpha * (logsumexp_a' Q^i(o, a') - Q^i(o, a)),
+    y   = r + gamma * bootstrap * Qbar^i(o', argmax_a' Q^i(o', a')),
+
+with (o, a, r, o') a dataset transition, Qbar the Polyak-averaged target network (double-Q: the online
+network picks the next action, the target network values it) and the logsumexp over available actions:
+CQL(H), which pushes down the soft maximum of Q and up the value of the data's action. Execution is
+decentralized: each agent takes the greedy available action of its own Q^i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from marlkd.algos import AlgoEntry, register
+from marlkd.config import check
+from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
+from marlkd.models.agent_nets import AgentMLP, GreedyPolicy, ValueConfig, frozen_copy, soft_update
+from marlkd.models.sequence import masked_logits
+from marlkd.optim import autocast, make_optimizer, optimizer_step
+
+
+@dataclass(frozen=True)
+class Config(ValueConfig):
+    """CQL settings (besides the network size and the shared value settings).
+
+    Attributes:
+        alpha: weight of the conservative penalty logsumexp_a Q(o, a) - Q(o, a_data).
+    """
+
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.alpha >= 0, "algo.alpha", f"must be >= 0, got {self.alpha}")
+
+
+def conservative_penalty(q: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """CQL(H)'s regulariser per sample and agent: ``logsumexp`` over available actions of ``q (B, N, A)``
+    minus the Q of the dataset ``actions (B, N)`` -> ``(B, N)``."""
+    soft_max = torch.logsumexp(masked_logits(q, avail), dim=-1)
+    return soft_max - q.gather(-1, actions[..., None])[..., 0]
+
+
+def double_q_target(
+    online_next: torch.Tensor,
+    target_next: torch.Tensor,
+    next_avail: torch.Tensor,
+    rewards: torch.Tensor,
+    bootstrap: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """``r + gamma * bootstrap * Qbar(o', argmax_{a' available} Q(o', a'))``: ``(B, N)``.
+
+    Q-values ``(B, N, A)``; rewards, bootstrap ``(B, N)``; next_avail ``(B, N, A)`` bool."""
+    next_action = masked_logits(online_next, next_avail).argmax(-1, keepdim=True)  # (B, N, 1)
+    return rewards + gamma * bootstrap * target_next.gather(-1, next_action)[..., 0]
+
+
+class CQL:
+    """Independent discrete CQL learners (see the module docstring)."""
+
+    def __init__(self, ctx) -> None:
+        cfg: Config = ctx.config
+        self.ctx, self.cfg = ctx, cfg
+        dataset = ctx.dataset
+        self.sampler = TransitionSampler(dataset, ctx.device)
+        self.q = AgentMLP(dataset.n_agents, dataset.obs_dim, cfg.hidden, dataset.n_actions, cfg.layers)
+        self.q.to(ctx.device)
+        self.q_target = frozen_copy(self.q)
+        self.optimizer, self.scheduler = make_optimizer(self.q.parameters(), ctx.train)
+        self.generator = torch.Generator().manual_seed(ctx.seed)
+
+    def loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, float]]:
+        """The summed per-agent loss and its terms (per agent, averaged over valid samples)."""
+        with autocast(self.ctx.device, self.ctx.autocast_dtype):
+            q = self.q(batch.obs).float()  # (B, N, A)
+            with torch.no_grad():
+                online_next = self.q(batch.next_obs).float()
+                target_next = self.q_target(batch.next_obs).float()
+        bootstrap, td_weight = bootstrap_weights(
+            batch.terminal, batch.truncated, batch.has_next, self.cfg.truncation
+        )
+        target = double_q_target(
+            online_next, target_next, batch.next_avail, batch.rewards, bootstrap, self.cfg.gamma
+        )
+        q_data = q.gather(-1, batch.actions[..., None])[..., 0]  # (B, N)
+        td = 0.5 * (q_data - target) ** 2
+        penalty = conservative_penalty(q, batch.actions, batch.avail)
+        alive = batch.alive.float()
+        denom = alive.sum(0).clamp(min=1.0)  # (N,)
+        td_mean = (td * alive * td_weight).sum(0) / denom
+        penalty_mean = (penalty * alive).sum(0) / denom
+        loss = (td_mean + self.cfg.alpha * penalty_mean).sum()
+        n = self.sampler.n_agents
+        return loss, {
+            "loss/td": float(td_mean.detach().sum()) / n,
+            "loss/cql": float(penalty_mean.detach().sum()) / n,
+            "q/data": float((q_data.detach() * alive).sum() / alive.sum().clamp(min=1.0)),
+        }
+
+    def update(self, step: int) -> dict[str, float]:
+        self.q.train()
+        batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)
+        loss, metrics = self.loss(batch)
+        metrics["grad_norm"] = optimizer_step(loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip)
+        soft_update(self.q_target, self.q, self.cfg.target_tau)
+        metrics["loss/total"] = float(loss.detach())
+        return metrics
+
+    def policy(self) -> GreedyPolicy:
+        return GreedyPolicy(lambda obs, mask: self.q(obs), [self.q], self.ctx.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.q.state_dict(),
+            "target": self.q_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q.load_state_dict(state["model"])
+        self.q_target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+
+
+register(AlgoEntry("cql", Config, CQL, "conservative Q-learning, independent per-agent learners"))
