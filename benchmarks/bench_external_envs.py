@@ -1,0 +1,106 @@
+"""Throughput of the external environments: Highway (highway-env) and SMAX (jaxmarl).
+
+Prints environment steps and agent steps per second:
+
+* Highway, ``highway`` (highway-fast-v0) and ``highway-slow`` (highway-v0), 3 controlled vehicles, random
+  actions, in this process and in 2 worker processes. Only steps of copies still running are counted
+  (a finished copy is a no-op until every copy is done and all are reset).
+* SMAX, every scenario with B copies (default 256) in one jitted, vmapped step, random available actions.
+  Compilation is timed separately and warmed up before timing; all B copies are counted on every step
+  (a frozen copy costs the same as a running one). The time to draw actions is not counted.
+
+Usage: ``python benchmarks/bench_external_envs.py [--seconds 10] [--only highway|smax] [--batch 256]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def _random_valid(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.where(mask, rng.random(mask.shape), -1.0).argmax(axis=-1)
+
+
+def bench_highway(env_id: str, workers: int, copies: int, seconds: float) -> tuple[float, float]:
+    """(env steps/s, agent steps/s) of ``copies`` copies in ``workers`` processes (0: this process)."""
+    from marlkd.envs import make_batched
+
+    rng = np.random.default_rng(0)
+    with make_batched(env_id, copies, num_workers=workers) as env:
+        n = env.spec.n_agents
+        env.reset(seed=0)
+        agent_done = np.zeros((copies, n), dtype=bool)
+        env_steps = agent_steps = 0
+        elapsed = 0.0
+        episode = 0
+        while elapsed < seconds:
+            if env.done().all():
+                episode += 1
+                env.reset(seed=episode * copies)
+                agent_done[:] = False
+            env_steps += int((~env.done()).sum())
+            agent_steps += int((~agent_done).sum())
+            start = time.perf_counter()
+            _, _, terminated, truncated = env.step(rng.integers(0, 5, size=(copies, n)))
+            elapsed += time.perf_counter() - start
+            agent_done = terminated | truncated
+        return env_steps / elapsed, agent_steps / elapsed
+
+
+def bench_smax(env_id: str, copies: int, seconds: float) -> tuple[float, float, float]:
+    """(env steps/s, agent steps/s, compile seconds) of ``copies`` copies of ``env_id``."""
+    from marlkd.envs import make_batched
+
+    rng = np.random.default_rng(0)
+    env = make_batched(env_id, copies)
+    start = time.perf_counter()
+    env.reset(seed=0)
+    env.step(_random_valid(env.action_mask(), rng))
+    env.step(_random_valid(env.action_mask(), rng))
+    compile_seconds = time.perf_counter() - start
+    steps = 0
+    elapsed = 0.0
+    episode = 0
+    while elapsed < seconds:
+        if env.done().all():
+            episode += 1
+            env.reset(seed=episode * copies)
+        actions = _random_valid(env.action_mask(), rng)
+        start = time.perf_counter()
+        env.step(actions)
+        elapsed += time.perf_counter() - start
+        steps += 1
+    rate = steps * copies / elapsed
+    return rate, rate * env.spec.n_agents, compile_seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement")
+    parser.add_argument("--only", choices=["highway", "smax"], help="run one family only")
+    parser.add_argument("--batch", type=int, default=256, help="SMAX copies B")
+    parser.add_argument("--highway-copies", type=int, default=4, help="Highway copies per measurement")
+    args = parser.parse_args(argv)
+    print(f"cpu count {os.cpu_count()}; {args.seconds:g} s per measurement")
+    print(f"{'environment':<22} {'setting':<26} {'env steps/s':>12} {'agent steps/s':>14}")
+    if args.only in (None, "highway"):
+        for env_id in ("highway", "highway-slow"):
+            for workers, label in ((0, "1 process"), (2, "2 worker processes")):
+                rate, agent_rate = bench_highway(env_id, workers, args.highway_copies, args.seconds)
+                setting = f"{label}, {args.highway_copies} copies"
+                print(f"{env_id:<22} {setting:<26} {rate:>12.1f} {agent_rate:>14.1f}", flush=True)
+    if args.only in (None, "smax"):
+        from marlkd.envs.smax import SMAX_SCENARIOS
+
+        for env_id in SMAX_SCENARIOS:
+            rate, agent_rate, compile_seconds = bench_smax(env_id, args.batch, args.seconds)
+            setting = f"B={args.batch} (compile {compile_seconds:.1f} s)"
+            print(f"{env_id:<22} {setting:<26} {rate:>12.0f} {agent_rate:>14.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
