@@ -456,7 +456,7 @@ def run_sweep(
     dataset_fn = dataset_fn or make_dataset
     if workers is not None and workers < 0:
         raise ConfigError(f"workers must be >= 0, got {workers}")
-    root = Path(root)
+    root = Path(root).resolve()  # workers (Ray tasks on other nodes) may start in another directory
     sweep = spec.sweep_name(quick)
     table = results_path(root, sweep)
     _write_json(sweep_dir(root, sweep) / "spec.json", dataclasses.asdict(spec))
@@ -487,6 +487,9 @@ def run_sweep(
             counter += 1
         waiting[key].append(run)
     n_datasets = len(waiting)
+    if not todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
+        return SweepSummary(sweep=sweep, root=str(root), total=len(runs), skipped=skipped, done=0, failed=(),
+                            datasets=0, wall_time_s=time.monotonic() - started)
 
     if ray_address:
         backend: Any = _RayBackend(ray_address, workers, gpus_per_run)
