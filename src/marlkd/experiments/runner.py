@@ -17,6 +17,7 @@ import heapq
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -111,6 +112,31 @@ def resolve_callable(reference: str) -> Callable[..., Any]:
 # Work done in the workers
 
 
+_busy = False  # in a worker process: whether it is executing a job
+
+
+def _worker_init() -> None:
+    """Ctrl-C in a pool worker: interrupt the job it runs (the training loop keeps its checkpoint), or
+    leave quietly when it runs none."""
+    signal.signal(signal.SIGINT, _on_interrupt)
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    if _busy:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def _working() -> Iterator[None]:
+    global _busy
+    _busy = True
+    try:
+        yield
+    finally:
+        _busy = False
+
+
 def _limit_threads(threads: int) -> None:
     """Give this worker ``threads`` CPU threads (before torch is imported, and after, if it was)."""
     if threads <= 0:
@@ -150,7 +176,7 @@ def _dataset_job(dataset_fn: DatasetFn, key: DatasetKey, data_root: str, threads
     root = Path(data_root)
     log_name = f"{key.env}-{key.quality}-{key.episodes}-s{key.seed}.log"
     try:
-        with _captured(root / "logs" / log_name, capture):
+        with _working(), _captured(root / "logs" / log_name, capture):
             path = dataset_fn(key, root)
         return {"ok": True, "path": str(path), "elapsed_s": time.perf_counter() - start}
     except Exception as exc:
@@ -164,7 +190,7 @@ def _run_job(run_fn: RunFn, run: RunSpec, run_dir: str, dataset: str | None, thr
     directory = Path(run_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with _captured(directory / LOG_FILE, capture):
+        with _working(), _captured(directory / LOG_FILE, capture):
             result = run_fn(run, directory, Path(dataset) if dataset else None)
         if not isinstance(result, Mapping):
             raise TypeError(f"the run function returned {type(result).__name__}, not a mapping of results")
@@ -213,7 +239,8 @@ class _LocalBackend:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.slots, mp_context=self._context, max_tasks_per_child=1)
+        return ProcessPoolExecutor(max_workers=self.slots, mp_context=self._context, max_tasks_per_child=1,
+                                   initializer=_worker_init)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         return self._pool.submit(fn, *args)
