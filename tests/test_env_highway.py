@@ -62,6 +62,19 @@ def test_vehicle_reward_equals_highway_env_for_first_vehicle() -> None:
         assert vehicle_reward(highway, highway.controlled_vehicles[0]) == pytest.approx(highway._reward(3))
 
 
+@pytest.mark.parametrize("env_id", ["highway", "highway-slow"])
+def test_observations_equal_highway_env_kinematics(env_id: str) -> None:
+    env = make(env_id, duration=4)
+    env.reset(seed=4)
+    agent_types = env.unwrapped_highway.observation_type.agents_observation_types
+    rng = np.random.default_rng(4)
+    while env.agents:
+        obs, *_ = env.step({agent: int(rng.integers(0, 5)) for agent in env.agents})
+        for i, agent in enumerate(env.possible_agents):  # the pandas implementation, value for value
+            if agent in obs:
+                np.testing.assert_array_equal(obs[agent], agent_types[i].observe().reshape(-1))
+
+
 def test_hand_set_speed_lane_and_crash_rewards() -> None:
     env = make("highway", **SHORT)
     env.reset(seed=2)

@@ -47,6 +47,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 try:
     import gymnasium
     from highway_env import utils as highway_utils
+    from highway_env.envs.common.observation import KinematicObservation
     from highway_env.envs.highway_env import HighwayEnv, HighwayEnvFast
     from highway_env.vehicle.controller import ControlledVehicle
     from pettingzoo import ParallelEnv
@@ -116,8 +117,8 @@ def _resolve(
         )
     if n_agents < 1:
         raise ConfigError(f"{env_id}: n_agents must be >= 1, got {n_agents}")
-    if observed_vehicles < 1:
-        raise ConfigError(f"{env_id}: observed_vehicles must be >= 1, got {observed_vehicles}")
+    if observed_vehicles < 2:  # highway-env's Kinematics observation misbehaves with a single row
+        raise ConfigError(f"{env_id}: observed_vehicles must be >= 2, got {observed_vehicles}")
     if policy_frequency < 1:
         raise ConfigError(f"{env_id}: policy_frequency must be >= 1, got {policy_frequency}")
     defaults = _VARIANT_CLASSES[expected].default_config()  # a dict: no simulation is built
@@ -205,8 +206,8 @@ class _HighwayCore:
         return bool(self.agent_done.all())
 
     def reset(self, seed: int | None) -> np.ndarray:
-        observations, _ = self.env.reset(seed=seed)
-        self.obs = self._flatten(observations)
+        self.env.reset(seed=seed)
+        self.obs = self.observe()
         self.terminated[:] = False
         self.truncated[:] = False
         return self.obs.copy()
@@ -218,8 +219,11 @@ class _HighwayCore:
             return self.obs.copy(), rewards, self.terminated.copy(), self.truncated.copy()
         live = ~self.agent_done
         sent = tuple(int(a) if alive else _IDLE for a, alive in zip(actions, live, strict=True))
-        observations, _, _, _, _ = self.env.step(sent)
-        new_obs = self._flatten(observations)
+        # AbstractEnv.step without its observation, reward and info of the first vehicle, which the
+        # wrapper computes itself for every vehicle.
+        self.env.time += 1 / self.env.config["policy_frequency"]
+        self.env._simulate(sent)
+        new_obs = self.observe()
         self.obs[live] = new_obs[live]
         config = self.env.config
         time_up = self.env.time >= config["duration"]
@@ -236,9 +240,50 @@ class _HighwayCore:
         """``(N * O,)`` float32: the controlled vehicles' observations, agent after agent."""
         return self.obs.reshape(-1).copy()
 
-    @staticmethod
-    def _flatten(observations: Sequence[np.ndarray]) -> np.ndarray:
-        return np.stack([np.asarray(o, dtype=np.float32).reshape(-1) for o in observations])
+    def observe(self) -> np.ndarray:
+        """``(N, O)`` float32: every controlled vehicle's Kinematics observation, flattened row by row."""
+        agent_types = self.env.observation_type.agents_observation_types
+        return np.stack([kinematics_observation(obs_type).reshape(-1) for obs_type in agent_types])
+
+
+def kinematics_observation(obs_type: KinematicObservation) -> np.ndarray:
+    """highway-env's ``KinematicObservation.observe()``: the same values, computed without pandas.
+
+    Rows: the observer, then the nearest vehicles (``road.close_objects_to``, sorted by lane distance),
+    relative to the observer unless ``absolute``; the features selected, normalized to [-1, 1] over
+    ``features_range`` and clipped as highway-env does, then zero rows up to ``vehicles_count``.
+    Returns ``float32 (vehicles_count, len(features))``. Shuffled rows (``order="shuffled"``) draw from the
+    environment's generator, so they are left to highway-env.
+    """
+    if obs_type.order != "sorted" or not obs_type.features_range or not obs_type.env.road:
+        # highway-env computes and caches features_range on its first observation; let it.
+        return np.asarray(obs_type.observe(), dtype=np.float32)
+    observer = obs_type.observer_vehicle
+    count = obs_type.vehicles_count
+    rows = [observer.to_dict()]
+    close = obs_type.env.road.close_objects_to(
+        observer,
+        obs_type.env.PERCEPTION_DISTANCE,
+        count=count - 1,
+        see_behind=obs_type.see_behind,
+        sort=True,
+        vehicles_only=not obs_type.include_obstacles,
+    )
+    if close:
+        origin = observer if not obs_type.absolute else None
+        intentions = obs_type.observe_intentions
+        rows += [v.to_dict(origin, observe_intentions=intentions) for v in close[-count + 1 :]]
+    values = np.array([[row[name] for name in obs_type.features] for row in rows], dtype=np.float64)
+    if obs_type.normalize:
+        for column, name in enumerate(obs_type.features):
+            if name in obs_type.features_range:
+                low, high = obs_type.features_range[name]
+                values[:, column] = highway_utils.lmap(values[:, column], [low, high], [-1, 1])
+                if obs_type.clip:
+                    values[:, column] = np.clip(values[:, column], -1, 1)
+    out = np.zeros((count, len(obs_type.features)), dtype=np.float64)
+    out[: len(values)] = values
+    return out.astype(np.float32)
 
 
 def vehicle_reward(env: HighwayEnv, vehicle: Any) -> float:
