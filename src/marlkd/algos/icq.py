@@ -163,6 +163,10 @@ class ICQ:
         soft_update(self.mixer_target, self.mixer, self.cfg.target_tau)
         return metrics
 
+    def policy_network(self) -> AgentMLP:
+        """The actors pi^i, obs ``(M, N, O)`` -> logits ``(M, N, A)`` (what finetuning trains further)."""
+        return self.actor
+
     def policy(self) -> GreedyPolicy:
         return GreedyPolicy(lambda obs, mask: self.actor(obs), [self.actor], self.ctx.device)
 

@@ -31,6 +31,10 @@ Hooks for code that trains a policy with PPO (the API is :func:`train_ppo`):
 - ``callback(iteration: PPOIteration) -> bool | None`` runs after every update with that iteration's
   rollout (observations, actions, next observations, validity) and statistics; an adversarial imitation
   method updates its discriminator there. Returning True stops training.
+- Sequence actors: an actor with an int attribute ``history_len`` K >= 1 (e.g. a pretrained decision
+  transformer being finetuned) is called on a :class:`History` (each copy's last K steps: observations,
+  earlier actions, the reward received so far, timesteps, mask) instead of the current observation, in the
+  rollout and in the update alike; it returns the logits of the current step ``(M, N, A)``.
 
 Outputs in ``out_dir``: ``checkpoint.pt`` (the latest; written atomically), ``checkpoints/step_*.pt``
 (every ``checkpoint_every`` environment steps), ``learning_curve.csv`` (environment steps, mean
@@ -316,6 +320,8 @@ class PPOPolicy:
     """
 
     def __init__(self, actor: nn.Module, deterministic: bool = False, seed: int = 0, device: str = "cpu"):
+        if history_len(actor):
+            raise MarlkdError("PPOPolicy runs memoryless actors; a sequence actor needs its own policy")
         self.actor = actor.eval()
         self.deterministic = deterministic
         self.device = torch.device(device)
@@ -415,6 +421,51 @@ RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Any]
 Callback = Callable[[PPOIteration], "bool | None"]
 
 
+@dataclass
+class History:
+    """What a sequence actor reads at M decisions: each copy's last K steps of the current episode.
+
+    Position K-1 is the current step; positions before the episode's start are padding (``mask`` False,
+    zeros). Agent i's entries hold agent i's own data, so an actor that reads only them is decentralized.
+    """
+
+    obs: torch.Tensor  # (M, K, N, O)
+    actions: torch.Tensor  # (M, K, N) int64: the action taken at each step; 0 at the current step
+    reward_to_date: torch.Tensor  # (M, K, N): environment reward received in the episode before each step
+    timesteps: torch.Tensor  # (M, K) int64: step index in the episode
+    mask: torch.Tensor  # (M, K) bool
+
+
+def history_len(actor: nn.Module) -> int:
+    """K of a sequence actor (its ``history_len`` attribute), 0 for a memoryless actor."""
+    return int(getattr(actor, "history_len", 0))
+
+
+def gather_history(
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    rewards: torch.Tensor,
+    step: torch.Tensor,
+    copy: torch.Tensor,
+    context: int,
+) -> History:
+    """The :class:`History` of decisions at ``step (M,)`` of copies ``copy (M,)`` of a rollout's arrays
+    ``obs (T, B, N, O)``, ``actions (T, B, N)`` and ``rewards (T, B, N)`` (rollouts start at step 0)."""
+    offsets = torch.arange(-context + 1, 1, device=obs.device)  # (K,)
+    steps = step[:, None] + offsets  # (M, K)
+    padding = (steps < 0)[..., None]  # (M, K, 1)
+    at, b = steps.clamp(min=0), copy[:, None]
+    reward_to_date = rewards.cumsum(0) - rewards  # (T, B, N)
+    current = (offsets == 0)[None, :, None]  # (1, K, 1)
+    return History(
+        obs=obs[at, b].masked_fill(padding[..., None], 0.0),
+        actions=actions[at, b].masked_fill(padding | current, 0),
+        reward_to_date=reward_to_date[at, b].masked_fill(padding, 0.0),
+        timesteps=at.masked_fill(padding[..., 0], 0),
+        mask=~padding[..., 0],
+    )
+
+
 def _critic_input(env: Any, obs: np.ndarray, kind: str) -> np.ndarray:
     if kind == "state":
         return np.array(env.state(), dtype=np.float32)  # (B, S); a copy: jax-backed arrays are read-only
@@ -441,12 +492,23 @@ def collect_rollout(
     }
     log_probs, values = [], []
     agent_done = np.zeros((B, N), dtype=bool)
-    for _ in range(T):
+    context = history_len(actor)
+    if context:  # the episode so far, for a sequence actor
+        seen_obs = torch.zeros(T, B, N, spec.obs_dim, device=device)
+        seen_actions = torch.zeros(T, B, N, dtype=torch.int64, device=device)
+        seen_rewards = torch.zeros(T, B, N, device=device)
+        copies = torch.arange(B, device=device)
+    for t in range(T):
         mask = env.action_mask()  # (B, N, A)
         crit = _critic_input(env, obs, critic_kind)
-        logits = masked_logits(
-            actor(torch.tensor(obs, dtype=torch.float32, device=device)), torch.tensor(mask, device=device)
-        )
+        obs_t = torch.tensor(obs, dtype=torch.float32, device=device)  # (B, N, O)
+        if context:
+            seen_obs[t] = obs_t
+            now = torch.full((B,), t, device=device)
+            actor_input = gather_history(seen_obs, seen_actions, seen_rewards, now, copies, context)
+        else:
+            actor_input = obs_t
+        logits = masked_logits(actor(actor_input), torch.tensor(mask, device=device))
         dist = torch.distributions.Categorical(logits=logits.float())
         probs = dist.probs.reshape(B * N, -1)
         actions = torch.multinomial(probs, 1, generator=generator).reshape(B, N)
@@ -456,6 +518,9 @@ def collect_rollout(
         actions_np = actions.cpu().numpy().astype(np.int64)
         next_obs, rewards, terminated, truncated = env.step(actions_np)
         valid = ~agent_done
+        if context:
+            seen_actions[t] = actions
+            seen_rewards[t] = torch.as_tensor(rewards * valid, dtype=torch.float32, device=device)
         agent_done = agent_done | terminated | truncated
         for key, value_np in (
             ("obs", obs),
@@ -547,6 +612,11 @@ def ppo_update(
     samples = torch.nonzero(valid.any(-1)).squeeze(-1)  # timesteps where some agent acted
     obs, actions, mask = flat(rollout.obs), flat(rollout.actions), flat(rollout.action_mask)
     crit, old_log_probs, valid = flat(rollout.critic_input), flat(rollout.log_probs), valid.float()
+    context, copies = history_len(actor), rollout.actions.shape[1]
+    if context:
+        episodes = tuple(
+            torch.as_tensor(x, device=device) for x in (rollout.obs, rollout.actions, rollout.env_rewards)
+        )
 
     stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_frac": 0.0}
     steps = 0
@@ -556,7 +626,10 @@ def ppo_update(
         for start in range(0, len(order), size):
             idx = order[start : start + size]
             w = valid[idx]  # (m, N)
-            logits = masked_logits(actor(obs[idx]), mask[idx]).float()  # (m, N, A)
+            actor_input = (
+                gather_history(*episodes, idx // copies, idx % copies, context) if context else obs[idx]
+            )
+            logits = masked_logits(actor(actor_input), mask[idx]).float()  # (m, N, A)
             dist = torch.distributions.Categorical(logits=logits)
             log_probs = dist.log_prob(actions[idx])
             policy_loss = clipped_surrogate_loss(

@@ -1,0 +1,342 @@
+"""Online finetuning: MAPPO started from a trained method's decentralized policy, against MAPPO from scratch.
+
+The pretrained policy's own network becomes the MAPPO actor and PPO trains it further (the critic is new):
+
+- decision-transformer methods (``ours``'s students, ``idt``, ``madt``): :class:`DTActor` wraps the model
+  as a sequence actor of :mod:`marlkd.algos.ppo`; at every decision it reads each agent's last K steps
+  (observations, earlier actions, timesteps) and the return-to-go, the target return minus the reward the
+  agent received so far, exactly as the method's evaluation policy does;
+- MLP policies (``bc``, ``icq``'s actors, ``gail``/``airl``'s MAPPO actor): the network itself.
+
+Both runs use the same PPO settings and the same environment-step budget; MAPPO from scratch uses the
+built-in shared actor. :func:`finetune` writes ``pretrained/`` and ``scratch/`` (PPO run directories),
+``learning_curves.csv`` (init, iteration, env_steps, mean_return), ``learning_curves.png`` (both curves)
+and ``results.json`` (each run's final training return and a greedy evaluation).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from marlkd.algos.ppo import History, PPOConfig, PPOPolicy, PPOResult, load_ppo_policy, train_ppo
+from marlkd.config import EvalConfig, RunConfig, check, from_dict
+from marlkd.data.windows import Layout, Window, per_agent_logits, to_inputs
+from marlkd.errors import ConfigError
+from marlkd.evaluate import evaluate
+from marlkd.models.decision_transformer import DecisionTransformer
+from marlkd.models.sequence import DTPolicy
+
+SCRATCH = "scratch"
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """MAPPO settings of a finetuning comparison (the same for the pretrained and the scratch run).
+
+    Attributes:
+        env_steps: environment-step budget of each run (one step of one copy).
+        num_envs: environment copies per rollout.
+        hidden: width of the critic (and of the scratch actor).
+        lr: actor learning rate. critic_lr: critic learning rate (both decay linearly to 0).
+        gamma, gae_lambda, clip, ent_coef, epochs, minibatches: PPO's (see ``PPOConfig``).
+        eval_episodes: greedy evaluation episodes of each final policy (0: none).
+        seed: seeds PPO (initialisation of new networks, sampling, environment resets).
+    """
+
+    env_steps: int = 200_000
+    num_envs: int = 32
+    hidden: int = 128
+    lr: float = 1e-4
+    critic_lr: float = 1e-3
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    ent_coef: float = 0.01
+    epochs: int = 4
+    minibatches: int = 4
+    eval_episodes: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.eval_episodes >= 0, "finetune.eval_episodes", f"must be >= 0, got {self.eval_episodes}")
+        self.ppo_config("cpu")  # PPO validates its own fields
+
+    def ppo_config(self, device: str) -> PPOConfig:
+        return PPOConfig(
+            mode="mappo",
+            total_steps=self.env_steps,
+            num_envs=self.num_envs,
+            hidden=self.hidden,
+            lr=self.lr,
+            critic_lr=self.critic_lr,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            clip=self.clip,
+            ent_coef=self.ent_coef,
+            epochs=self.epochs,
+            minibatches=self.minibatches,
+            seed=self.seed,
+            device=device,
+        )
+
+
+class DTActor(nn.Module):
+    """A decision transformer as a PPO sequence actor: :class:`History` -> logits ``(M, N, A)``.
+
+    The return-to-go at each step is ``(target_return - reward received before it) / return_scale`` per
+    agent, as in :class:`marlkd.models.sequence.DTPolicy`. Dropout stays off in training mode too: PPO's
+    probability ratio must compare one function at collection and at update.
+    """
+
+    def __init__(self, policy: DTPolicy) -> None:
+        super().__init__()
+        if policy.layout == Layout.CENTRALIZED:
+            raise ConfigError("the centralized teacher is not a decentralized policy; finetune its students")
+        self.model: DecisionTransformer = policy.model
+        self.layout, self.n_agents, self.n_actions = policy.layout, policy.n_agents, policy.n_actions
+        self.history_len = policy.context
+        self.return_scale = policy.return_scale
+        self.register_buffer("target_return", torch.as_tensor(policy.target_return, dtype=torch.float32))
+
+    def train(self, mode: bool = True) -> DTActor:
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def forward(self, history: History) -> torch.Tensor:
+        returns = (self.target_return - history.reward_to_date) / self.return_scale  # (M, K, N)
+        returns = returns.masked_fill(~history.mask[..., None], 0.0)
+        window = Window(
+            returns,
+            history.obs,
+            history.actions,
+            history.timesteps,
+            history.mask,
+            None,
+            torch.zeros(history.mask.shape[0], dtype=torch.int64, device=history.mask.device),
+            history.timesteps,
+        )
+        inputs = to_inputs(window, self.layout, self.n_actions)
+        logits, _ = self.model(inputs.returns, inputs.obs, inputs.actions, inputs.timesteps, inputs.mask)
+        return per_agent_logits(logits.float(), self.layout, self.n_agents)[:, -1]  # (M, N, A)
+
+    def policy(self, device: torch.device) -> DTPolicy:
+        """The greedy decentralized policy of the (finetuned) model."""
+        return DTPolicy(
+            self.model,
+            self.layout,
+            self.n_agents,
+            self.n_actions,
+            self.history_len,
+            self.return_scale,
+            self.target_return.cpu().numpy(),
+            device,
+        )
+
+
+def pretrained_actor(algo: Any, method: str) -> nn.Module:
+    """The trained decentralized policy network of ``algo`` as a PPO actor (see the module docstring)."""
+    if hasattr(algo, "policy_network"):
+        return algo.policy_network()
+    policy = algo.policy()
+    if isinstance(policy, DTPolicy):
+        return DTActor(policy)
+    raise ConfigError(
+        f"method {method!r} has no policy network to finetune (its policy acts greedily on Q-values); "
+        "finetune ours, idt, madt, bc, icq, gail or airl"
+    )
+
+
+def final_policy(actor: nn.Module, device: torch.device, seed: int):
+    """The greedy evaluation policy of a trained actor."""
+    if isinstance(actor, DTActor):
+        return actor.policy(device)
+    return PPOPolicy(actor, deterministic=True, seed=seed, device=device.type)
+
+
+def run_mappo(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    config: FinetuneConfig,
+    out_dir: Path,
+    actor: nn.Module | None,
+    device: torch.device,
+    progress: bool = True,
+    eval_seed: int = EvalConfig.seed,
+) -> tuple[PPOResult, dict[str, float]]:
+    """MAPPO for ``config.env_steps`` from ``actor`` (None: the built-in shared actor, from scratch).
+
+    Returns the PPO result and the summary of a greedy evaluation of the final policy on the evaluation
+    episodes of seed ``eval_seed`` (empty when ``config.eval_episodes`` is 0).
+    """
+    ppo_config = config.ppo_config(device.type)
+    result = train_ppo(env_id, ppo_config, out_dir, env_kwargs, progress=progress, actor=actor)
+    evaluation: dict[str, float] = {}
+    if config.eval_episodes > 0:
+        if actor is None:
+            policy = load_ppo_policy(
+                result.checkpoint, deterministic=True, seed=config.seed, device=device.type
+            )
+        else:
+            policy = final_policy(actor, device, config.seed)
+        evaluation = evaluate(policy, env_id, env_kwargs, config.eval_episodes, eval_seed).summary()
+    return result, evaluation
+
+
+def _atomic_write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def write_curves(
+    curves: dict[str, list[tuple[int, float]]], csv_path: Path, png_path: Path, title: str
+) -> None:
+    """Both learning curves: ``init, iteration, env_steps, mean_return`` rows and one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["init", "iteration", "env_steps", "mean_return"])
+        for init, curve in curves.items():
+            for iteration, (steps, value) in enumerate(curve, start=1):
+                writer.writerow([init, iteration, steps, f"{value:.6g}"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init, curve in curves.items():
+        ax.plot([s for s, _ in curve], [r for _, r in curve], label=init)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("mean per-agent episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def finetune(
+    run_dir: str | Path,
+    config: FinetuneConfig | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """MAPPO from the trained policy of ``run_dir`` and MAPPO from scratch, on the run's environment.
+
+    Writes into ``out`` (default ``run_dir/finetune``) what the module docstring lists and returns the
+    content of its ``results.json``; a finished comparison is returned without being redone.
+    """
+    from marlkd.training import load_run, resolve_device
+
+    config = config or FinetuneConfig()
+    run_dir = Path(run_dir)
+    out_dir = Path(out) if out is not None else run_dir / "finetune"
+    if (out_dir / RESULTS).exists():
+        return json.loads((out_dir / RESULTS).read_text())
+    run_config, algo, dataset = load_run(run_dir)
+    device = resolve_device(run_config.train.device)
+    actor = pretrained_actor(algo, run_config.method)
+    env_id, env_kwargs = dataset.metadata.env_id, dict(dataset.metadata.env_kwargs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, dict[str, Any]] = {}
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for init, start in ((run_config.method, actor), (SCRATCH, None)):
+        result, evaluation = run_mappo(
+            env_id,
+            env_kwargs,
+            config,
+            out_dir / ("pretrained" if start is not None else SCRATCH),
+            start,
+            device,
+            progress,
+        )
+        curves[init] = result.curve
+        runs[init] = {
+            "env_steps": result.env_steps,
+            "iterations": result.iterations,
+            "final_train_return": result.final_return,
+            "wall_time_s": result.wall_time_s,
+            **evaluation,
+        }
+    write_curves(
+        curves,
+        out_dir / "learning_curves.csv",
+        out_dir / "learning_curves.png",
+        f"MAPPO on {env_id}: from {run_config.method} vs from scratch",
+    )
+    results = {
+        "run_dir": str(run_dir),
+        "method": run_config.method,
+        "env_id": env_id,
+        "config": asdict(config),
+        "runs": runs,
+    }
+    _atomic_write_json(out_dir / RESULTS, results)
+    return results
+
+
+def run_experiment(run: Any, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+    """The run function of ``finetune`` sweeps (``marlkd.experiments``): one curve per run.
+
+    ``run.config`` holds ``init`` (an offline method, or ``scratch``), ``pretrain`` (that method's
+    RunConfig dict without ``data``/``out``), ``finetune`` (:class:`FinetuneConfig` fields), ``env``,
+    ``env_kwargs``, ``seed`` and ``eval``. The offline method is trained in ``run_dir/pretrain`` on
+    ``dataset``, then finetuned with MAPPO in ``run_dir/mappo``.
+    """
+    import marlkd
+    from marlkd.training import load_run, resolve_device
+
+    results_path = Path(run_dir) / RESULTS
+    if results_path.exists():
+        return json.loads(results_path.read_text())
+    spec = run.config
+    settings = {**spec.get("finetune", {}), "seed": spec["seed"]}
+    eval_config = from_dict(EvalConfig, spec.get("eval", {}), where="eval")
+    settings.setdefault("eval_episodes", eval_config.episodes)
+    config = from_dict(FinetuneConfig, settings, where="finetune")
+    env_id, env_kwargs = spec["env"], dict(spec.get("env_kwargs", {}))
+    actor, device, pretrain_results = None, torch.device("cpu"), {}
+    if spec["init"] != SCRATCH:
+        if dataset is None:
+            raise ConfigError(f"run {run.run_id}: pretraining {spec['init']!r} needs a dataset")
+        pretrain = RunConfig.from_dict(
+            {**spec["pretrain"], "data": str(dataset), "out": str(run_dir / "pretrain")}
+        )
+        pretrain_results = marlkd.train(pretrain, progress=False)
+        _, algo, data = load_run(run_dir / "pretrain")
+        actor = pretrained_actor(algo, spec["init"])
+        device = resolve_device(pretrain.train.device)
+        env_id, env_kwargs = data.metadata.env_id, dict(data.metadata.env_kwargs)
+    result, evaluation = run_mappo(
+        env_id, env_kwargs, config, run_dir / "mappo", actor, device, False, eval_config.seed
+    )
+    results: dict[str, Any] = {
+        "method": spec["init"],
+        "env_id": env_id,
+        "env_steps": result.env_steps,
+        "final_train_return": result.final_return,
+        "wall_time_s": result.wall_time_s,
+        **evaluation,
+    }
+    if pretrain_results:
+        results["pretrain_return_mean"] = pretrain_results.get("return_mean", float("nan"))
+    results["curve"] = [
+        {"step": i, "env_steps": steps, "metric": "return_mean", "value": value}
+        for i, (steps, value) in enumerate(result.curve, start=1)
+    ]
+    _atomic_write_json(results_path, results)
+    return results
+
+
+__all__ = ["DTActor", "FinetuneConfig", "finetune", "pretrained_actor", "run_experiment", "write_curves"]
