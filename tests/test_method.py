@@ -290,3 +290,30 @@ def test_bf16_autocast_step_runs_and_keeps_fp32_weights(grid_data):
     metrics = algo.update(0)
     assert math.isfinite(metrics["loss/action"])
     assert all(p.dtype == torch.float32 for p in algo.model.parameters())
+
+
+def test_teacher_cache_shares_one_teacher_between_runs(grid_data, tmp_path):
+    cache = tmp_path / "teachers"
+    first = Ours(make_ctx(grid_data, OursConfig(**SMALL, teacher_steps=2, teacher_cache=str(cache))))
+    assert first.num_updates == 2 + 10
+    for step in range(3):  # the first student update saves the trained teacher
+        first.update(step)
+    assert len(list(cache.glob("teacher-*.pt"))) == 1
+    second = Ours(make_ctx(grid_data, OursConfig(**SMALL, teacher_steps=2, teacher_cache=str(cache),
+                                                 ablation="kl-only")))
+    assert second.num_updates == 10  # the teacher comes from the cache
+    for key, value in first.teacher.model.state_dict().items():
+        assert torch.equal(value, second.teacher.model.state_dict()[key]), key
+    other_seed = Ours(make_ctx(grid_data, OursConfig(**SMALL, teacher_steps=2, teacher_cache=str(cache)),
+                               seed=1))
+    assert other_seed.num_updates == 12  # another seed trains its own
+
+
+def test_periodic_evaluation_is_logged(grid_data, tmp_path):
+    cfg = small_run(grid_data, tmp_path / "run", method="idt", steps=4)
+    cfg = RunConfig(method=cfg.method, data=cfg.data, out=cfg.out, algo=cfg.algo, train=cfg.train,
+                    eval=EvalConfig(episodes=2, every=2))
+    marlkd.train(cfg, progress=False)
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    eval_steps = [int(r.split(",")[0]) for r in rows if ",eval/return_mean," in r]
+    assert eval_steps == [2, 4]

@@ -87,6 +87,8 @@ class EvalConfig:
         target_scale: multiplies the default target (ignored when ``target_return`` is set).
         seed: seed of the evaluation environments (episodes are the same for every method).
         gif: also save a GIF of the first evaluation episode.
+        every: also evaluate every this many updates during training (0: only at the end); logged as
+            ``eval/return_mean`` in metrics.csv with the update count and training wall time.
     """
 
     episodes: int = 32
@@ -94,9 +96,11 @@ class EvalConfig:
     target_scale: float = 1.0
     seed: int = 12345
     gif: bool = False
+    every: int = 0
 
     def __post_init__(self) -> None:
         check(self.episodes >= 0, "eval.episodes", f"must be >= 0, got {self.episodes}")
+        check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
         check(self.target_scale > 0, "eval.target_scale", "must be > 0")
 
 

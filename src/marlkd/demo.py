@@ -27,6 +27,8 @@ class DemoConfig:
         env: environment id.
         quality: dataset quality tier.
         episodes: dataset episodes.
+        expert_steps: environment steps of the expert's PPO training (a shorter budget than the full
+            recipe's, enough for a good Grid-World expert).
         steps: updates per method (ours: this many teacher updates, then as many student updates).
         methods: methods to train, in table order.
         seed: training seed.
@@ -38,6 +40,7 @@ class DemoConfig:
     env: str = "grid-world"
     quality: str = "good"
     episodes: int = 1000
+    expert_steps: int = 100_000
     steps: int = 600
     methods: tuple[str, ...] = ("bc", "idt", "madt", "ours")
     seed: int = 0
@@ -47,6 +50,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         check(self.episodes >= 1, "demo.episodes", "must be >= 1")
         check(self.steps >= 1, "demo.steps", "must be >= 1")
+        check(self.expert_steps >= 1, "demo.expert_steps", "must be >= 1")
         unknown = [m for m in self.methods if m not in ALGOS]
         check(not unknown, "demo.methods", f"unknown method(s) {unknown}; known: {sorted(ALGOS)}")
 
@@ -112,7 +116,7 @@ def results_table(rows: list[dict[str, Any]], dataset_info: dict[str, Any]) -> s
 def run_demo(config: DemoConfig, progress: bool = True) -> str:
     """Run the demo; returns the Markdown results table (also written to ``out/results.md``)."""
     from marlkd.data.format import load_dataset
-    from marlkd.experts import ensure_dataset
+    from marlkd.experts import ensure_dataset, ensure_expert
     from marlkd.training import train
 
     out = Path(config.out)
@@ -122,6 +126,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> str:
         f"[demo] dataset: {config.env}, {config.quality}, {config.episodes} episodes "
         "(its expert is trained first if missing)"
     )
+    ensure_expert(config.env, out / "data", steps=config.expert_steps, seed=config.seed, progress=progress)
     data = ensure_dataset(
         config.env, config.quality, config.episodes, out / "data", seed=config.seed, progress=progress
     )

@@ -172,7 +172,6 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     algo, dataset, ctx = build_algorithm(config, run_dir)
     atomic_write_json(run_dir / CONFIG, config.to_dict())
 
-    total = int(getattr(algo, "num_updates", config.train.steps))
     start, train_time = 0, 0.0
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.exists():
@@ -181,6 +180,7 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         start, train_time = int(state["step"]), float(state["train_time_s"])
+    total = int(getattr(algo, "num_updates", config.train.steps))  # after loading: it may be restored
 
     def save(step: int) -> None:
         atomic_torch_save(
@@ -211,6 +211,13 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
                 log.log(done, train_time, metrics)
                 if bar is not None:
                     bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(metrics.items())[:3]})
+            if config.eval.every and done % config.eval.every == 0 and done < total and config.eval.episodes:
+                summary = run_evaluation(algo.policy(), dataset, config.eval)
+                log.log(
+                    done,
+                    train_time,
+                    {"eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"]},
+                )
             if done % config.train.checkpoint_every == 0 and done < total:
                 save(done)
             if bar is not None:
@@ -244,7 +251,11 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             results[f"{name}/return_mean"] = summary["return_mean"]
             results[f"{name}/return_std"] = summary["return_std"]
         results["eval_time_s"] = time.perf_counter() - t0
-        log.log(total, train_time, {"eval/return_mean": results["return_mean"]})
+        log.log(
+            total,
+            train_time,
+            {"eval/return_mean": results["return_mean"], "eval/return_std": results["return_std"]},
+        )
         if config.eval.gif:
             env_id, env_kwargs = _env_of(dataset)
             record_gif(policy, env_id, env_kwargs, config.eval.seed, run_dir / "episode.gif")

@@ -17,7 +17,9 @@ features enter as constants, as in the paper's per-agent update.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,11 @@ class Config(DTModelConfig):
             ``shared-mapping`` (M = N, one network).
         teacher_steps: teacher updates before distillation; None: the run's ``train.steps``.
         teacher_run: a finished ``teacher`` run directory on the same dataset to reuse instead of training
-            one (lets ablations and seeds share a teacher); its updates are then not counted here.
+            one; its updates are then not counted here.
+        teacher_cache: a directory shared by runs: the teacher trained for a (dataset, model config,
+            training config, seed, teacher_steps) is saved there once and reused by every later run with
+            the same key (Table 3's ablations share their teacher this way); a reused teacher's updates are
+            not counted in this run.
         cos_eps: cosine similarities are clamped to [-1 + cos_eps, 1 - cos_eps] before arccos.
         huber_delta: the Huber loss's delta.
     """
@@ -63,6 +69,7 @@ class Config(DTModelConfig):
     ablation: str = "full"
     teacher_steps: int | None = None
     teacher_run: str | None = None
+    teacher_cache: str | None = None
     cos_eps: float = 1e-5
     huber_delta: float = 1.0
 
@@ -144,6 +151,10 @@ class Ours:
         if cfg.teacher_run is not None:
             self._load_teacher(Path(cfg.teacher_run))
             self.teacher_steps = 0
+        self.cache_file = None if cfg.teacher_cache is None else Path(cfg.teacher_cache) / self._teacher_key()
+        if self.cache_file is not None and self.cache_file.exists():
+            self.teacher.model.load_state_dict(torch.load(self.cache_file, map_location=ctx.device))
+            self.teacher_steps = 0
         self.num_updates = self.teacher_steps + ctx.train.steps
         feature_dim, width = cfg.head_hidden, cfg.mapping_width
         if self.switch.shared_mapping and feature_dim != cfg.width:
@@ -169,6 +180,33 @@ class Ours:
         self.student_updates = 0
         self.cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def _teacher_key(self) -> str:
+        """File name of this run's teacher in ``teacher_cache``: a hash of all that determines it."""
+        train, data = self.ctx.train, self.ctx.dataset
+        key = {
+            "dataset": data.metadata.checksum,
+            "episodes": data.n_episodes,
+            "model": {
+                f: getattr(self.cfg, f)
+                for f in ("context", "width", "layers", "heads", "dropout", "return_scale", "head_hidden")
+            },
+            "train": {
+                f: getattr(train, f)
+                for f in (
+                    "batch_size",
+                    "lr",
+                    "weight_decay",
+                    "warmup_steps",
+                    "grad_clip",
+                    "precision",
+                    "seed",
+                )
+            },
+            "teacher_steps": self.teacher_steps,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return f"teacher-{digest}.pt"
+
     def _load_teacher(self, run_dir: Path) -> None:
         config_path, checkpoint = run_dir / "config.json", run_dir / "checkpoint.pt"
         if not config_path.exists() or not checkpoint.exists():
@@ -192,6 +230,11 @@ class Ours:
         if step < self.teacher_steps:
             return {f"teacher/{k}": v for k, v in self.teacher.update(step).items()}
         if self.cache is None:
+            if self.cache_file is not None and not self.cache_file.exists():
+                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}.tmp")
+                torch.save(self.teacher.model.state_dict(), tmp)
+                os.replace(tmp, self.cache_file)
             self.cache = teacher_outputs(self.teacher, self.teacher.sampler)
         return self._student_update()
 
@@ -291,6 +334,8 @@ class Ours:
         self.map_teacher.load_state_dict(state["map_teacher"])
         self.teacher_map_optimizer.load_state_dict(state["teacher_map_optimizer"])
         self.student_updates = int(state["student_updates"])
+        self.teacher_steps = int(state["teacher_steps"])
+        self.num_updates = self.teacher_steps + self.ctx.train.steps
         for p, grad in zip(self.map_teacher.parameters(), state["map_teacher_grads"], strict=True):
             p.grad = grad
         self.cache = None  # recomputed from the restored teacher on the next student update
