@@ -1,0 +1,96 @@
+"""Student training throughput: the batched ensemble (stacked weights, one forward) against a Python loop
+over n separate students with the same weights, for n = 2, 4, 8, at B = 64, K = 20, width 128, 3 layers.
+
+    python benchmarks/bench_students.py [--threads 2] [--precision bf16|fp32] [--repeats 5]
+
+Prints a Markdown table: median seconds per training step (forward, backward, AdamW) of the ensemble, of
+the loop, and of one student alone, and the ratios the targets in DESIGN.md section 6 speak of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
+
+
+def make_inputs(members: int, batch: int, context: int, obs_dim: int, actions: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    returns = torch.randn(members, batch, context, 1, generator=g)
+    obs = torch.randn(members, batch, context, obs_dim, generator=g)
+    act = torch.randint(0, actions, (members, batch, context), generator=g)
+    onehot = F.one_hot(act, actions).float()
+    timesteps = torch.arange(context).expand(members, batch, context)
+    mask = torch.ones(members, batch, context, dtype=torch.bool)
+    return returns, obs, onehot, timesteps, mask, act
+
+
+def step_fn(models, inputs, dtype):
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
+    members = len(models)
+
+    def step():
+        for i, (model, opt) in enumerate(zip(models, optimizers, strict=True)):
+            sl = slice(None) if members == 1 else slice(i, i + 1)
+            r, o, a, t, m, act = (x[sl] for x in inputs)
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits, _ = model(r, o, a, t, m)
+            loss = F.cross_entropy(logits.float().flatten(0, -2), act.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return step
+
+
+def median_time(step, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--agents", type=int, nargs="+", default=[2, 4, 8])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+    B, K, O, A = 64, 20, 78, 5
+    print(f"threads={args.threads} precision={args.precision} B={B} K={K} width=128 layers=3\n")
+    print(
+        "| n | ensemble (s/step) | loop over n (s/step) | one student (s/step) | loop / ensemble | "
+        "ensemble / one student |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    one = None
+    for n in args.agents:
+        cfg = DTConfig(return_dim=1, obs_dim=O, action_dim=A, n_actions=A, context=K, members=n)
+        ensemble = DecisionTransformer(cfg)
+        singles = []
+        for i in range(n):
+            single = DecisionTransformer(DTConfig(**{**cfg.__dict__, "members": 1}))
+            single.load_state_dict({k: v[i : i + 1].clone() for k, v in ensemble.state_dict().items()})
+            singles.append(single)
+        inputs = make_inputs(n, B, K, O, A)
+        t_ens = median_time(step_fn([ensemble], inputs, dtype), args.repeats)
+        t_loop = median_time(step_fn(singles, inputs, dtype), args.repeats)
+        if one is None:
+            one = median_time(step_fn([singles[0]], tuple(x[:1] for x in inputs), dtype), args.repeats)
+        print(f"| {n} | {t_ens:.3f} | {t_loop:.3f} | {one:.3f} | {t_loop / t_ens:.2f} | {t_ens / one:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
