@@ -68,7 +68,10 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check(self.eval_episodes >= 0, "finetune.eval_episodes", f"must be >= 0, got {self.eval_episodes}")
-        self.ppo_config("cpu")  # PPO validates its own fields
+        try:  # PPO validates its own fields, which have the same names here
+            self.ppo_config("cpu")
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("config field ppo.", "config field finetune.")) from None
 
     def ppo_config(self, device: str) -> PPOConfig:
         return PPOConfig(

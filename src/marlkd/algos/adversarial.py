@@ -78,7 +78,10 @@ class AdversarialConfig:
         check(self.disc_lr > 0, "algo.disc_lr", f"must be > 0, got {self.disc_lr}")
         check(self.disc_steps >= 0, "algo.disc_steps", f"must be >= 0, got {self.disc_steps}")
         check(self.disc_batch >= 1, "algo.disc_batch", f"must be >= 1, got {self.disc_batch}")
-        self.ppo_config(0, "cpu")  # PPO validates its own fields (named ppo.*)
+        try:  # PPO validates its own fields, which have the same names here
+            self.ppo_config(0, "cpu")
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("config field ppo.", "config field algo.")) from None
 
     def ppo_config(self, seed: int, device: str) -> PPOConfig:
         """The MAPPO configuration these settings stand for."""
