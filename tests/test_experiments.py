@@ -446,3 +446,220 @@ def test_cli_run_status_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert (tmp_path / "out" / "mini" / "report" / "report.md").exists()
     assert main(["experiment", "run", "no-such-spec", "--root", root]) == 2
     assert "unknown spec 'no-such-spec'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# The precision axis, shared teachers, convergence curves
+
+
+def test_precision_axis_expands_and_maps_to_train_precision() -> None:
+    spec = parse_spec(MINI.replace("steps = [10]", 'steps = [10]\nprecision = ["fp32", "bf16"]'))
+    runs = expand(spec)
+    assert len(runs) == 2 * 2 * 2 * 2
+    pairs = {(r.precision, r.config["train"]["precision"]) for r in runs}
+    assert pairs == {("fp32", "fp32"), ("bf16", "bf16")}
+    first = runs[0]
+    assert first.run_id.startswith("grid-world/idt/good/fp32/s0-") and first.settings["precision"] == "fp32"
+    assert len({r.run_id for r in runs}) == len(runs)
+    # Without the axis nothing changes: no precision in the config or the id, the RunSpec's field empty.
+    plain = expand(parse_spec(MINI))
+    assert all(r.precision == "" and "precision" not in r.config["train"] for r in plain)
+    # A fixed train.precision is fine without the axis and refused with it.
+    fixed = expand(parse_spec(MINI.replace("batch_size = 8", 'batch_size = 8\nprecision = "bf16"')))
+    assert {r.config["train"]["precision"] for r in fixed} == {"bf16"}
+    assert all(r.precision == "" for r in fixed)
+    swept_and_fixed = MINI.replace("batch_size = 8", 'batch_size = 8\nprecision = "bf16"').replace(
+        "[quick]", '[quick]\nprecision = ["fp32", "bf16"]')
+    with pytest.raises(ConfigError, match=r"train\.precision: is a grid axis here \(quick\.precision"):
+        parse_spec(swept_and_fixed)
+    with pytest.raises(ConfigError, match=r"grid\.precision: unknown value 'fp16'"):
+        parse_spec(MINI.replace("steps = [10]", 'steps = [10]\nprecision = ["fp16"]'))
+
+
+def test_ids_without_the_precision_axis_are_unchanged() -> None:
+    # Computed before the precision axis existed: finished runs of the other specs keep their directories.
+    runs = expand(load_spec("table1"))
+    assert runs[0].run_id == "fill-in/bc/random/s0-3812c8ea"
+    assert runs[100].run_id == "equal-space/idt/good/s0-7dde65de"
+    assert runs[-1].run_id == "smax-3s5z-vs-3s6z/ours/good/s9-404bfd8c"
+
+
+def test_precision_results_and_report(tmp_path: Path) -> None:
+    spec = parse_spec(MINI.replace("steps = [10]", 'steps = [10]\nprecision = ["fp32", "bf16"]')
+                      .replace("[report]", '[report]\ncolumns = ["precision"]'))
+    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
+                        only_envs=["grid-world"])
+    assert summary.ok and summary.done == 2 * 2 * 2
+    table = load_results(tmp_path, spec)
+    final = table[table["metric"] == "return_mean"]
+    assert sorted(final["precision"]) == ["bf16"] * 4 + ["fp32"] * 4
+    text = write_report(spec, tmp_path, bootstrap_reps=50).read_text()
+    assert "| Method | fp32 | bf16 |" in text  # the spec's order of the axis
+    assert "| Ours | **2.00 ± 0.71 (2)** | **2.00 ± 0.71 (2)** |" in text
+
+
+def test_older_results_table_gains_the_precision_column(tmp_path: Path) -> None:
+    path = tmp_path / "mini" / "results.csv"
+    path.parent.mkdir(parents=True)
+    old_columns = [c for c in RESULT_COLUMNS if c != "precision"]
+    old_row = {c: "" for c in old_columns} | {"spec": "mini", "run_id": "old", "env": "grid-world",
+                                              "method": "idt", "seed": "0", "metric": "return_mean",
+                                              "value": "1.0", "timestamp": "2026-01-01T00:00:00+00:00"}
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_columns)
+        writer.writeheader()
+        writer.writerow(old_row)
+    assert load_results(tmp_path, "mini")["precision"].tolist() == [""]  # read as it is
+    new_row = {**old_row, "run_id": "new", "precision": "bf16", "timestamp": "2026-01-02T00:00:00+00:00"}
+    append_rows(path, [new_row])
+    with open(path, newline="") as f:
+        assert next(csv.reader(f)) == list(RESULT_COLUMNS)
+    table = load_results(tmp_path, "mini")
+    assert dict(zip(table["run_id"], table["precision"], strict=True)) == {"old": "", "new": "bf16"}
+
+
+def test_builtin_precision_spec() -> None:
+    spec = load_spec("precision")
+    runs = expand(spec)
+    assert spec.envs == ("grid-world",) and spec.methods == ("idt", "ours") and spec.seeds == tuple(range(5))
+    assert len(runs) == 2 * 2 * 5 and {r.precision for r in runs} == {"fp32", "bf16"}
+    assert {r.steps for r in runs} == {2000} and {r.quality for r in runs} == {"good"}
+    assert spec.report.rows == "variant" and spec.report.columns == ("precision",)
+    quick = expand(spec, quick=True)
+    assert len(quick) == 2 * 2 * 2 and {r.steps for r in quick} == {200}
+
+
+SHARED = MINI.replace('description = "A small sweep for the tests."',
+                      'description = "A small sweep for the tests."\nshare_teacher = true').replace(
+    "steps = [10]", 'steps = [10]\nablation = ["kl-only", "full"]')
+
+
+def ordered_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+    """:func:`fake_run` that also notes, in the sweep's ``order.txt``, which run started when."""
+    sweep = next(folder for folder in run_dir.parents if folder.name == "runs").parent
+    with open(sweep / "order.txt", "a") as f:
+        f.write(run.run_id + "\n")
+    return fake_run(run, run_dir, dataset)
+
+
+def test_share_teacher_sets_an_absolute_cache_and_keeps_ids(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = parse_spec(SHARED)
+    assert spec.share_teacher and not parse_spec(MINI).share_teacher
+    runs = expand(spec)
+    unshared = parse_spec(SHARED.replace("share_teacher = true", "share_teacher = false"))
+    assert [r.run_id for r in runs] == [r.run_id for r in expand(unshared)]
+    assert all("teacher_cache" not in r.config["algo"] for r in runs)  # the runner sets it, not the spec
+
+    monkeypatch.chdir(tmp_path)
+    summary = run_sweep(spec, "rel", workers=0, run_fn=ordered_run, dataset_fn=fake_dataset, progress=False)
+    assert summary.ok and summary.done == len(runs) == 2 * 2 * (1 + 2)
+    cache = tmp_path / "rel" / "mini" / "teachers"
+    for run in runs:
+        marker = read_marker(run_dir_for(tmp_path / "rel", run))  # found under the unchanged id
+        assert marker is not None and marker["status"] == "done"
+        algo = marker["run"]["config"]["algo"]
+        if run.method == "ours":
+            assert Path(algo["teacher_cache"]).is_absolute() and Path(algo["teacher_cache"]) == cache
+        else:
+            assert "teacher_cache" not in algo
+    # Launch order: seed-major; within a seed one run per teacher (the full ablation) before the others.
+    order = [line.rsplit("-", 1)[0] for line in (tmp_path / "rel" / "mini" / "order.txt").read_text().split()]
+    assert order[:6] == ["grid-world/idt/good/s0", "grid-world/ours-full/good/s0", "fill-in/idt/random/s0",
+                         "fill-in/ours-full/random/s0", "grid-world/ours-kl-only/good/s0",
+                         "fill-in/ours-kl-only/random/s0"]
+    assert all(name.endswith("/s1") for name in order[6:])
+
+
+def test_share_teacher_quick_variant_has_its_own_cache(tmp_path: Path) -> None:
+    spec = parse_spec(SHARED)
+    run_sweep(spec, tmp_path, quick=True, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
+              only_methods=["ours"])
+    run = expand(spec, quick=True)[1]
+    assert run.method == "ours"
+    marker = read_marker(run_dir_for(tmp_path, run))
+    assert marker is not None
+    expected = tmp_path.resolve() / "mini-quick" / "teachers"
+    assert marker["run"]["config"]["algo"]["teacher_cache"] == str(expected)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("share_teacher = true", "share_teacher = 'yes'", r"share_teacher: must be true or false"),
+    ('methods = ["idt", "ours"]', 'methods = ["idt"]', r"share_teacher: needs 'ours' in grid\.methods"),
+    ("alpha = 0.5", "teacher_cache = '/tmp/t'", r"share_teacher: the runner sets algo\.teacher_cache"),
+])
+def test_bad_share_teacher(old: str, new: str, message: str) -> None:
+    text = SHARED.replace(old, new, 1)
+    if "methods = [\"idt\"]" in text:
+        text = text.replace("[overrides.ours.algo]\nalpha = 0.5\n", "")
+    with pytest.raises(ConfigError, match=message):
+        parse_spec(text)
+
+
+def test_builtin_specs_share_teachers_and_log_curves() -> None:
+    table3 = load_spec("table3")
+    assert table3.share_teacher
+    convergence = load_spec("convergence")
+    assert not convergence.share_teacher  # ours runs once per seed: nothing to share, and its cost counts
+    for quick, every in ((False, 200), (True, 20)):
+        runs = expand(convergence, quick)
+        assert {r.config["eval"]["every"] for r in runs} == {every}
+        assert all(r.steps == 10 * every for r in runs)  # a tenth of training
+
+
+def convergence_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+    """Stands in for marlkd.train in the convergence sweep: writes metrics.csv as the training loop does
+    (training rows every log_every, ``eval/return_mean`` every ``eval.every`` and at the end), counting
+    ours's teacher updates before its students'."""
+    updates = run.steps * (2 if run.method == "ours" else 1)
+    every, log_every = run.config["eval"]["every"], run.config["train"]["log_every"]
+    seconds = 0.02 if run.method == "ours" else 0.01  # per update
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "wall_time_s", "metric", "value"])
+        for step in range(1, updates + 1):
+            if step % log_every == 0:
+                writer.writerow([step, seconds * step, "train/loss", 1.0 / step])
+            if step % every == 0:
+                writer.writerow([step, seconds * step, "eval/return_mean", step / updates + run.seed])
+                writer.writerow([step, seconds * step, "eval/return_std", 0.1])
+    return {"return_mean": 1.0 + run.seed, "return_std": 0.1, "train_steps": updates,
+            "train_time_s": seconds * updates}
+
+
+def test_convergence_report_draws_curves_from_eval_rows(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = load_spec("convergence")
+    summary = run_sweep(spec, tmp_path, quick=True, workers=0, run_fn=convergence_run,
+                        dataset_fn=fake_dataset, progress=False, only_envs=["grid-world"])
+    assert summary.ok and summary.done == 4 * 2
+    table = load_results(tmp_path, spec, quick=True)
+    curve = table[table["metric"] == "curve:eval/return_mean"]
+    ours = curve[curve["method"] == "ours"]
+    assert sorted(set(ours["train_steps"])) == list(range(20, 401, 20))  # teacher's 200 updates, then 200
+    assert sorted(set(curve[curve["method"] == "idt"]["train_steps"])) == list(range(20, 201, 20))
+
+    figures: dict[str, Any] = {}
+    import marlkd.experiments.report as report_module
+
+    real_save = report_module._save
+
+    def keep(fig: Any, path: Path) -> None:
+        figures[path.name] = fig
+        real_save(fig, path)
+
+    monkeypatch.setattr(report_module, "_save", keep)
+    text = write_report(spec, tmp_path, quick=True, bootstrap_reps=50).read_text()
+    assert "![Learning curves against training updates](curve_vs_train_steps.png)" in text
+    assert "![Learning curves against wall-clock training time](curve_vs_wall_time_s.png)" in text
+    for name, label, ours_end, idt_end in (("curve_vs_train_steps.png", "training updates", 400, 200),
+                                           ("curve_vs_wall_time_s.png", "wall-clock time (s)", 8.0, 2.0)):
+        assert (tmp_path / "convergence-quick" / "report" / name).stat().st_size > 0
+        (ax,) = [a for a in figures[name].axes if a.get_visible() and a.get_title()]
+        assert ax.get_title() == "Grid-World" and ax.get_xlabel() == label
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"IDT", "MADT", "Teacher (centralized DT)", "Ours"}
+        x, y = lines["Ours"].get_data()
+        assert len(x) == 20 and x[-1] == pytest.approx(ours_end)
+        assert y[-1] == pytest.approx(1.0 + 0.5)  # mean over seeds 0 and 1 of the final point
+        assert lines["IDT"].get_data()[0][-1] == pytest.approx(idt_end)

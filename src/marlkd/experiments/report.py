@@ -146,6 +146,10 @@ def _order_key(spec: SweepSpec, column: str) -> Callable[[Any], Any]:
         rank = {q: i for i, q in enumerate(QUALITIES)}
     elif column == "ablation":
         rank = {a: i for i, a in enumerate(spec.settings.ablation)}
+    elif column == "precision":
+        swept = [*spec.settings.precision, *spec.quick.settings.get("precision", ()),
+                 *(p for entry in spec.per_env.values() for p in entry.get("precision", ()))]
+        rank = {p: i for i, p in enumerate(dict.fromkeys(swept))}
     else:
         return lambda value: (0, value)
     return lambda value: (rank.get(value, len(rank)), str(value))
@@ -158,6 +162,8 @@ def _label(column: str, value: Any) -> str:
         return variant_name(ABLATION_METHOD, str(value)) if value else "(none)"
     if column == "num_trajectories":
         return "all trajectories" if int(value) == 0 else f"{int(value)} trajectories"
+    if column == "precision":
+        return str(value) if value else "(not swept)"
     if column in ("steps", "eval_episodes", "dataset_episodes"):
         return f"{column.replace('_', ' ')} {int(value)}"
     return str(value)
@@ -188,7 +194,7 @@ def summarize(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, colu
 
 
 _ROW_HEADERS = {"variant": "Method", "method": "Method", "ablation": "Variant", "env": "Environment",
-                "quality": "Data quality", "num_trajectories": "Trajectories"}
+                "quality": "Data quality", "num_trajectories": "Trajectories", "precision": "Precision"}
 
 
 def _fmt(x: float) -> str:
@@ -243,7 +249,8 @@ def aggregate_table(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str
     data = frame[frame["metric"] == metric]
     if data.empty:
         return ""
-    task_columns = ["env", "quality", "num_trajectories", "steps", "eval_episodes", "dataset_episodes"]
+    task_columns = ["env", "quality", "num_trajectories", "precision", "steps", "eval_episodes",
+                    "dataset_episodes"]
     key = _order_key(spec, rows)
     body = []
     for value in sorted(data[rows].unique(), key=key):

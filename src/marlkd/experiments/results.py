@@ -32,13 +32,16 @@ if TYPE_CHECKING:
 
 RESULT_COLUMNS = (
     "spec", "run_id", "env", "method", "seed",
-    "quality", "num_trajectories", "ablation", "steps", "eval_episodes", "dataset_episodes",
+    "quality", "num_trajectories", "ablation", "precision", "steps", "eval_episodes", "dataset_episodes",
     "metric", "value", "train_steps", "wall_time_s", "env_steps",
     "marlkd_version", "torch_version", "code_revision", "timestamp",
 )
 NUMERIC_COLUMNS = ("seed", "num_trajectories", "steps", "eval_episodes", "dataset_episodes", "value",
                    "train_steps", "wall_time_s", "env_steps")
 _INTEGER_COLUMNS = ("seed", "num_trajectories", "steps", "eval_episodes", "dataset_episodes")
+# Columns added after the first tables were written: an older table lacking them is upgraded on the next
+# append (their cells empty in its old rows) and read as if they were empty.
+_ADDED_COLUMNS = ("precision",)
 RESULTS_FILE = "results.csv"
 CURVE_PREFIX = "curve:"
 # Keys of a run's results that describe it rather than measure it: not metric rows.
@@ -174,8 +177,30 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _older_header(header: list[str]) -> bool:
+    """Whether ``header`` is this version's columns less some of :data:`_ADDED_COLUMNS`, in order."""
+    missing = [c for c in RESULT_COLUMNS if c not in header]
+    return bool(missing) and set(missing) <= set(_ADDED_COLUMNS) and header == [
+        c for c in RESULT_COLUMNS if c not in missing]
+
+
+def _upgrade(path: Path) -> None:
+    """Rewrite an older table with this version's columns (the added ones empty); atomically."""
+    with open(path, newline="") as f:
+        old_rows = list(csv.DictReader(f))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row.get(k, "") for k in RESULT_COLUMNS} for row in old_rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Append rows to the table at ``path`` (header written on first use) under the file lock."""
+    """Append rows to the table at ``path`` (header written on first use) under the file lock. A table
+    written by an earlier version without some of the later columns (``precision``) is upgraded first."""
     path = Path(path)
     rows = list(rows)
     if not rows:
@@ -185,7 +210,9 @@ def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
         if not new:
             with open(path, newline="") as f:
                 header = next(csv.reader(f), [])
-            if tuple(header) != RESULT_COLUMNS:
+            if _older_header(header):
+                _upgrade(path)
+            elif tuple(header) != RESULT_COLUMNS:
                 raise MarlkdError(f"{path}: its columns {header} are not this version's "
                                   f"{list(RESULT_COLUMNS)}; move it away to start a new table")
         with open(path, "a", newline="") as f:
@@ -228,6 +255,9 @@ def load_results(root: str | Path, spec: SweepSpec | str | Path, quick: bool = F
     if not path.is_file():
         raise MarlkdError(f"no results table at {path}: run the sweep first (marlkd experiment run)")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in _ADDED_COLUMNS:
+        if column not in frame.columns:  # a table from before the column was added
+            frame[column] = ""
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:
         raise MarlkdError(f"{path}: missing column(s) {', '.join(missing)}")

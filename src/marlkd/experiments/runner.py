@@ -39,6 +39,7 @@ from marlkd.experiments.results import (
     sweep_dir,
 )
 from marlkd.experiments.spec import (
+    TEACHERS_DIR,
     DatasetKey,
     RunSpec,
     SweepSpec,
@@ -46,6 +47,8 @@ from marlkd.experiments.spec import (
     expand,
     load_spec,
     select_runs,
+    teacher_group,
+    with_teacher_cache,
 )
 
 RunFn = Callable[[RunSpec, Path, Path | None], Mapping[str, Any]]
@@ -429,6 +432,36 @@ def sweep_status(spec: SweepSpec | str | Path, root: str | Path = DEFAULT_ROOT, 
 # The driver
 
 
+def teacher_cache_dir(root: str | Path, spec: SweepSpec, quick: bool = False) -> Path:
+    """``<root>/<sweep>/teachers`` (absolute): where a ``share_teacher`` sweep's ``ours`` runs keep their
+    teachers."""
+    return sweep_dir(Path(root).resolve(), spec.sweep_name(quick)) / TEACHERS_DIR
+
+
+def launch_order(runs: Sequence[RunSpec], spread_teachers: bool = False) -> list[RunSpec]:
+    """The order runs are started in: seed-major (every cell's first seed before any second seed, so a
+    partial sweep already fills the table), grid order within a seed.
+
+    With ``spread_teachers``, the runs of a seed that share a teacher (:func:`teacher_group`) are spread
+    out: first one run of every group (its ``full`` ablation, if it has one), then a second of every group,
+    and so on; so parallel workers start by training distinct teachers, and later runs of a group usually
+    find its teacher already cached.
+    """
+    seed_rank = {seed: i for i, seed in enumerate(dict.fromkeys(run.seed for run in runs))}
+    ordered = sorted(runs, key=lambda run: seed_rank[run.seed])
+    if not spread_teachers:
+        return ordered
+    groups: dict[str, list[int]] = {}
+    for index, run in enumerate(ordered):
+        groups.setdefault(teacher_group(run), []).append(index)
+    position: dict[int, int] = {}
+    for members in groups.values():
+        members.sort(key=lambda i: (ordered[i].ablation != "full", i))
+        position.update((index, rank) for rank, index in enumerate(members))
+    keys = {index: (seed_rank[ordered[index].seed], position[index], index) for index in range(len(ordered))}
+    return [ordered[i] for i in sorted(range(len(ordered)), key=keys.__getitem__)]
+
+
 @dataclass
 class _Job:
     kind: str  # "dataset" or "run"
@@ -436,6 +469,7 @@ class _Job:
     run: RunSpec | None = None
     dataset: str | None = None
     crashes: int = 0
+    order: int = 0  # a run's place in the launch order (the queue starts runs in this order)
 
 
 def run_sweep(
@@ -472,7 +506,9 @@ def run_sweep(
         gpus_per_run: GPUs each Ray task asks for.
         progress: show a progress bar (done, failed, running, remaining, ETA).
 
-    A run that raises is recorded as failed (marker with the traceback) and the others go on.
+    A run that raises is recorded as failed (marker with the traceback) and the others go on. Runs start
+    in :func:`launch_order`. With the spec's ``share_teacher``, every ``ours`` run gets
+    ``algo.teacher_cache = <root>/<sweep>/teachers`` (its id unchanged).
     """
     started = time.monotonic()
     spec = _resolve_spec(spec)
@@ -486,6 +522,9 @@ def run_sweep(
     root = Path(root).resolve()  # workers (Ray tasks on other nodes) may start in another directory
     sweep = spec.sweep_name(quick)
     table = results_path(root, sweep)
+    if spec.share_teacher:
+        cache = teacher_cache_dir(root, spec, quick)
+        runs = [with_teacher_cache(run, cache) for run in runs]
     _write_json(sweep_dir(root, sweep) / "spec.json", dataclasses.asdict(spec))
 
     recorded = recorded_run_ids(table)
@@ -499,20 +538,20 @@ def run_sweep(
                 append_rows(table, marker.get("rows", []))
         else:
             todo.append(run)
-    # Seed-major order: a partial sweep already holds every cell's first seeds.
-    seed_rank = {seed: i for i, seed in enumerate(dict.fromkeys(run.seed for run in runs))}
-    todo.sort(key=lambda run: seed_rank[run.seed])
+    todo = launch_order(todo, spread_teachers=spec.share_teacher)
 
-    waiting: dict[str, list[RunSpec]] = {}
+    # The queue: datasets first (priority 0), then runs (priority 1) in launch order, whichever dataset
+    # was made first.
+    waiting: dict[str, list[tuple[int, RunSpec]]] = {}
     ready: list[tuple[int, int, _Job]] = []
     counter = 0
-    for run in todo:
+    for order, run in enumerate(todo):
         key = run.dataset.key()
         if key not in waiting:
             waiting[key] = []
             heapq.heappush(ready, (0, counter, _Job("dataset", run.dataset)))
             counter += 1
-        waiting[key].append(run)
+        waiting[key].append((order, run))
     n_datasets = len(waiting)
     if not todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
         return SweepSummary(sweep=sweep, root=str(root), total=len(runs), skipped=skipped, done=0, failed=(),
@@ -544,8 +583,11 @@ def run_sweep(
         except BrokenProcessPool:
             job.crashes += 1
             if job.crashes < _MAX_CRASHES:
-                heapq.heappush(ready, (0 if job.kind == "dataset" else 1, counter, job))
-                counter += 1
+                if job.kind == "dataset":
+                    heapq.heappush(ready, (0, counter, job))
+                    counter += 1
+                else:
+                    heapq.heappush(ready, (1, job.order, job))
                 return
             outcome = {"ok": False, "error": "the worker process died (out of memory, or a crash in native "
                                              "code)", "traceback": ""}
@@ -555,13 +597,12 @@ def run_sweep(
             dependents = waiting.pop(job.key.key())
             if outcome["ok"]:
                 datasets_made += 1
-                for run in dependents:
-                    heapq.heappush(ready, (1, counter, _Job("run", job.key, run, outcome["path"])))
-                    counter += 1
+                for order, run in dependents:
+                    heapq.heappush(ready, (1, order, _Job("run", job.key, run, outcome["path"], order=order)))
             else:
                 error = f"making dataset {job.key.env}/{job.key.quality}/{job.key.episodes} failed: " \
                         f"{outcome['error']}"
-                for run in dependents:
+                for _, run in dependents:
                     record_failure(run, error, outcome["traceback"])
             return
         run = job.run

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from marlkd.config import PRECISIONS
 from marlkd.errors import ConfigError
 
 KINDS = ("offline", "finetune")
@@ -29,10 +30,12 @@ ABLATION_METHOD = "ours"
 # The pseudo-method of a finetuning sweep that starts MAPPO from random weights.
 SCRATCH = "scratch"
 DEFAULT_RUN_FN = "marlkd.experiments.runner:train_run"
+# With ``share_teacher``, ours's runs keep their teachers in this folder of the sweep's directory.
+TEACHERS_DIR = "teachers"
 # Results-table columns a report may group by (``variant``: the method, or the ablation of ``ours``).
 GROUP_COLUMNS = (
-    "variant", "method", "ablation", "env", "quality", "num_trajectories", "steps", "eval_episodes",
-    "dataset_episodes",
+    "variant", "method", "ablation", "precision", "env", "quality", "num_trajectories", "steps",
+    "eval_episodes", "dataset_episodes",
 )
 PLOT_AXES = ("num_trajectories", "train_steps", "wall_time_s", "env_steps")
 
@@ -66,6 +69,8 @@ class Settings:
         num_trajectories: training episodes taken from the dataset (0: all of them).
         ablation: values of ``ours``'s ``ablation`` switch; empty: not swept (the method's default).
             Other methods ignore this axis.
+        precision: values of ``train.precision`` (``auto``, ``fp32``, ``bf16``); empty: not swept (the
+            spec's ``[train]`` value, or the default). A finetuning sweep's ``scratch`` ignores it.
         steps: training updates per run (``train.steps``).
         eval_episodes: evaluation episodes per run (``eval.episodes``).
         dataset_episodes: episodes in the dataset that is made for the run.
@@ -74,6 +79,7 @@ class Settings:
     quality: tuple[str, ...] = ("good",)
     num_trajectories: tuple[int, ...] = (0,)
     ablation: tuple[str, ...] = ()
+    precision: tuple[str, ...] = ()
     steps: tuple[int, ...] = (2000,)
     eval_episodes: tuple[int, ...] = (32,)
     dataset_episodes: tuple[int, ...] = (1000,)
@@ -147,6 +153,10 @@ class SweepSpec:
         finetune: finetuning settings passed to the run function of a ``finetune`` sweep.
         quick: the quick variant.
         dataset_seed: seed of the datasets (one dataset per environment, quality and size, shared by seeds).
+        share_teacher: the runner points ``algo.teacher_cache`` of every ``ours`` run (offline, or the
+            pretraining of a finetuning run) at ``<root>/<sweep>/teachers``, so runs that differ only in
+            what the teacher does not depend on (the ablation, the distillation weights) train one teacher
+            and share it. Not part of the run ids (it does not change what a run computes).
         run_fn: ``module:function`` that executes one run (see ``marlkd.experiments.runner.RunFn``).
         report: the report layout.
         source: where the spec was read from.
@@ -166,6 +176,7 @@ class SweepSpec:
     finetune: dict[str, Any] = field(default_factory=dict)
     quick: QuickSpec = field(default_factory=QuickSpec)
     dataset_seed: int = 0
+    share_teacher: bool = False
     run_fn: str = DEFAULT_RUN_FN
     report: ReportSpec = field(default_factory=ReportSpec)
     source: str = ""
@@ -198,6 +209,7 @@ class RunSpec:
     without ``data`` and ``out`` (the runner fills them in); for a ``finetune`` sweep, ``init`` (the
     pretraining method or ``scratch``), ``pretrain`` (such a RunConfig dict, or None for ``scratch``),
     ``finetune`` (the sweep's finetuning settings), ``env``, ``env_kwargs`` and ``seed``.
+    ``precision`` is the swept ``train.precision`` (empty when the grid does not sweep it).
     """
 
     sweep: str
@@ -215,6 +227,7 @@ class RunSpec:
     dataset: DatasetKey
     config: dict[str, Any]
     run_fn: str = DEFAULT_RUN_FN
+    precision: str = ""
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -283,14 +296,15 @@ def parse_spec(text: str, source: str = "<string>") -> SweepSpec:
     return spec_from_dict(data, source=source)
 
 
-_TOP_KEYS = ("name", "description", "kind", "dataset_seed", "run_fn", "grid", "per_env", "train", "eval",
-             "overrides", "finetune", "quick", "report")
+_TOP_KEYS = ("name", "description", "kind", "dataset_seed", "share_teacher", "run_fn", "grid", "per_env",
+             "train", "eval", "overrides", "finetune", "quick", "report")
 _GRID_KEYS = ("envs", "methods", "seeds", *SETTING_KEYS)
 _PER_ENV_KEYS = (*SETTING_KEYS, "env_kwargs")
 _OVERRIDE_KEYS = ("train", "eval", "algo")
 _QUICK_KEYS = ("seeds", *SETTING_KEYS, "train", "eval", "finetune")
 _REPORT_KEYS = tuple(f.name for f in fields(ReportSpec))
-# Config fields that belong to the grid's axes, not to fixed overrides.
+# Config fields that belong to the grid's axes, not to fixed overrides. (``train.precision`` is an axis
+# too, but an optional one: a fixed value is refused only where the spec also sweeps it.)
 _AXIS_FIELDS = {"train": {"steps": "steps", "seed": "seeds", "num_trajectories": "num_trajectories"},
                 "eval": {"episodes": "eval_episodes"}, "algo": {"ablation": "ablation"}}
 
@@ -320,6 +334,12 @@ class _Reader:
             self.fail(key, "is required")
         if not isinstance(value, str):
             self.fail(key, f"must be a string, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, got {value!r}")
         return value
 
     def integer(self, key: str, default: int) -> int:
@@ -362,6 +382,8 @@ def _setting_values(reader: _Reader, key: str) -> tuple[Any, ...]:
         return reader.values(key, str, choices=QUALITIES)
     if key == "ablation":
         return reader.values(key, str, choices=ABLATIONS, allow_empty=True)
+    if key == "precision":
+        return reader.values(key, str, choices=PRECISIONS, allow_empty=True)
     if key == "num_trajectories":
         return reader.values(key, int, minimum=0)
     return reader.values(key, int, minimum=1)
@@ -379,6 +401,24 @@ def _config_table(reader: _Reader, key: str, section: str) -> dict[str, Any]:
         if axis is not None:
             reader.fail(f"{key}.{name}", f"is a grid axis: set {axis} in [grid] (or [quick]) instead")
     return dict(values)
+
+
+def _check_precision_axis(top: _Reader, settings: Settings, per_env: Mapping[str, Mapping[str, Any]],
+                          quick: QuickSpec, train: Mapping[str, Any],
+                          overrides: Mapping[str, MethodOverrides]) -> None:
+    """Refuse a fixed ``train.precision`` in a spec that also sweeps the ``precision`` axis (it would be
+    overridden by the axis without a word)."""
+    axes = [("grid", settings.precision), ("quick", quick.settings.get("precision")),
+            *((f"per_env.{env}", entry.get("precision")) for env, entry in per_env.items())]
+    swept = [where for where, values in axes if values]
+    if not swept:
+        return
+    fixed = [where for where, table in (("train", train), ("quick.train", quick.train),
+                                        *((f"overrides.{method}.train", own.train)
+                                          for method, own in overrides.items())) if "precision" in table]
+    if fixed:
+        top.fail(f"{fixed[0]}.precision", f"is a grid axis here ({swept[0]}.precision sweeps it): set the "
+                                          "precision values there instead")
 
 
 def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
@@ -458,12 +498,23 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
         if axis not in PLOT_AXES:
             report_reader.fail("plots", f"unknown plot axis {axis!r} (choose from {', '.join(PLOT_AXES)})")
 
+    train = _config_table(top, "train", "train")
+    _check_precision_axis(top, settings, per_env, quick, train, overrides)
+    share_teacher = top.boolean("share_teacher", False)
+    if share_teacher:
+        if ABLATION_METHOD not in methods:
+            top.fail("share_teacher", f"needs {ABLATION_METHOD!r} in grid.methods (only its runs train a "
+                                      "teacher)")
+        own = overrides.get(ABLATION_METHOD, MethodOverrides()).algo
+        if "teacher_cache" in own:
+            top.fail("share_teacher", f"the runner sets algo.teacher_cache: remove "
+                                      f"overrides.{ABLATION_METHOD}.algo.teacher_cache")
+
     spec = SweepSpec(
         name=name, description=top.text("description", ""), kind=kind, envs=envs, methods=methods,
-        seeds=seeds, settings=settings, per_env=per_env,
-        train=_config_table(top, "train", "train"), eval=_config_table(top, "eval", "eval"),
-        overrides=overrides, finetune=finetune, quick=quick,
-        dataset_seed=top.integer("dataset_seed", 0), run_fn=run_fn, report=report, source=source,
+        seeds=seeds, settings=settings, per_env=per_env, train=train, eval=_config_table(top, "eval", "eval"),
+        overrides=overrides, finetune=finetune, quick=quick, dataset_seed=top.integer("dataset_seed", 0),
+        share_teacher=share_teacher, run_fn=run_fn, report=report, source=source,
     )
     expand(spec)  # checks the combinations (e.g. trajectories within the dataset) of both variants
     expand(spec, quick=True)
@@ -488,11 +539,16 @@ def _env_settings(spec: SweepSpec, env: str, quick: bool) -> tuple[Settings, dic
     return Settings(**values), env_kwargs
 
 
-def _run_prefix(env: str, method: str, ablation: str, quality: str, num_trajectories: int, seed: int) -> str:
+def _run_prefix(env: str, method: str, ablation: str, quality: str, num_trajectories: int, precision: str,
+                seed: int) -> str:
+    """``env/method[-ablation]/quality[/n<trajectories>][/<precision>]/s<seed>``: optional parts only when
+    set (so the ids of specs that do not sweep them stay as they were)."""
     label = f"{method}-{ablation}" if ablation else method
     parts = [env, label, quality]
     if num_trajectories:
         parts.append(f"n{num_trajectories}")
+    if precision:
+        parts.append(precision)
     parts.append(f"s{seed}")
     return "/".join(parts)
 
@@ -505,7 +561,7 @@ def run_id_for(prefix: str, identity: Mapping[str, Any]) -> str:
 
 def expand(spec: SweepSpec, quick: bool = False) -> list[RunSpec]:
     """All runs of the sweep (or of its quick variant), in grid order: env, quality, dataset size,
-    method, ablation, trajectories, steps, evaluation episodes, seed.
+    method, ablation, precision, trajectories, steps, evaluation episodes, seed.
 
     A run's id hashes what the spec states about it (environment, method, seed, dataset, config values),
     not the code's defaults: a finished run keeps its id when a default changes, and the same run in two
@@ -527,19 +583,20 @@ def expand(spec: SweepSpec, quick: bool = False) -> list[RunSpec]:
                 pretrain = method if method != SCRATCH else None
                 sweeps_ablation = pretrain == ABLATION_METHOD and settings.ablation
                 ablations = settings.ablation if sweeps_ablation else ("",)
-                combos = itertools.product(ablations, settings.num_trajectories, settings.steps,
+                precisions = settings.precision if pretrain is not None and settings.precision else ("",)
+                combos = itertools.product(ablations, precisions, settings.num_trajectories, settings.steps,
                                            settings.eval_episodes, seeds)
-                for ablation, nt, steps, eval_episodes, seed in combos:
-                    config = _run_config(spec, quick, method, pretrain, ablation, nt, steps, eval_episodes,
-                                         seed, env, env_kwargs)
+                for ablation, precision, nt, steps, eval_episodes, seed in combos:
+                    config = _run_config(spec, quick, method, pretrain, ablation, precision, nt, steps,
+                                         eval_episodes, seed, env, env_kwargs)
                     identity = {"kind": spec.kind, "env": env, "method": method, "seed": seed,
                                 "dataset": asdict(dataset), "config": config}
-                    prefix = _run_prefix(env, method, ablation, quality, nt, seed)
+                    prefix = _run_prefix(env, method, ablation, quality, nt, precision, seed)
                     runs.append(RunSpec(
                         sweep=sweep, run_id=run_id_for(prefix, identity), kind=spec.kind, env=env,
                         method=method, seed=seed, quality=quality, num_trajectories=nt, ablation=ablation,
                         steps=steps, eval_episodes=eval_episodes, dataset_episodes=dataset_episodes,
-                        dataset=dataset, config=config, run_fn=spec.run_fn,
+                        dataset=dataset, config=config, run_fn=spec.run_fn, precision=precision,
                     ))
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
@@ -547,15 +604,16 @@ def expand(spec: SweepSpec, quick: bool = False) -> list[RunSpec]:
     return runs
 
 
-def _run_config(spec: SweepSpec, quick: bool, method: str, pretrain: str | None, ablation: str, nt: int,
-                steps: int, eval_episodes: int, seed: int, env: str, env_kwargs: dict[str, Any]
-                ) -> dict[str, Any]:
+def _run_config(spec: SweepSpec, quick: bool, method: str, pretrain: str | None, ablation: str,
+                precision: str, nt: int, steps: int, eval_episodes: int, seed: int, env: str,
+                env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The run function's config (see :class:`RunSpec`)."""
     offline: dict[str, Any] | None = None
     if pretrain is not None:
         own = spec.overrides.get(pretrain, MethodOverrides())
         train = _merged(spec.train, own.train, spec.quick.train if quick else {},
-                        {"steps": steps, "seed": seed, "num_trajectories": nt})
+                        {"steps": steps, "seed": seed, "num_trajectories": nt},
+                        {"precision": precision} if precision else {})
         evaluation = _merged(spec.eval, own.eval, spec.quick.eval if quick else {},
                              {"episodes": eval_episodes})
         algo = _merged(own.algo, {"ablation": ablation} if ablation else {})
@@ -569,6 +627,36 @@ def _run_config(spec: SweepSpec, quick: bool, method: str, pretrain: str | None,
                          {"episodes": eval_episodes})
     return {"init": method, "pretrain": offline, "finetune": finetune, "env": env,
             "env_kwargs": dict(env_kwargs), "seed": seed, "eval": evaluation}
+
+
+def offline_config(run: RunSpec) -> dict[str, Any] | None:
+    """The ``RunConfig`` dict (without ``data``/``out``) of the run's offline training: the run's config in
+    an offline sweep, its ``pretrain`` in a finetuning sweep (None for ``scratch``)."""
+    return run.config if run.kind == "offline" else run.config.get("pretrain")
+
+
+def with_teacher_cache(run: RunSpec, directory: str | Path) -> RunSpec:
+    """The run with ``algo.teacher_cache = directory`` if its offline training is ``ours`` (else unchanged).
+
+    The run id stays: where a teacher is cached does not change what the run computes.
+    """
+    offline = offline_config(run)
+    if offline is None or offline["method"] != ABLATION_METHOD:
+        return run
+    trained = {**offline, "algo": {**offline["algo"], "teacher_cache": str(directory)}}
+    config = trained if run.kind == "offline" else {**run.config, "pretrain": trained}
+    return replace(run, config=config)
+
+
+def teacher_group(run: RunSpec) -> str:
+    """Which teacher a run trains: ``ours`` runs with equal keys (same dataset, same config apart from the
+    ablation, which changes the distillation, not the teacher) train the same one. Other runs get their
+    own key (their id)."""
+    offline = offline_config(run)
+    if offline is None or offline["method"] != ABLATION_METHOD:
+        return run.run_id
+    algo = {k: v for k, v in offline["algo"].items() if k not in ("ablation", "teacher_cache")}
+    return canonical_json({"dataset": asdict(run.dataset), "config": {**offline, "algo": algo}})
 
 
 def select_runs(runs: Iterable[RunSpec], envs: Sequence[str] = (),
@@ -598,7 +686,7 @@ def check_against_registry(spec: SweepSpec, runs: Sequence[RunSpec] | None = Non
                               f"{', '.join(sorted(ALGOS))}")
     seen: set[str] = set()
     for run in runs if runs is not None else expand(spec):
-        offline = run.config if run.kind == "offline" else run.config.get("pretrain")
+        offline = offline_config(run)
         if offline is None:
             continue
         key = canonical_json({k: v for k, v in offline.items() if k != "train"} | {
