@@ -246,7 +246,9 @@ class AdversarialImitation:
         metrics: dict[str, float] = {}
         for _ in range(self.cfg.disc_steps):
             data = self.sampler.sample(self.cfg.disc_batch, self.generator)
-            pick = rows[torch.randint(len(rows), (self.cfg.disc_batch,), generator=self.generator)]
+            pick = rows[
+                torch.randint(len(rows), (self.cfg.disc_batch,), generator=self.generator).to(rows.device)
+            ]
             with torch.no_grad():
                 data_log_pi = self.log_pi(data.obs, data.actions, data.avail)
                 policy_log_pi = self.log_pi(
