@@ -25,11 +25,12 @@ from marlkd.envs.smax import SMAX_SCENARIOS, BatchedSMAX, InvalidActionError, SM
 from marlkd.errors import ConfigError, MarlkdError  # noqa: E402
 
 B = 4
+SHORT = {"max_steps": 5}  # the default tests' configuration: short episodes, one compiled kernel
 
 
 @pytest.fixture(scope="module")
 def single() -> SMAXParallelEnv:
-    return make("smax-2s3z")
+    return make("smax-2s3z", **SHORT)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def batched() -> BatchedSMAX:
 
 @pytest.fixture(scope="module")
 def batched_one() -> BatchedSMAX:
-    return make_batched("smax-2s3z", 1)  # shares the single form's compiled kernel
+    return make_batched("smax-2s3z", 1, **SHORT)  # shares the single form's compiled kernel
 
 
 def _random_valid(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -92,9 +93,10 @@ def test_parallel_api_masks_and_render(single: SMAXParallelEnv) -> None:
 
 
 @pytest.mark.slow
-def test_batched_matches_single_with_valid_actions(single: SMAXParallelEnv, batched: BatchedSMAX) -> None:
+def test_batched_matches_single_with_valid_actions(batched: BatchedSMAX) -> None:
     rng = np.random.default_rng(0)
     obs = batched.reset(seed=20)
+    single = make("smax-2s3z")
     single_obs, infos = single.reset(seed=22)  # copy 2 uses the key of seed 20 + 2
     np.testing.assert_array_equal(obs[2], np.stack([single_obs[a] for a in single.possible_agents]))
     assert obs.shape == (B, 5, 127) and batched.state().shape == (B, 120)
@@ -164,9 +166,18 @@ def test_episode_semantics_with_one_copy(batched_one: BatchedSMAX) -> None:
     assert (rewards == 0).all() and (terminated_after == terminated).all()
 
 
+def test_time_limit_truncates_after_max_steps(batched_one: BatchedSMAX) -> None:
+    batched_one.reset(seed=5)
+    steps = 0
+    while not batched_one.done()[0]:
+        _, _, terminated, truncated = batched_one.step(np.full((1, 5), 4))  # everyone stops
+        steps += 1
+    assert steps == SHORT["max_steps"] and truncated.all() and not terminated.any()
+
+
 def test_dataset_round_trip_with_avail_actions(tmp_path: Path) -> None:
-    spec = env_spec("smax-2s3z")
-    arrays = collect_episodes("smax-2s3z", None, random_act_fn, episodes=2, seed=0, num_envs=1)
+    spec = env_spec("smax-2s3z", **SHORT)
+    arrays = collect_episodes("smax-2s3z", SHORT, random_act_fn, episodes=2, seed=0, num_envs=1)
     assert arrays["avail_actions"].shape == (2, spec.max_steps, 5, 10)
     metadata = {"env_id": "smax-2s3z", "env_kwargs": spec.kwargs, "behavior_policy": {"name": "random"},
                 "quality": "random", "seed": 0}

@@ -15,7 +15,8 @@ Conventions (SMAC's, where SMAX differs from the BatchedEnv contract the wrapper
   on a win), dead allies included, as in SMAC. Agents stay in the episode until it ends: ``terminated`` when
   one team is eliminated, ``truncated`` at ``max_steps``; a dead ally just has only "stop" available.
 * SMAX resets a finished episode inside ``step``; here the raw ``step_env`` is used instead and a finished
-  copy is frozen (state, observation, mask; rewards 0) until the next ``reset``.
+  copy is frozen (state, observation, mask; rewards 0) until the next ``reset``. An episode is truncated
+  after ``max_steps`` steps (SMAX alone would run one step more).
 * ``state()`` is SMAX's world state: per unit (health fraction, x, y, weapon cooldown, unit-type one-hot),
   then every unit's team, then every unit's type index; ``S = (10 + 2) * (n_allies + n_enemies)``.
 
@@ -225,6 +226,7 @@ class _Kernel:
         )
         self.agents = list(self.env.agents)  # ally_0 ... ally_{N-1}
         self.n_allies = setup.n_allies
+        self.max_steps = setup.kwargs["max_steps"]
         self.reset = jax.jit(jax.vmap(self._reset_one))
         self.step = jax.jit(jax.vmap(self._step_one))
 
@@ -257,7 +259,9 @@ class _Kernel:
         obs, env_state, rewards, dones, _ = self.env.step_env(step_key, carry.env_state, joint)
         alive = env_state.state.unit_alive
         eliminated = ~alive[: self.n_allies].any() | ~alive[self.n_allies :].any()
-        ended = dones["__all__"]
+        # SMAX compares its step counter with max_steps before incrementing it, so on its own an episode
+        # lasts max_steps + 1 steps; end it after max_steps, as the spec says.
+        ended = dones["__all__"] | (env_state.state.step >= self.max_steps)
         stepped = _Carry(
             key=key,
             env_state=env_state,
