@@ -32,7 +32,7 @@ from marlkd.experiments.report import (
     summarize,
     write_report,
 )
-from marlkd.experiments.results import RESULT_COLUMNS, append_rows
+from marlkd.experiments.results import RESULT_COLUMNS, append_rows, marker_rows
 from marlkd.experiments.runner import MARKER_FILE, read_marker, run_dir_for
 from marlkd.experiments.spec import DatasetKey, RunSpec
 
@@ -535,7 +535,7 @@ SHARED = MINI.replace('description = "A small sweep for the tests."',
 
 
 def ordered_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
-    """:func:`fake_run` that also notes, in the sweep's ``order.txt``, which run started when."""
+    """:func:`fake_run` that also notes, in the root's ``order.txt``, which run started when."""
     sweep = next(folder for folder in run_dir.parents if folder.name == "runs").parent
     with open(sweep / "order.txt", "a") as f:
         f.write(run.run_id + "\n")
@@ -564,7 +564,7 @@ def test_share_teacher_sets_an_absolute_cache_and_keeps_ids(tmp_path: Path,
         else:
             assert "teacher_cache" not in algo
     # Launch order: seed-major; within a seed one run per teacher (the full ablation) before the others.
-    order = [line.rsplit("-", 1)[0] for line in (tmp_path / "rel" / "mini" / "order.txt").read_text().split()]
+    order = [line.rsplit("-", 1)[0] for line in (tmp_path / "rel" / "order.txt").read_text().split()]
     assert order[:6] == ["grid-world/idt/good/s0", "grid-world/ours-full/good/s0", "fill-in/idt/random/s0",
                          "fill-in/ours-full/random/s0", "grid-world/ours-kl-only/good/s0",
                          "fill-in/ours-kl-only/random/s0"]
@@ -663,3 +663,136 @@ def test_convergence_report_draws_curves_from_eval_rows(tmp_path: Path,
         assert len(x) == 20 and x[-1] == pytest.approx(ours_end)
         assert y[-1] == pytest.approx(1.0 + 0.5)  # mean over seeds 0 and 1 of the final point
         assert lines["IDT"].get_data()[0][-1] == pytest.approx(idt_end)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run store shared by the sweeps of a root
+
+
+OTHER = MINI.replace('name = "mini"', 'name = "other"').replace(
+    'envs = ["grid-world", "fill-in"]', 'envs = ["grid-world"]').replace("seeds = 2", "seeds = 3").replace(
+    '[per_env.fill-in]\nquality = ["random"]\n', "")
+
+
+def test_sweeps_share_finished_runs(tmp_path: Path) -> None:
+    mini, other = parse_spec(MINI), parse_spec(OTHER)
+    shared = {r.run_id for r in expand(mini)} & {r.run_id for r in expand(other)}
+    assert len(shared) == 4  # grid-world, idt and ours, seeds 0 and 1
+    first = run_sweep(mini, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    assert first.ok and first.done == 8
+    second = run_sweep(other, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    assert second.ok and second.skipped == 4 and second.done == 2  # only its seed-2 runs execute
+    assert all(_calls(tmp_path, r) == 1 for r in expand(other))
+    assert run_dir_for(tmp_path, expand(other)[0]) == tmp_path / "runs" / expand(other)[0].run_id
+    assert not (tmp_path / "other" / "runs").exists() and (tmp_path / "other" / "spec.json").is_file()
+
+    table = load_results(tmp_path, other)
+    final = table[table["metric"] == "return_mean"]
+    assert len(final) == 6 and set(final["spec"]) == {"other"} and shared <= set(final["run_id"])
+    row = final[(final["method"] == "ours") & (final["seed"] == 1)].iloc[0]
+    assert row["value"] == 2.5 and row["quality"] == "good" and row["steps"] == 10
+    assert len(table[table["metric"] == "curve:eval/return_mean"]) == 6 * 2
+    mine = load_results(tmp_path, mini)
+    assert set(mine["spec"]) == {"mini"} and len(mine[mine["metric"] == "return_mean"]) == 8
+    assert {s.status for s in sweep_status(other, tmp_path)} == {"done"}
+
+
+def _hold_then_finish(root: Path, run: RunSpec, handle: Any, delay: float) -> None:
+    """Plays another driver: after ``delay`` s, writes a done marker for ``run`` and lets go of its lock."""
+    import time
+
+    from marlkd.experiments.runner import release_run_lock
+
+    time.sleep(delay)
+    directory = run_dir_for(root, run)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = {"status": "done", "run": run.to_dict(), "result": {"return_mean": 7.0}, "curve": [],
+              "provenance": {"code_revision": "elsewhere"}, "elapsed_s": 1.0,
+              "finished": "2026-01-01T00:00:00"}
+    (directory / MARKER_FILE).write_text(json.dumps(marker))
+    release_run_lock(handle)
+
+
+def test_a_run_locked_elsewhere_is_not_run_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from marlkd.experiments import runner
+    from marlkd.experiments.runner import try_lock_run
+
+    monkeypatch.setattr(runner, "_POLL_S", 0.1)
+    spec = parse_spec(MINI)
+    busy = expand(spec)[0]
+    handle = try_lock_run(tmp_path, busy.run_id)
+    assert handle is not None and try_lock_run(tmp_path, busy.run_id) is None  # held: no second taker
+    other = threading.Thread(target=_hold_then_finish, args=(tmp_path, busy, handle, 0.5))
+    other.start()
+    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    other.join()
+    assert summary.ok and summary.done == 7 and summary.shared == 1
+    assert _calls(tmp_path, busy) == 0  # never executed here
+    table = load_results(tmp_path, spec)
+    row = table[(table["run_id"] == busy.run_id) & (table["metric"] == "return_mean")].iloc[0]
+    assert row["value"] == 7.0 and row["spec"] == "mini" and row["code_revision"] == "elsewhere"
+    # The lock is free again, and a run whose holder let go without finishing it is run here.
+    loose = expand(spec)[1]
+    released = try_lock_run(tmp_path, loose.run_id)
+    assert released is not None
+    runner.release_run_lock(released)
+
+
+def test_a_run_whose_holder_gave_up_is_run_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from marlkd.experiments import runner
+    from marlkd.experiments.runner import release_run_lock, try_lock_run
+
+    monkeypatch.setattr(runner, "_POLL_S", 0.1)
+    spec = parse_spec(MINI)
+    busy = expand(spec)[0]
+    handle = try_lock_run(tmp_path, busy.run_id)
+    assert handle is not None
+    timer = threading.Timer(0.5, release_run_lock, args=(handle,))
+    timer.start()
+    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    timer.join()
+    assert summary.ok and summary.done == 8 and summary.shared == 0
+    assert all(_calls(tmp_path, r) == 1 for r in expand(spec))
+
+
+def test_old_layout_finished_run_is_migrated(tmp_path: Path) -> None:
+    spec = parse_spec(MINI)
+    runs = expand(spec)
+    first, second = runs[0], next(r for r in runs if r.env == "fill-in")
+    run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
+              only_envs=["grid-world"], only_methods=["idt"])
+    # Make the old per-sweep layout: first finished (marker with sweep-specific rows, no curve), second
+    # started but unfinished (a driver of the earlier version may still be on it).
+    marker = read_marker(run_dir_for(tmp_path, first))
+    assert marker is not None
+    old_rows = [{**row, "spec": "old-sweep"} for row in marker_rows(first, marker)]
+    legacy = tmp_path / "mini" / "runs" / first.run_id
+    legacy.parent.mkdir(parents=True)
+    (tmp_path / "runs" / first.run_id).rename(legacy)
+    (legacy / MARKER_FILE).write_text(json.dumps({"status": "done", "run": first.to_dict(),
+                                                  "result": marker["result"], "rows": old_rows}))
+    unfinished = tmp_path / "mini" / "runs" / second.run_id
+    unfinished.mkdir(parents=True)
+    (unfinished / "calls.txt").write_text("call\n")
+    (tmp_path / "mini" / "results.csv").unlink()
+    assert {s.run_id: s.status for s in sweep_status(spec, tmp_path)}[first.run_id] == "done"
+
+    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+    assert summary.ok and summary.skipped == 2 and summary.done == 6  # first moved; idt s1 already stored
+    assert not legacy.exists() and _calls(tmp_path, first) == 1  # moved, not run again
+    assert read_marker(run_dir_for(tmp_path, first))["rows"] == old_rows
+    assert unfinished.is_dir() and _calls(tmp_path, second) == 1  # left alone; run afresh in the store
+    table = load_results(tmp_path, spec)
+    rows = table[table["run_id"] == first.run_id]
+    assert len(rows) == len(old_rows) and set(rows["spec"]) == {"mini"}
+    assert set(rows["metric"]) >= {"return_mean", "curve:eval/return_mean"}
+
+
+def test_reserved_sweep_names(tmp_path: Path) -> None:
+    spec = parse_spec(MINI.replace('name = "mini"', 'name = "runs"'))
+    with pytest.raises(ConfigError, match="may not be named 'runs'"):
+        run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)

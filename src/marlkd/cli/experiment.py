@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--only-method", nargs="+", action="extend", default=[], metavar="METHOD",
                        help="only these methods")
 
-    run = actions.add_parser("run", help="run what is missing of a sweep (finished runs are skipped)")
+    run = actions.add_parser("run", help="run what is missing of a sweep (runs finished by any sweep under "
+                                         "the root are skipped)")
     common(run)
     filters(run)
     run.add_argument("--workers", type=int, default=None,
@@ -53,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also report table rows of runs no longer in the spec's grid")
     report.set_defaults(func=_report)
 
-    status = actions.add_parser("status", help="how many runs are done, failed, incomplete or missing")
+    status = actions.add_parser("status", help="how many runs are done, failed, incomplete or missing "
+                                               "(in the root's run store, shared by its sweeps)")
     common(status)
     filters(status)
     status.add_argument("--failed", action="store_true", help="list every failed run with its error")
@@ -82,8 +84,10 @@ def _run(args: argparse.Namespace) -> int:
     summary = run_sweep(args.spec, args.root, quick=args.quick, workers=args.workers, ray_address=args.ray,
                         only_envs=args.only_env, only_methods=args.only_method,
                         gpus_per_run=args.gpus_per_run, progress=not args.no_progress)
+    shared = f", {summary.shared} finished by another driver" if summary.shared else ""
     print(f"{summary.sweep}: {summary.total} runs: {summary.skipped} already finished, {summary.done} done "
-          f"now, {len(summary.failed)} failed ({summary.wall_time_s:.0f} s). Results: {summary.results}")
+          f"now{shared}, {len(summary.failed)} failed ({summary.wall_time_s:.0f} s). "
+          f"Results: {summary.results}")
     for failure in summary.failed:
         print(f"  failed: {failure.run_id}: {failure.error}  (details: {failure.run_dir})")
     if summary.failed:

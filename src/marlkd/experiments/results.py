@@ -3,9 +3,12 @@
 Only the sweep's driver process writes the table: workers (local processes or Ray tasks) return their
 results to it, and it appends each finished run's rows under an exclusive file lock
 (``results.csv.lock``), so several drivers on one sweep (say, one per ``--only-env``) append safely too.
-Every run's rows are also kept in its own marker file (``runs/<run_id>/experiment.json``); a run whose
-marker says done but whose rows are missing from the table (a driver killed between the two writes) is
-appended again on the next launch, so the table is always complete.
+Runs live in one store shared by every sweep under the root (``<root>/runs/<run_id>``); a run's marker
+(``experiment.json``) keeps only what does not depend on the sweep (its results, learning curve,
+provenance and finishing time), and each sweep derives its own rows from it (:func:`marker_rows`: its own
+``spec`` name and setting columns). A run whose marker says done but whose rows are missing from a sweep's
+table (a driver killed between the two writes, or a run finished by another sweep) is appended on that
+sweep's next launch, so the table is always complete.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ _NOT_METRICS = frozenset({"seed", "steps", "train_steps", "dataset_episodes", "e
 
 
 def sweep_dir(root: str | Path, sweep: str) -> Path:
-    """``<root>/<sweep>``: the sweep's runs, results table and report."""
+    """``<root>/<sweep>``: the sweep's results table, spec, report and teachers (its runs are in the
+    root's shared store, ``<root>/runs``)."""
     return Path(root) / sweep
 
 
@@ -127,11 +131,15 @@ def read_curve(metrics_csv: str | Path) -> list[dict[str, Any]]:
 
 
 def result_rows(run: RunSpec, result: Mapping[str, Any], curve: Iterable[Mapping[str, Any]],
-                timestamp: str | None = None, elapsed_s: float | None = None) -> list[dict[str, Any]]:
-    """The table rows of one finished run: one per scalar metric of ``result``, then one per curve point."""
+                timestamp: str | None = None, elapsed_s: float | None = None,
+                source: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The table rows of one finished run: one per scalar metric of ``result``, then one per curve point.
+
+    ``source`` is the provenance (versions, code revision) of the process that trained the run; default:
+    this process's :func:`provenance`."""
     stamp = timestamp or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    base = {"spec": run.sweep, "run_id": run.run_id, "env": run.env, "method": run.method, "seed": run.seed,
-            **run.settings, **provenance(), "timestamp": stamp}
+    origin = {**provenance(), **(source or {})}
+    base = {**run_columns(run), **origin, "timestamp": stamp}
     final_steps = _number(result.get("train_steps", result.get("steps", run.steps)))
     wall = _number(result.get("wall_time_s"))
     if wall is None:
@@ -141,6 +149,26 @@ def result_rows(run: RunSpec, result: Mapping[str, Any], curve: Iterable[Mapping
              "env_steps": env_steps} for name, value in scalar_metrics(result).items()]
     rows.extend({**base, **point} for point in curve)
     return rows
+
+
+def run_columns(run: RunSpec) -> dict[str, Any]:
+    """The columns of a row that say which run of which sweep it belongs to (``spec``, ids, settings)."""
+    return {"spec": run.sweep, "run_id": run.run_id, "env": run.env, "method": run.method, "seed": run.seed,
+            **run.settings}
+
+
+def marker_rows(run: RunSpec, marker: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a finished run for ``run``'s sweep, from its ``done`` marker.
+
+    A marker written by this version holds ``result``, ``curve``, ``provenance``, ``finished`` and
+    ``elapsed_s`` (nothing sweep-specific), and the rows are made from them. A marker of an earlier version
+    holds the rows made for the sweep that ran it; they are relabelled with this sweep's name and columns.
+    """
+    if "curve" in marker or "rows" not in marker:
+        return result_rows(run, marker.get("result") or {}, marker.get("curve") or [], marker.get("finished"),
+                           marker.get("elapsed_s"), source=marker.get("provenance"))
+    own = run_columns(run)
+    return [{**row, **own} for row in marker["rows"]]
 
 
 @contextlib.contextmanager

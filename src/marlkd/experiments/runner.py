@@ -1,11 +1,18 @@
 """Run a sweep: only what is missing, each dataset made once, failures recorded, locally or on Ray.
 
 Each run executes in its own worker (a fresh spawned process from a local pool, or a Ray task) with a
-run function (:data:`RunFn`; by default :func:`train_run`, which calls :func:`marlkd.train`). The
-driver is the only writer of the sweep's state: when a run finishes it writes the run's marker
-(``<root>/<sweep>/runs/<run_id>/experiment.json``, status ``done`` or ``failed`` with the traceback) and
-appends its rows to the results table. A run with a ``done`` marker is skipped on the next launch; a
-failed or interrupted one is run again (the training loop resumes it from its last checkpoint).
+run function (:data:`RunFn`; by default :func:`train_run`, which calls :func:`marlkd.train`).
+
+Runs are kept in one store per experiments root, ``<root>/runs/<run_id>``, shared by every sweep: a run
+that two sweeps contain (the same id) is trained once. The driver is the only writer of a run's state:
+while it executes a run it holds the run's lock (``fcntl`` on ``<root>/runs/<run_id>.lock``, released
+by the system if the driver dies); when the run finishes it writes the run's marker
+(``<root>/runs/<run_id>/experiment.json``, status ``done`` or ``failed`` with the traceback) and appends
+the run's rows to its sweep's results table. A run with a ``done`` marker is skipped by every sweep (each
+adds the run's rows to its own table); a failed or interrupted one is run again (the training loop
+resumes it from its last checkpoint). A run whose lock another driver holds is left to it and waited for
+at the end. Finished runs of the earlier per-sweep layout (``<root>/<sweep>/runs/<run_id>``) are moved
+into the store when a sweep needs them.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import heapq
 import importlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -26,15 +34,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from marlkd.errors import ConfigError, MarlkdError
 from marlkd.experiments.results import (
     append_rows,
     curve_points,
+    marker_rows,
+    provenance,
     read_curve,
     recorded_run_ids,
-    result_rows,
     results_path,
     sweep_dir,
 )
@@ -61,12 +70,18 @@ DatasetFn = Callable[[DatasetKey, Path], Path]
 """Makes (or finds) the dataset of a key under a data root and returns its path."""
 
 DEFAULT_ROOT = "runs/experiments"
+STORE_DIR = "runs"
+LOCK_SUFFIX = ".lock"
+# Names of the root's own folders, which no sweep may take: the run store and the shared datasets.
+RESERVED_NAMES = (STORE_DIR, "datasets")
 MARKER_FILE = "experiment.json"
 LOG_FILE = "log.txt"
 THREADS_ENV = "MARLKD_THREADS"
 # A job in a pool whose worker process died this many times is recorded as failed, not retried again
 # (a dead worker breaks every job of the pool, so a job near a crashing one is retried a few times).
 _MAX_CRASHES = 3
+# Seconds between looks at runs that another driver is executing.
+_POLL_S = 2.0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -335,9 +350,11 @@ class SweepSummary:
         sweep: the sweep's name (``<spec>`` or ``<spec>-quick``).
         root: the experiments root directory.
         total: runs selected in the sweep.
-        skipped: runs already finished before this launch.
+        skipped: runs already finished (by this sweep or another) before this launch.
         done: runs finished by this launch.
         failed: runs that failed in this launch.
+        shared: runs another driver (another sweep's, or a second launch) was executing; this launch
+            waited for them and added their rows.
         datasets: datasets made or found for this launch.
         wall_time_s: seconds this launch took.
     """
@@ -350,11 +367,12 @@ class SweepSummary:
     failed: tuple[FailedRun, ...]
     datasets: int
     wall_time_s: float
+    shared: int = 0
 
     @property
     def ok(self) -> bool:
         """Every selected run is finished."""
-        return not self.failed and self.skipped + self.done == self.total
+        return not self.failed and self.skipped + self.done + self.shared == self.total
 
     @property
     def results(self) -> Path:
@@ -373,9 +391,26 @@ class RunStatus:
     error: str = ""
 
 
+def store_dir(root: str | Path) -> Path:
+    """``<root>/runs``: the run store shared by every sweep under the root."""
+    return Path(root) / STORE_DIR
+
+
 def run_dir_for(root: str | Path, run: RunSpec) -> Path:
-    """``<root>/<sweep>/runs/<run_id>``."""
-    return sweep_dir(root, run.sweep) / "runs" / run.run_id
+    """``<root>/runs/<run_id>``: the run's directory in the shared store (the same for every sweep)."""
+    return store_dir(root) / run.run_id
+
+
+def legacy_run_dirs(root: str | Path, run: RunSpec) -> list[Path]:
+    """Where the earlier per-sweep layout kept the run: ``<root>/<sweep>/runs/<run_id>`` of the run's own
+    sweep first, then of every other sweep under the root (only those that exist)."""
+    root = Path(root)
+    sweeps = [run.sweep]
+    with contextlib.suppress(OSError):
+        sweeps += sorted(entry.name for entry in root.iterdir()
+                         if entry.is_dir() and entry.name not in RESERVED_NAMES and entry.name != run.sweep)
+    candidates = (sweep_dir(root, sweep) / STORE_DIR / run.run_id for sweep in sweeps)
+    return [path for path in candidates if path.is_dir()]
 
 
 def read_marker(run_dir: Path) -> dict[str, Any] | None:
@@ -385,6 +420,84 @@ def read_marker(run_dir: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _is_done(marker: Mapping[str, Any] | None) -> bool:
+    return marker is not None and marker.get("status") == "done"
+
+
+def try_lock_run(root: str | Path, run_id: str) -> IO[bytes] | None:
+    """Take the run's lock (``<root>/runs/<run_id>.lock``) without waiting: the open lock file, or None if
+    another process holds it. Release it with :func:`release_run_lock`; it is released by the system when
+    the holder exits, however it exits."""
+    path = store_dir(root) / f"{run_id}{LOCK_SUFFIX}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+b")  # noqa: SIM115 - held open while the run executes
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def release_run_lock(handle: IO[bytes]) -> None:
+    """Release a lock taken with :func:`try_lock_run`."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    handle.close()
+
+
+def finished_marker(root: str | Path, run: RunSpec, migrate: bool = True) -> dict[str, Any] | None:
+    """The run's ``done`` marker, or None if it is not finished.
+
+    Looks in the store, then in the earlier per-sweep layout (:func:`legacy_run_dirs`). With ``migrate``, a
+    run finished there is moved into the store (``os.replace`` of its directory, under the run's lock; an
+    unfinished attempt in the store is replaced by it). A legacy run that is not finished (perhaps still
+    being trained by a driver of the earlier version) is left where it is.
+    """
+    directory = run_dir_for(root, run)
+    marker = read_marker(directory)
+    if _is_done(marker):
+        return marker
+    for legacy in legacy_run_dirs(root, run):
+        old = read_marker(legacy)
+        if not _is_done(old):
+            continue
+        if not migrate:
+            return old
+        handle = try_lock_run(root, run.run_id)
+        if handle is None:  # another driver is on it; it is waited for like any run executing elsewhere
+            return None
+        try:
+            marker = read_marker(directory)
+            if _is_done(marker):
+                return marker
+            if directory.exists():
+                shutil.rmtree(directory)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(legacy, directory)
+            return read_marker(directory)
+        finally:
+            release_run_lock(handle)
+    return None
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -414,7 +527,8 @@ def _selected(spec: SweepSpec, quick: bool, only_envs: Sequence[str],
 
 def sweep_status(spec: SweepSpec | str | Path, root: str | Path = DEFAULT_ROOT, *, quick: bool = False,
                  only_envs: Sequence[str] = (), only_methods: Sequence[str] = ()) -> list[RunStatus]:
-    """The state of every (selected) run of the sweep, from the run directories' markers."""
+    """The state of every (selected) run of the sweep, from the markers in the shared store (a run finished
+    by any sweep is done; one finished in the earlier per-sweep layout too, it is moved on the next run)."""
     spec = _resolve_spec(spec)
     statuses = []
     for run in _selected(spec, quick, only_envs, only_methods):
@@ -422,8 +536,11 @@ def sweep_status(spec: SweepSpec | str | Path, root: str | Path = DEFAULT_ROOT, 
         marker = read_marker(directory)
         if marker is not None and marker.get("status") in ("done", "failed"):
             status, error = marker["status"], marker.get("error", "")
+        elif finished_marker(root, run, migrate=False) is not None:
+            status, error = "done", ""
         else:
-            status, error = ("incomplete" if directory.exists() else "missing"), ""
+            started = directory.exists() or bool(legacy_run_dirs(root, run))
+            status, error = ("incomplete" if started else "missing"), ""
         statuses.append(RunStatus(run.run_id, run.env, run.method, run.seed, status, error))
     return statuses
 
@@ -470,6 +587,8 @@ class _Job:
     dataset: str | None = None
     crashes: int = 0
     order: int = 0  # a run's place in the launch order (the queue starts runs in this order)
+    error: str | None = None  # a run whose dataset could not be made: recorded as failed, not executed
+    trace: str = ""
 
 
 def run_sweep(
@@ -486,12 +605,13 @@ def run_sweep(
     gpus_per_run: float = 0.0,
     progress: bool = True,
 ) -> SweepSummary:
-    """Run the sweep's missing runs and append their results to ``<root>/<sweep>/results.csv``.
+    """Run the sweep's missing runs and append the rows of all its finished runs to
+    ``<root>/<sweep>/results.csv``.
 
     Args:
         spec: a :class:`SweepSpec`, a built-in spec's name or a spec file.
-        root: the experiments root; datasets go to ``<root>/datasets`` (shared by sweeps), runs to
-            ``<root>/<sweep>/runs/<run_id>``.
+        root: the experiments root; datasets go to ``<root>/datasets`` and runs to ``<root>/runs/<run_id>``
+            (both shared by the root's sweeps: a run finished by another sweep is not run again).
         quick: run the spec's quick variant (its own sweep, ``<name>-quick``).
         workers: runs at a time. Local: default 1; 0 runs everything in this process (debugging). Ray:
             default one per CPU of the cluster. Each run gets ``max(1, cpus // workers)`` torch threads.
@@ -507,7 +627,9 @@ def run_sweep(
         progress: show a progress bar (done, failed, running, remaining, ETA).
 
     A run that raises is recorded as failed (marker with the traceback) and the others go on. Runs start
-    in :func:`launch_order`. With the spec's ``share_teacher``, every ``ours`` run gets
+    in :func:`launch_order`. A run whose lock another driver holds (see :func:`try_lock_run`) is passed
+    over and looked at again every few seconds until that driver lets go; then its rows are added, or, if
+    it did not finish, it is run here. With the spec's ``share_teacher``, every ``ours`` run gets
     ``algo.teacher_cache = <root>/<sweep>/teachers`` (its id unchanged).
     """
     started = time.monotonic()
@@ -521,6 +643,8 @@ def run_sweep(
         raise ConfigError(f"workers must be >= 0, got {workers}")
     root = Path(root).resolve()  # workers (Ray tasks on other nodes) may start in another directory
     sweep = spec.sweep_name(quick)
+    if sweep in RESERVED_NAMES:
+        raise ConfigError(f"a sweep may not be named {sweep!r}: <root>/{sweep} is shared by all sweeps")
     table = results_path(root, sweep)
     if spec.share_teacher:
         cache = teacher_cache_dir(root, spec, quick)
@@ -531,11 +655,12 @@ def run_sweep(
     todo: list[RunSpec] = []
     skipped = 0
     for run in runs:
-        marker = read_marker(run_dir_for(root, run))
-        if marker is not None and marker.get("status") == "done":
+        marker = finished_marker(root, run)
+        if marker is not None:
             skipped += 1
-            if run.run_id not in recorded:  # finished, but the driver died before appending its rows
-                append_rows(table, marker.get("rows", []))
+            if run.run_id not in recorded:  # finished by another sweep, or the driver died before the rows
+                append_rows(table, marker_rows(run, marker))
+                recorded.add(run.run_id)
         else:
             todo.append(run)
     todo = launch_order(todo, spread_teachers=spec.share_teacher)
@@ -564,17 +689,52 @@ def run_sweep(
     else:
         backend = _LocalBackend(workers or 1)
 
-    done_count, datasets_made = 0, 0
+    done_count, datasets_made, shared = 0, 0, 0
     failed: list[FailedRun] = []
     in_flight: dict[Future, _Job] = {}
+    held: dict[str, IO[bytes]] = {}  # run id -> its lock, held from its start until its marker is written
+    deferred: list[_Job] = []  # runs whose lock another driver holds
+    last_look = time.monotonic()
     bar = _progress_bar(len(todo), sweep, progress)
+
+    def release(run: RunSpec) -> None:
+        handle = held.pop(run.run_id, None)
+        if handle is not None:
+            release_run_lock(handle)
 
     def record_failure(run: RunSpec, error: str, trace: str) -> None:
         directory = run_dir_for(root, run)
         _write_json(directory / MARKER_FILE, {"status": "failed", "run": run.to_dict(), "error": error,
                                               "traceback": trace, "finished": _now()})
+        release(run)
         failed.append(FailedRun(run.run_id, error, str(directory)))
         bar.write(f"failed: {run.run_id}: {error}")
+
+    def claim(job: _Job) -> bool:
+        """Before a run starts: take its lock (or defer it), and settle it here if it need not execute (it
+        was finished meanwhile by another driver, or its dataset failed). True: submit it."""
+        nonlocal shared
+        run = job.run
+        assert run is not None
+        if run.run_id not in held:
+            handle = try_lock_run(root, run.run_id)
+            if handle is None:
+                deferred.append(job)
+                return False
+            held[run.run_id] = handle
+        marker = read_marker(run_dir_for(root, run))
+        if _is_done(marker):
+            assert marker is not None
+            release(run)
+            if run.run_id not in recorded:
+                append_rows(table, marker_rows(run, marker))
+                recorded.add(run.run_id)
+            shared += 1
+            return False
+        if job.error is not None:
+            record_failure(run, job.error, job.trace)
+            return False
+        return True
 
     def handle(job: _Job, future: Future) -> None:
         nonlocal done_count, datasets_made, counter
@@ -602,20 +762,22 @@ def run_sweep(
             else:
                 error = f"making dataset {job.key.env}/{job.key.quality}/{job.key.episodes} failed: " \
                         f"{outcome['error']}"
-                for _, run in dependents:
-                    record_failure(run, error, outcome["traceback"])
+                for order, run in dependents:
+                    heapq.heappush(ready, (1, order, _Job("run", job.key, run, order=order, error=error,
+                                                          trace=outcome["traceback"])))
             return
         run = job.run
         assert run is not None
         if not outcome["ok"]:
             record_failure(run, outcome["error"], outcome["traceback"])
             return
-        stamp = _now()
-        rows = result_rows(run, outcome["result"], outcome["curve"], stamp, outcome.get("elapsed_s"))
-        _write_json(run_dir_for(root, run) / MARKER_FILE, {
-            "status": "done", "run": run.to_dict(), "result": outcome["result"], "rows": rows,
-            "elapsed_s": outcome.get("elapsed_s"), "dataset": job.dataset, "finished": stamp})
-        append_rows(table, rows)
+        marker = {"status": "done", "run": run.to_dict(), "result": outcome["result"],
+                  "curve": outcome["curve"], "provenance": provenance(),
+                  "elapsed_s": outcome.get("elapsed_s"), "dataset": job.dataset, "finished": _now()}
+        _write_json(run_dir_for(root, run) / MARKER_FILE, marker)
+        release(run)
+        append_rows(table, marker_rows(run, marker))
+        recorded.add(run.run_id)
         done_count += 1
 
     shown = ""
@@ -623,17 +785,24 @@ def run_sweep(
     def refresh() -> None:
         nonlocal shown
         running = sum(1 for job in in_flight.values() if job.kind == "run")
-        remaining = len(todo) - done_count - len(failed)
+        remaining = len(todo) - done_count - len(failed) - shared
         state = (f"done {done_count}, failed {len(failed)}, running {running}, remaining {remaining}, "
                  f"datasets {datasets_made}/{n_datasets}")
+        if deferred:
+            state += f", running elsewhere {len(deferred)}"
         if state != shown:  # redraw on change only (the bar's ETA comes from its count of finished runs)
             shown = state
             bar.set_postfix_str(state, refresh=False)
-            bar.update(done_count + len(failed) - bar.n)
+            bar.update(done_count + len(failed) + shared - bar.n)
             bar.refresh()
 
     try:
-        while ready or in_flight:
+        while ready or in_flight or deferred:
+            if deferred and time.monotonic() - last_look >= _POLL_S:  # look again at runs held elsewhere
+                last_look = time.monotonic()
+                for job in deferred:
+                    heapq.heappush(ready, (1, job.order, job))
+                deferred.clear()
             while ready and len(in_flight) < backend.slots:
                 _, _, job = heapq.heappop(ready)
                 if job.kind == "dataset":
@@ -641,10 +810,16 @@ def run_sweep(
                                             backend.threads, backend.capture)
                 else:
                     assert job.run is not None
+                    if not claim(job):
+                        continue
                     future = backend.submit(_run_job, run_fn, job.run, str(run_dir_for(root, job.run)),
                                             job.dataset, backend.threads, backend.capture)
                 in_flight[future] = job
             refresh()
+            if not in_flight:
+                if deferred and not ready:  # only runs held by other drivers are left: wait for them
+                    time.sleep(max(0.0, _POLL_S - (time.monotonic() - last_look)))
+                continue
             finished, _ = wait(list(in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
             if any(isinstance(future.exception(), BrokenProcessPool) for future in finished):
                 # A dead worker breaks the whole pool: every job in it fails; requeue them all, new pool.
@@ -656,11 +831,14 @@ def run_sweep(
     except BaseException:
         backend.close(cancel=True)
         bar.close()
+        for handle_ in held.values():
+            release_run_lock(handle_)
         raise
     backend.close()
     bar.close()
     return SweepSummary(sweep=sweep, root=str(root), total=len(runs), skipped=skipped, done=done_count,
-                        failed=tuple(failed), datasets=datasets_made, wall_time_s=time.monotonic() - started)
+                        failed=tuple(failed), datasets=datasets_made, wall_time_s=time.monotonic() - started,
+                        shared=shared)
 
 
 def _progress_bar(total: int, sweep: str, enabled: bool) -> Any:
