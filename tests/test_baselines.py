@@ -271,11 +271,17 @@ def test_discriminator_objective_matches_hand_values() -> None:
     assert float(loss) == pytest.approx(-2 * math.log(0.75), rel=1e-6)
 
 
-def test_gail_reward_is_minus_log_one_minus_d() -> None:
-    disc = GAILDiscriminator(n_agents=2, obs_dim=4, n_actions=3, hidden=8)
+@pytest.mark.parametrize("form", ["positive", "logit", "negative"])
+def test_gail_rewards_match_their_forms(form: str) -> None:
+    disc = GAILDiscriminator(n_agents=2, obs_dim=4, n_actions=3, hidden=8, reward=form)
     batch = _batch(obs=torch.randn(5, 2, 4), actions=torch.randint(3, (5, 2)), log_pi=torch.zeros(5, 2))
-    d = torch.sigmoid(disc.logits(batch))
-    torch.testing.assert_close(disc.reward(batch), -torch.log(1 - d))
+    d = torch.sigmoid(disc.logits(batch)).double()
+    expected = {
+        "positive": -torch.log(1 - d),
+        "logit": torch.log(d) - torch.log(1 - d),
+        "negative": torch.log(d),
+    }
+    torch.testing.assert_close(disc.reward(batch).double(), expected[form], rtol=1e-5, atol=1e-6)
 
 
 def test_airl_f_is_reward_plus_shaping() -> None:
@@ -373,6 +379,8 @@ def test_configs_name_their_fields() -> None:
         ALGOS["bcq"].config_cls(threshold=1.0)
     with pytest.raises(ConfigError, match="algo.truncation"):
         ALGOS["icq"].config_cls(truncation="sometimes")
+    with pytest.raises(ConfigError, match="algo.reward"):
+        ALGOS["gail"].config_cls(reward="other")
     with pytest.raises(ConfigError, match="algo.env_steps"):
         ALGOS["gail"].config_cls(env_steps=0)
     with pytest.raises(ConfigError, match="algo.num_envs"):

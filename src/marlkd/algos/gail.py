@@ -4,6 +4,11 @@ A discriminator per agent, D^i(o^i, a^i) = sigmoid(d^i(o^i, onehot(a^i))) (one e
 weights), is trained to tell the dataset's transitions (1) from the policy's (0); the decentralized MAPPO
 actor maximizes each agent's reward r^i = -log(1 - D^i(o^i, a^i)) = softplus(d^i). The loop, budget and
 interaction are :mod:`marlkd.algos.adversarial`'s.
+
+That reward is always positive, so it also pays for staying in the episode: where the data's behaviour
+ends episodes early (Grid-World's expert collects every object), it biases the policy against ending them
+(the survival bias discussed by Kostrikov et al., 2019). ``reward`` offers the sign-neutral logit
+log D - log(1 - D) and the always-negative log D as alternatives.
 """
 
 from __future__ import annotations
@@ -16,20 +21,35 @@ from torch import nn
 
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos.adversarial import AdversarialConfig, AdversarialImitation, Batch
+from marlkd.config import check
 from marlkd.models.agent_nets import AgentMLP
+
+REWARDS = ("positive", "logit", "negative")
 
 
 @dataclass(frozen=True)
 class Config(AdversarialConfig):
-    """GAIL uses the shared adversarial-imitation settings."""
+    """GAIL's settings: the shared adversarial-imitation ones, and the reward's form.
+
+    Attributes:
+        reward: ``positive`` (-log(1 - D), the paper's), ``logit`` (log D - log(1 - D)) or ``negative``
+            (log D).
+    """
+
+    reward: str = "positive"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.reward in REWARDS, "algo.reward", f"must be one of {REWARDS}, got {self.reward!r}")
 
 
 class GAILDiscriminator(nn.Module):
-    """D^i(o^i, a^i) for every agent: logits ``(B, N)``; reward ``-log(1 - D) = softplus(logit)``."""
+    """D^i(o^i, a^i) for every agent: logits ``(B, N)``; reward ``-log(1 - D) = softplus(logit)`` (or the
+    ``logit`` itself, or ``log D = -softplus(-logit)``)."""
 
-    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int) -> None:
+    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int, reward: str = "positive"):
         super().__init__()
-        self.n_actions = n_actions
+        self.n_actions, self.reward_form = n_actions, reward
         self.net = AgentMLP(n_agents, obs_dim + n_actions, hidden, 1)
 
     def logits(self, batch: Batch) -> torch.Tensor:
@@ -37,12 +57,20 @@ class GAILDiscriminator(nn.Module):
         return self.net(x)[..., 0]
 
     def reward(self, batch: Batch) -> torch.Tensor:
-        return F.softplus(self.logits(batch))
+        logits = self.logits(batch)
+        if self.reward_form == "logit":
+            return logits
+        if self.reward_form == "negative":
+            return -F.softplus(-logits)
+        return F.softplus(logits)
 
 
 def build(ctx) -> AdversarialImitation:
     dataset = ctx.dataset
-    disc = GAILDiscriminator(dataset.n_agents, dataset.obs_dim, dataset.n_actions, ctx.config.disc_hidden)
+    cfg = ctx.config
+    disc = GAILDiscriminator(
+        dataset.n_agents, dataset.obs_dim, dataset.n_actions, cfg.disc_hidden, cfg.reward
+    )
     return AdversarialImitation(ctx, disc)
 
 
