@@ -63,7 +63,7 @@ def test_registered_algorithm_trains_evaluates_and_resumes(
         train=TrainConfig(
             steps=STEPS, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=2, precision="fp32"
         ),
-        eval=EvalConfig(episodes=EPISODES),
+        eval=EvalConfig(episodes=EPISODES, every=2),  # also evaluates mid-training
         algo=small_config(method),
     )
     results = train(config, progress=False)
