@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from marlkd.errors import ConfigError
 from marlkd.evaluate import evaluate
 from marlkd.models.decision_transformer import DecisionTransformer
 from marlkd.models.sequence import DTPolicy
+from marlkd.training import atomic_write_json, load_run, resolve_device, train
 
 SCRATCH = "scratch"
 RESULTS = "results.json"
@@ -195,12 +195,6 @@ def run_mappo(
     return result, evaluation
 
 
-def _atomic_write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=float) + "\n")
-    os.replace(tmp, path)
-
-
 def write_curves(
     curves: dict[str, list[tuple[int, float]]], csv_path: Path, png_path: Path, title: str
 ) -> None:
@@ -240,7 +234,6 @@ def finetune(
     Writes into ``out`` (default ``run_dir/finetune``) what the module docstring lists and returns the
     content of its ``results.json``; a finished comparison is returned without being redone.
     """
-    from marlkd.training import load_run, resolve_device
 
     config = config or FinetuneConfig()
     run_dir = Path(run_dir)
@@ -285,7 +278,7 @@ def finetune(
         "config": asdict(config),
         "runs": runs,
     }
-    _atomic_write_json(out_dir / RESULTS, results)
+    atomic_write_json(out_dir / RESULTS, results)
     return results
 
 
@@ -297,9 +290,6 @@ def run_experiment(run: Any, run_dir: Path, dataset: Path | None) -> dict[str, A
     ``env_kwargs``, ``seed`` and ``eval``. The offline method is trained in ``run_dir/pretrain`` on
     ``dataset``, then finetuned with MAPPO in ``run_dir/mappo``.
     """
-    import marlkd
-    from marlkd.training import load_run, resolve_device
-
     results_path = Path(run_dir) / RESULTS
     if results_path.exists():
         return json.loads(results_path.read_text())
@@ -316,7 +306,7 @@ def run_experiment(run: Any, run_dir: Path, dataset: Path | None) -> dict[str, A
         pretrain = RunConfig.from_dict(
             {**spec["pretrain"], "data": str(dataset), "out": str(run_dir / "pretrain")}
         )
-        pretrain_results = marlkd.train(pretrain, progress=False)
+        pretrain_results = train(pretrain, progress=False)
         _, algo, data = load_run(run_dir / "pretrain")
         actor = pretrained_actor(algo, spec["init"])
         device = resolve_device(pretrain.train.device)
@@ -338,7 +328,7 @@ def run_experiment(run: Any, run_dir: Path, dataset: Path | None) -> dict[str, A
         {"step": i, "env_steps": steps, "metric": "return_mean", "value": value}
         for i, (steps, value) in enumerate(result.curve, start=1)
     ]
-    _atomic_write_json(results_path, results)
+    atomic_write_json(results_path, results)
     return results
 
 
