@@ -317,3 +317,11 @@ def test_periodic_evaluation_is_logged(grid_data, tmp_path):
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     eval_steps = [int(r.split(",")[0]) for r in rows if ",eval/return_mean," in r]
     assert eval_steps == [2, 4]
+
+
+def test_a_moved_run_directory_is_still_recognised(grid_data, tmp_path):
+    first = small_run(grid_data, tmp_path / "a", method="idt", steps=2)
+    results = marlkd.train(first, progress=False)
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = small_run(grid_data, tmp_path / "b", method="idt", steps=2)
+    assert marlkd.train(moved, progress=False)["return_mean"] == results["return_mean"]

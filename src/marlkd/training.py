@@ -105,8 +105,10 @@ def _check_run_dir(run_dir: Path, config: RunConfig) -> None:
     except json.JSONDecodeError as exc:
         raise MarlkdError(f"{path}: not valid JSON ({exc}); remove it or use another --out") from exc
     mine = config.to_dict()
-    # evaluation settings may change between invocations; training settings may not
-    if {k: v for k, v in existing.items() if k != "eval"} != {k: v for k, v in mine.items() if k != "eval"}:
+    # evaluation settings may change between invocations, and a run directory may be moved; training
+    # settings may not change
+    free = ("eval", "out")
+    if {k: v for k, v in existing.items() if k not in free} != {k: mine[k] for k in mine if k not in free}:
         raise ConfigError(
             f"{run_dir} holds a run with a different config ({path}); use another --out or "
             "delete the directory"
