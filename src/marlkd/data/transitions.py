@@ -113,7 +113,6 @@ class TransitionSampler:
         self.next_avail = at(avail, following, True)
         self.episode = torch.as_tensor(episode, dtype=torch.int64, device=self.device)
         self.step = torch.as_tensor(step, dtype=torch.int64, device=self.device)
-        self.has_state = dataset.state is not None
 
     @property
     def num_transitions(self) -> int:
