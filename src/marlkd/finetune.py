@@ -32,6 +32,7 @@ from marlkd.errors import ConfigError
 from marlkd.evaluate import evaluate
 from marlkd.models.decision_transformer import DecisionTransformer
 from marlkd.models.sequence import DTPolicy
+from marlkd.optim import autocast
 from marlkd.training import atomic_write_json, load_run, resolve_device, train
 
 SCRATCH = "scratch"
@@ -96,8 +97,9 @@ class DTActor(nn.Module):
     """A decision transformer as a PPO sequence actor: :class:`History` -> logits ``(M, N, A)``.
 
     The return-to-go at each step is ``(target_return - reward received before it) / return_scale`` per
-    agent, as in :class:`marlkd.models.sequence.DTPolicy`. Dropout stays off in training mode too: PPO's
-    probability ratio must compare one function at collection and at update.
+    agent, as in :class:`marlkd.models.sequence.DTPolicy`, and the model runs under the same autocast
+    precision as that policy (bf16 where the run trained in bf16). Dropout stays off in training mode too:
+    PPO's probability ratio must compare one function at collection and at update.
     """
 
     def __init__(self, policy: DTPolicy) -> None:
@@ -107,7 +109,7 @@ class DTActor(nn.Module):
         self.model: DecisionTransformer = policy.model
         self.layout, self.n_agents, self.n_actions = policy.layout, policy.n_agents, policy.n_actions
         self.history_len = policy.context
-        self.return_scale = policy.return_scale
+        self.return_scale, self.autocast_dtype = policy.return_scale, policy.autocast_dtype
         self.register_buffer("target_return", torch.as_tensor(policy.target_return, dtype=torch.float32))
 
     def train(self, mode: bool = True) -> DTActor:
@@ -129,7 +131,8 @@ class DTActor(nn.Module):
             history.timesteps,
         )
         inputs = to_inputs(window, self.layout, self.n_actions)
-        logits, _ = self.model(inputs.returns, inputs.obs, inputs.actions, inputs.timesteps, inputs.mask)
+        with autocast(history.obs.device, self.autocast_dtype):
+            logits, _ = self.model(inputs.returns, inputs.obs, inputs.actions, inputs.timesteps, inputs.mask)
         return per_agent_logits(logits.float(), self.layout, self.n_agents)[:, -1]  # (M, N, A)
 
     def policy(self, device: torch.device) -> DTPolicy:
@@ -143,6 +146,7 @@ class DTActor(nn.Module):
             self.return_scale,
             self.target_return.cpu().numpy(),
             device,
+            self.autocast_dtype,
         )
 
 
