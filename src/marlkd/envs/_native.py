@@ -84,6 +84,20 @@ class CopyStreams:
         return np.argsort(self.uniform((n,)), axis=1)
 
 
+def env_spec(env_id: str, config: Any, n_actions: int) -> EnvSpec:
+    """The :class:`EnvSpec` of a native environment's config dataclass (which has ``n_agents``, ``obs_dim``,
+    ``state_dim`` and ``max_steps``); its fields are the spec's constructor arguments."""
+    return EnvSpec(
+        env_id=env_id,
+        n_agents=config.n_agents,
+        obs_dim=config.obs_dim,
+        n_actions=n_actions,
+        state_dim=config.state_dim,
+        max_steps=config.max_steps,
+        kwargs=dataclasses.asdict(config),
+    )
+
+
 def make_config(cls: type, env_id: str, kwargs: dict[str, Any]) -> Any:
     """Build the frozen config dataclass ``cls`` from ``kwargs``; unknown names raise ``ConfigError``."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -135,6 +149,21 @@ def window_offsets(window: int, padded_width: int) -> np.ndarray:
     return (rows * padded_width + cols).reshape(-1).astype(np.int64)
 
 
+def unpad(padded: np.ndarray, radius: int, size: int) -> np.ndarray:
+    """The ``size`` x ``size`` grid inside grids ``(..., P, P)`` padded by ``radius`` cells (a view)."""
+    return padded[..., radius : radius + size, radius : radius + size]
+
+
+def per_agent(values: np.ndarray, n_agents: int) -> np.ndarray:
+    """Per-copy values ``(B,)`` given to every agent: a new ``(B, N)`` array."""
+    return np.broadcast_to(values[:, None], (values.shape[0], n_agents)).copy()
+
+
+def all_available(num_envs: int, n_agents: int, n_actions: int) -> np.ndarray:
+    """``(B, N, A)`` bool, all True: the action mask of an environment where every action is always valid."""
+    return np.ones((num_envs, n_agents, n_actions), dtype=bool)
+
+
 def grid_image(cell_colours: np.ndarray, cell_px: int) -> np.ndarray:
     """Scale a ``(H, W, 3)`` uint8 cell-colour grid to ``(H*cell_px, W*cell_px, 3)``, with grid lines."""
     image = np.repeat(np.repeat(cell_colours, cell_px, axis=0), cell_px, axis=1)
@@ -166,6 +195,11 @@ class NativeBatchedEnv(Protocol):
     def state(self) -> np.ndarray: ...
 
     def render_copy(self, index: int) -> np.ndarray: ...
+
+
+def batched_factory(batched_cls: type, config: Any) -> Callable[[int], NativeBatchedEnv]:
+    """``num_envs -> batched_cls(num_envs, **fields of config)``, for :class:`NativeParallelEnv`."""
+    return lambda num_envs: batched_cls(num_envs, **dataclasses.asdict(config))
 
 
 class NativeParallelEnv(ParallelEnv):

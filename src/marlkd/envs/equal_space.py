@@ -12,7 +12,6 @@ no termination. See docs/environments.md for the observation and state layouts.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,21 +71,10 @@ class EqualSpaceConfig:
         return 4 * self.n_agents + 1
 
 
-def _spec_of(config: EqualSpaceConfig) -> EnvSpec:
-    return EnvSpec(
-        env_id=ENV_ID,
-        n_agents=config.n_agents,
-        obs_dim=config.obs_dim,
-        n_actions=len(ACTION_NAMES),
-        state_dim=config.state_dim,
-        max_steps=config.max_steps,
-        kwargs=dataclasses.asdict(config),
-    )
-
-
 def spec(**kwargs: Any) -> EnvSpec:
     """Equal Space's sizes for constructor arguments ``kwargs`` (no simulation is built)."""
-    return _spec_of(_native.make_config(EqualSpaceConfig, ENV_ID, kwargs))
+    config = _native.make_config(EqualSpaceConfig, ENV_ID, kwargs)
+    return _native.env_spec(ENV_ID, config, len(ACTION_NAMES))
 
 
 def pair_distance_reward(positions: np.ndarray, target_distance: float) -> np.ndarray:
@@ -115,7 +103,7 @@ class EqualSpaceBatched:
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
         _native.check_int(ENV_ID, "num_envs", num_envs, 1)
         self.config = config = _native.make_config(EqualSpaceConfig, ENV_ID, kwargs)
-        self.spec = _spec_of(config)
+        self.spec = _native.env_spec(ENV_ID, config, len(ACTION_NAMES))
         self.num_envs = num_envs
         n = config.n_agents
         self._others = _native.other_agents(n)  # (N, N-1)
@@ -168,12 +156,11 @@ class EqualSpaceBatched:
         self._vel = np.where(active[:, None, None], vel, self._vel)
         self._t += active
         reward = np.where(active, pair_distance_reward(self._pos, config.target_distance), np.float32(0.0))
-        shape = (self.num_envs, config.n_agents)
         return (
             self._observe(),
-            np.broadcast_to(reward[:, None], shape).copy(),
-            np.zeros(shape, dtype=bool),
-            np.broadcast_to((self._t >= config.max_steps)[:, None], shape).copy(),
+            _native.per_agent(reward, config.n_agents),
+            np.zeros((self.num_envs, config.n_agents), dtype=bool),
+            _native.per_agent(self._t >= config.max_steps, config.n_agents),
         )
 
     def state(self) -> np.ndarray:
@@ -189,7 +176,7 @@ class EqualSpaceBatched:
 
     def action_mask(self) -> np.ndarray:
         """``(B, N, A)`` bool, all True: every action is always available."""
-        return np.ones((self.num_envs, self.config.n_agents, len(ACTION_NAMES)), dtype=bool)
+        return _native.all_available(self.num_envs, self.config.n_agents, len(ACTION_NAMES))
 
     def done(self) -> np.ndarray:
         """``(B,)`` bool: the copy's episode has ended."""
@@ -223,9 +210,7 @@ class EqualSpaceEnv(_native.NativeParallelEnv):
 
     def __init__(self, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
         config = _native.make_config(EqualSpaceConfig, ENV_ID, kwargs)
-        super().__init__(
-            lambda num_envs: EqualSpaceBatched(num_envs, **dataclasses.asdict(config)), render_mode
-        )
+        super().__init__(_native.batched_factory(EqualSpaceBatched, config), render_mode)
 
 
 def make_batched(num_envs: int, **kwargs: Any) -> EqualSpaceBatched:

@@ -10,7 +10,6 @@ See docs/environments.md for the observation and state layouts.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,21 +61,9 @@ class FillInConfig:
         return 2 * self.n_agents + self.grid_size**2 + 1
 
 
-def _spec_of(config: FillInConfig) -> EnvSpec:
-    return EnvSpec(
-        env_id=ENV_ID,
-        n_agents=config.n_agents,
-        obs_dim=config.obs_dim,
-        n_actions=len(ACTION_NAMES),
-        state_dim=config.state_dim,
-        max_steps=config.max_steps,
-        kwargs=dataclasses.asdict(config),
-    )
-
-
 def spec(**kwargs: Any) -> EnvSpec:
     """Fill-In's sizes for constructor arguments ``kwargs`` (no simulation is built)."""
-    return _spec_of(_native.make_config(FillInConfig, ENV_ID, kwargs))
+    return _native.env_spec(ENV_ID, _native.make_config(FillInConfig, ENV_ID, kwargs), len(ACTION_NAMES))
 
 
 class FillInBatched:
@@ -90,7 +77,7 @@ class FillInBatched:
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
         _native.check_int(ENV_ID, "num_envs", num_envs, 1)
         self.config = config = _native.make_config(FillInConfig, ENV_ID, kwargs)
-        self.spec = _spec_of(config)
+        self.spec = _native.env_spec(ENV_ID, config, len(ACTION_NAMES))
         self.num_envs = num_envs
         n, size, radius = config.n_agents, config.grid_size, config.window // 2
         self._padded_side = size + 2 * radius
@@ -164,12 +151,11 @@ class FillInBatched:
         self._terminated = n_empty == 0
         self._truncated = (self._t >= config.max_steps) & ~self._terminated
         reward = np.where(active, -n_empty / self._n_cells, 0.0).astype(np.float32)  # (B,)
-        shape = (self.num_envs, config.n_agents)
         return (
             self._observe(),
-            np.broadcast_to(reward[:, None], shape).copy(),
-            np.broadcast_to(self._terminated[:, None], shape).copy(),
-            np.broadcast_to(self._truncated[:, None], shape).copy(),
+            _native.per_agent(reward, config.n_agents),
+            _native.per_agent(self._terminated, config.n_agents),
+            _native.per_agent(self._truncated, config.n_agents),
         )
 
     def state(self) -> np.ndarray:
@@ -177,7 +163,7 @@ class FillInBatched:
         config = self.config
         radius, size = config.window // 2, config.grid_size
         grid = self._filled.reshape(self.num_envs, self._padded_side, self._padded_side)
-        grid = grid[:, radius : radius + size, radius : radius + size].reshape(self.num_envs, -1)
+        grid = _native.unpad(grid, radius, size).reshape(self.num_envs, -1)
         return np.concatenate(
             [
                 self._pos.reshape(self.num_envs, -1) / (size - 1),
@@ -189,7 +175,7 @@ class FillInBatched:
 
     def action_mask(self) -> np.ndarray:
         """``(B, N, A)`` bool, all True: every action is always available."""
-        return np.ones((self.num_envs, self.config.n_agents, len(ACTION_NAMES)), dtype=bool)
+        return _native.all_available(self.num_envs, self.config.n_agents, len(ACTION_NAMES))
 
     def done(self) -> np.ndarray:
         """``(B,)`` bool: the copy's episode has ended."""
@@ -199,9 +185,7 @@ class FillInBatched:
         """Copy ``index`` as RGB ``uint8 (H, W, 3)``: filled cells grey, empty white, agents coloured."""
         config = self.config
         radius, size = config.window // 2, config.grid_size
-        grid = self._filled[index].reshape(self._padded_side, self._padded_side)[
-            radius : radius + size, radius : radius + size
-        ]
+        grid = _native.unpad(self._filled[index].reshape(self._padded_side, self._padded_side), radius, size)
         cells = np.where(grid[..., None], np.uint8(200), np.uint8(255)).repeat(3, axis=-1)  # (H, W, 3)
         image = _native.grid_image(cells, _CELL_PX)
         colours = _native.AGENT_COLOURS
@@ -217,7 +201,7 @@ class FillInEnv(_native.NativeParallelEnv):
 
     def __init__(self, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
         config = _native.make_config(FillInConfig, ENV_ID, kwargs)
-        super().__init__(lambda num_envs: FillInBatched(num_envs, **dataclasses.asdict(config)), render_mode)
+        super().__init__(_native.batched_factory(FillInBatched, config), render_mode)
 
 
 def make_batched(num_envs: int, **kwargs: Any) -> FillInBatched:

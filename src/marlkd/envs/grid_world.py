@@ -13,7 +13,6 @@ after ``max_steps`` steps [30]. See docs/environments.md for the observation and
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,21 +69,9 @@ class GridWorldConfig:
         return 2 * self.n_agents + self.n_agents * self.grid_size**2 + 1
 
 
-def _spec_of(config: GridWorldConfig) -> EnvSpec:
-    return EnvSpec(
-        env_id=ENV_ID,
-        n_agents=config.n_agents,
-        obs_dim=config.obs_dim,
-        n_actions=len(ACTION_NAMES),
-        state_dim=config.state_dim,
-        max_steps=config.max_steps,
-        kwargs=dataclasses.asdict(config),
-    )
-
-
 def spec(**kwargs: Any) -> EnvSpec:
     """Grid-World's sizes for constructor arguments ``kwargs`` (no simulation is built)."""
-    return _spec_of(_native.make_config(GridWorldConfig, ENV_ID, kwargs))
+    return _native.env_spec(ENV_ID, _native.make_config(GridWorldConfig, ENV_ID, kwargs), len(ACTION_NAMES))
 
 
 def resolve_moves(cells: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -118,7 +105,7 @@ class GridWorldBatched:
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
         _native.check_int(ENV_ID, "num_envs", num_envs, 1)
         self.config = config = _native.make_config(GridWorldConfig, ENV_ID, kwargs)
-        self.spec = _spec_of(config)
+        self.spec = _native.env_spec(ENV_ID, config, len(ACTION_NAMES))
         self.num_envs = num_envs
         n = config.n_agents
         self._padded_side = config.grid_size + 2 * (config.window // 2)
@@ -198,20 +185,17 @@ class GridWorldBatched:
         self._t += active
         self._terminated = self._remaining == 0
         self._truncated = (self._t >= config.max_steps) & ~self._terminated
-        shape = (self.num_envs, config.n_agents)
         return (
             self._observe(),
             collected.astype(np.float32),
-            np.broadcast_to(self._terminated[:, None], shape).copy(),
-            np.broadcast_to(self._truncated[:, None], shape).copy(),
+            _native.per_agent(self._terminated, config.n_agents),
+            _native.per_agent(self._truncated, config.n_agents),
         )
 
     def _object_grids(self) -> np.ndarray:
         """``(B, N, H, W)`` bool: agent i's uncollected objects."""
         radius, size, side = self.config.window // 2, self.config.grid_size, self._padded_side
-        grid = self._codes.reshape(self.num_envs, side, side)[
-            :, radius : radius + size, radius : radius + size
-        ]
+        grid = _native.unpad(self._codes.reshape(self.num_envs, side, side), radius, size)
         return grid[:, None] // self._object_unit == self._agent_ids[None, :, None, None]
 
     def state(self) -> np.ndarray:
@@ -228,7 +212,7 @@ class GridWorldBatched:
 
     def action_mask(self) -> np.ndarray:
         """``(B, N, A)`` bool, all True: every action is always available (blocked moves just stay)."""
-        return np.ones((self.num_envs, self.config.n_agents, len(ACTION_NAMES)), dtype=bool)
+        return _native.all_available(self.num_envs, self.config.n_agents, len(ACTION_NAMES))
 
     def done(self) -> np.ndarray:
         """``(B,)`` bool: the copy's episode has ended."""
@@ -261,9 +245,7 @@ class GridWorldEnv(_native.NativeParallelEnv):
 
     def __init__(self, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
         config = _native.make_config(GridWorldConfig, ENV_ID, kwargs)
-        super().__init__(
-            lambda num_envs: GridWorldBatched(num_envs, **dataclasses.asdict(config)), render_mode
-        )
+        super().__init__(_native.batched_factory(GridWorldBatched, config), render_mode)
 
 
 def make_batched(num_envs: int, **kwargs: Any) -> GridWorldBatched:
