@@ -46,7 +46,7 @@ def data(seed: int = 0):
     }
 
 
-def ours_step(dtype):
+def ours_step(dtype, attn_dropout=None):
     model = DecisionTransformer(
         DTConfig(
             return_dim=1,
@@ -59,6 +59,7 @@ def ours_step(dtype):
             layers=LAYERS,
             heads=1,
             dropout=0.1,
+            attn_dropout=attn_dropout,
         )
     )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -131,6 +132,9 @@ def main() -> None:
         "HF DecisionTransformerModel, bf16 autocast": hf_step(torch.bfloat16),
         "marlkd DecisionTransformer, fp32": ours_step(None),
         "marlkd DecisionTransformer, bf16 autocast": ours_step(torch.bfloat16),
+        "marlkd DecisionTransformer, bf16 autocast, no attention-probability dropout": ours_step(
+            torch.bfloat16, attn_dropout=0.0
+        ),
     }
     results: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.rounds):  # interleaved, so load changes on a shared machine hit all alike

@@ -35,6 +35,8 @@ class DTConfig:
         width: D. layers: transformer blocks. heads: attention heads. dropout: on embeddings,
             attention and residuals.
         members: M independent copies of all weights.
+        attn_dropout: dropout on the attention probabilities; None: ``dropout``. With 0, PyTorch runs its
+            fused (flash) attention kernel on the CPU; with dropout it falls back to unfused attention.
     """
 
     return_dim: int
@@ -50,6 +52,7 @@ class DTConfig:
     heads: int = 1
     dropout: float = 0.1
     members: int = 1
+    attn_dropout: float | None = None
 
     def __post_init__(self) -> None:
         check(
@@ -70,12 +73,15 @@ class DTConfig:
         ):
             check(getattr(self, name) >= 1, f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
         check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        check(self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0, "model.attn_dropout",
+              f"must be in [0, 1), got {self.attn_dropout}")
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: DTConfig) -> None:
         super().__init__()
-        self.heads, self.dropout = cfg.heads, cfg.dropout
+        self.heads = cfg.heads
+        self.attn_dropout = cfg.dropout if cfg.attn_dropout is None else cfg.attn_dropout
         self.qkv = EnsembleLinear(cfg.members, cfg.width, 3 * cfg.width)
         self.proj = EnsembleLinear(cfg.members, cfg.width, cfg.width)
         self.resid_drop = nn.Dropout(cfg.dropout)
@@ -83,13 +89,14 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         M, B, L, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=-1)  # (M, B, L, D) each
-        q, k, v = (t.view(M, B, L, self.heads, D // self.heads).transpose(2, 3) for t in (q, k, v))
-        drop = self.dropout if self.training else 0.0
+        # members folded into the batch: 4-D inputs let PyTorch pick its fused (flash) CPU kernel
+        q, k, v = (t.view(M * B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        drop = self.attn_dropout if self.training else 0.0
         if attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
-        y = y.transpose(2, 3).reshape(M, B, L, D)  # (M, B, L, D)
+        y = y.transpose(1, 2).reshape(M, B, L, D)  # (M, B, L, D)
         return self.resid_drop(self.proj(y))
 
 
@@ -201,4 +208,4 @@ class DecisionTransformer(nn.Module):
         causal = torch.ones(L, L, dtype=torch.bool, device=mask.device).tril()
         eye = torch.eye(L, dtype=torch.bool, device=mask.device)
         # a padded query attends to itself only, so no row is empty (an all-masked row gives NaN)
-        return (causal & (key_valid[:, :, None, :] | eye)).unsqueeze(2)  # (M, B, 1, L, L)
+        return (causal & (key_valid[:, :, None, :] | eye)).reshape(M * B, 1, L, L)  # (M*B, 1, L, L)

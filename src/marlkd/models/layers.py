@@ -57,6 +57,8 @@ class EnsembleLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(members, 1, features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[0] == 1:  # one member: PyTorch's fused affine layer norm
+            return F.layer_norm(x, (self.features,), self.weight[0, 0], self.bias[0, 0], self.eps)
         shape = x.shape
         y = F.layer_norm(x, (self.features,), eps=self.eps).reshape(shape[0], -1, self.features)
         return (y * self.weight + self.bias).reshape(shape)
