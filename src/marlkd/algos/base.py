@@ -83,3 +83,18 @@ class AlgoEntry:
     # Environment steps the method itself takes while training (adversarial imitation, finetuning);
     # purely offline methods take none.
     interacts: bool = False
+
+
+def checkpoint_state(parts: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+    """An algorithm's ``state_dict``: each named part's ``state_dict()`` (networks, optimizers, schedulers),
+    in the order given, then the sampling ``generator``'s state under ``"generator"``."""
+    state = {name: part.state_dict() for name, part in parts.items()}
+    state["generator"] = generator.get_state()
+    return state
+
+
+def load_checkpoint_state(parts: dict[str, Any], generator: torch.Generator, state: dict[str, Any]) -> None:
+    """The inverse of :func:`checkpoint_state`: load each named part, then the generator, in place."""
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    generator.set_state(state["generator"])

@@ -22,9 +22,17 @@ import torch
 import torch.nn.functional as F
 
 from marlkd.algos import AlgoEntry, register
+from marlkd.algos.base import checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
-from marlkd.models.agent_nets import AgentMLP, GreedyPolicy, ValueConfig, frozen_copy, soft_update
+from marlkd.models.agent_nets import (
+    AgentMLP,
+    GreedyPolicy,
+    ValueConfig,
+    double_q_target,
+    frozen_copy,
+    soft_update,
+)
 from marlkd.models.sequence import NEG_INF, masked_logits
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
@@ -95,8 +103,9 @@ class BCQ:
         bootstrap, td_weight = bootstrap_weights(
             batch.terminal, batch.truncated, batch.has_next, cfg.truncation
         )
-        next_action = filtered_q(next_q, next_g, batch.next_avail, cfg.threshold).argmax(-1, keepdim=True)
-        target = batch.rewards + cfg.gamma * bootstrap * target_next.gather(-1, next_action)[..., 0]  # (B, N)
+        # The filter already removes unavailable actions (and keeps all of a row with none available).
+        next_q = filtered_q(next_q, next_g, batch.next_avail, cfg.threshold)
+        target = double_q_target(next_q, target_next, None, batch.rewards, bootstrap, cfg.gamma)  # (B, N)
         q_data = q.gather(-1, batch.actions[..., None])[..., 0]
         td = F.smooth_l1_loss(q_data, target, reduction="none")
         ce = F.cross_entropy(
@@ -130,23 +139,20 @@ class BCQ:
 
         return GreedyPolicy(scores, [self.q, self.generative], self.ctx.device)
 
-    def state_dict(self) -> dict[str, Any]:
+    def _checkpoint_parts(self) -> dict[str, Any]:
         return {
-            "model": self.q.state_dict(),
-            "generative": self.generative.state_dict(),
-            "target": self.q_target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
+            "model": self.q,
+            "generative": self.generative,
+            "target": self.q_target,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        return checkpoint_state(self._checkpoint_parts(), self.generator)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.q.load_state_dict(state["model"])
-        self.generative.load_state_dict(state["generative"])
-        self.q_target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
+        load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
 register(AlgoEntry("bcq", Config, BCQ, "batch-constrained Q-learning (discrete), independent learners"))

@@ -20,9 +20,17 @@ from typing import Any
 import torch
 
 from marlkd.algos import AlgoEntry, register
+from marlkd.algos.base import checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
-from marlkd.models.agent_nets import AgentMLP, GreedyPolicy, ValueConfig, frozen_copy, soft_update
+from marlkd.models.agent_nets import (
+    AgentMLP,
+    GreedyPolicy,
+    ValueConfig,
+    double_q_target,
+    frozen_copy,
+    soft_update,
+)
 from marlkd.models.sequence import masked_logits
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
@@ -47,21 +55,6 @@ def conservative_penalty(q: torch.Tensor, actions: torch.Tensor, avail: torch.Te
     minus the Q of the dataset ``actions (B, N)`` -> ``(B, N)``."""
     soft_max = torch.logsumexp(masked_logits(q, avail), dim=-1)
     return soft_max - q.gather(-1, actions[..., None])[..., 0]
-
-
-def double_q_target(
-    online_next: torch.Tensor,
-    target_next: torch.Tensor,
-    next_avail: torch.Tensor,
-    rewards: torch.Tensor,
-    bootstrap: torch.Tensor,
-    gamma: float,
-) -> torch.Tensor:
-    """``r + gamma * bootstrap * Qbar(o', argmax_{a' available} Q(o', a'))``: ``(B, N)``.
-
-    Q-values ``(B, N, A)``; rewards, bootstrap ``(B, N)``; next_avail ``(B, N, A)`` bool."""
-    next_action = masked_logits(online_next, next_avail).argmax(-1, keepdim=True)  # (B, N, 1)
-    return rewards + gamma * bootstrap * target_next.gather(-1, next_action)[..., 0]
 
 
 class CQL:
@@ -118,21 +111,19 @@ class CQL:
     def policy(self) -> GreedyPolicy:
         return GreedyPolicy(lambda obs, mask: self.q(obs), [self.q], self.ctx.device)
 
-    def state_dict(self) -> dict[str, Any]:
+    def _checkpoint_parts(self) -> dict[str, Any]:
         return {
-            "model": self.q.state_dict(),
-            "target": self.q_target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
+            "model": self.q,
+            "target": self.q_target,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        return checkpoint_state(self._checkpoint_parts(), self.generator)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.q.load_state_dict(state["model"])
-        self.q_target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
+        load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
 register(AlgoEntry("cql", Config, CQL, "conservative Q-learning, independent per-agent learners"))

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlkd.algos import AlgoEntry, register
+from marlkd.algos.base import checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
 from marlkd.models.agent_nets import AgentMLP, GreedyPolicy, ValueConfig, frozen_copy, soft_update
@@ -174,31 +175,24 @@ class ICQ:
     def policy(self) -> GreedyPolicy:
         return GreedyPolicy(lambda obs, mask: self.actor(obs), [self.actor], self.ctx.device)
 
-    def state_dict(self) -> dict[str, Any]:
+    def _checkpoint_parts(self) -> dict[str, Any]:
         return {
-            "q": self.q.state_dict(),
-            "mixer": self.mixer.state_dict(),
-            "q_target": self.q_target.state_dict(),
-            "mixer_target": self.mixer_target.state_dict(),
-            "model": self.actor.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "critic_scheduler": self.critic_scheduler.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "actor_scheduler": self.actor_scheduler.state_dict(),
-            "generator": self.generator.get_state(),
+            "q": self.q,
+            "mixer": self.mixer,
+            "q_target": self.q_target,
+            "mixer_target": self.mixer_target,
+            "model": self.actor,
+            "critic_optimizer": self.critic_optimizer,
+            "critic_scheduler": self.critic_scheduler,
+            "actor_optimizer": self.actor_optimizer,
+            "actor_scheduler": self.actor_scheduler,
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        return checkpoint_state(self._checkpoint_parts(), self.generator)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.q.load_state_dict(state["q"])
-        self.mixer.load_state_dict(state["mixer"])
-        self.q_target.load_state_dict(state["q_target"])
-        self.mixer_target.load_state_dict(state["mixer_target"])
-        self.actor.load_state_dict(state["model"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.critic_scheduler.load_state_dict(state["critic_scheduler"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.actor_scheduler.load_state_dict(state["actor_scheduler"])
-        self.generator.set_state(state["generator"])
+        load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
 register(AlgoEntry("icq", Config, ICQ, "implicit constraint Q-learning with a linear state mixer"))

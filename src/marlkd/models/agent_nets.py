@@ -54,6 +54,23 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
+def double_q_target(
+    online_next: torch.Tensor,
+    target_next: torch.Tensor,
+    next_avail: torch.Tensor | None,
+    rewards: torch.Tensor,
+    bootstrap: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """``r + gamma * bootstrap * Qbar(o', argmax_{a' available} Q(o', a'))``: ``(B, N)``.
+
+    The online Q-values pick the next action, the target network values it. Q-values ``(B, N, A)``;
+    rewards, bootstrap ``(B, N)``; next_avail ``(B, N, A)`` bool, or None when ``online_next`` already
+    carries -1e9 for the actions it may not pick (BCQ's filter)."""
+    next_action = masked_logits(online_next, next_avail).argmax(-1, keepdim=True)  # (B, N, 1)
+    return rewards + gamma * bootstrap * target_next.gather(-1, next_action)[..., 0]
+
+
 class GreedyPolicy:
     """A memoryless decentralized policy: each agent takes the best available action of its own scores.
 
