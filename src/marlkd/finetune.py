@@ -25,7 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from marlkd.algos.ppo import History, PPOConfig, PPOPolicy, PPOResult, load_ppo_policy, train_ppo
+from marlkd.algos.ppo import (
+    History,
+    PPOConfig,
+    PPOPolicy,
+    PPOResult,
+    check_mappo_settings,
+    load_ppo_policy,
+    mappo_config,
+    train_ppo,
+)
 from marlkd.config import EvalConfig, RunConfig, check, from_dict
 from marlkd.data.windows import Layout, Window, per_agent_logits, to_inputs
 from marlkd.errors import ConfigError
@@ -69,28 +78,10 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check(self.eval_episodes >= 0, "finetune.eval_episodes", f"must be >= 0, got {self.eval_episodes}")
-        try:  # PPO validates its own fields, which have the same names here
-            self.ppo_config("cpu")
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace("config field ppo.", "config field finetune.")) from None
+        check_mappo_settings(self, "finetune")  # PPO validates its own fields, which have the same names here
 
     def ppo_config(self, device: str) -> PPOConfig:
-        return PPOConfig(
-            mode="mappo",
-            total_steps=self.env_steps,
-            num_envs=self.num_envs,
-            hidden=self.hidden,
-            lr=self.lr,
-            critic_lr=self.critic_lr,
-            gamma=self.gamma,
-            gae_lambda=self.gae_lambda,
-            clip=self.clip,
-            ent_coef=self.ent_coef,
-            epochs=self.epochs,
-            minibatches=self.minibatches,
-            seed=self.seed,
-            device=device,
-        )
+        return mappo_config(self, self.seed, device)
 
 
 class DTActor(nn.Module):

@@ -29,7 +29,9 @@ from marlkd.algos.ppo import (
     PPOPolicy,
     RunningNorm,
     build_actor,
+    check_mappo_settings,
     collect_rollout,
+    mappo_config,
     masked_logits,
     ppo_update,
 )
@@ -78,29 +80,11 @@ class AdversarialConfig:
         check(self.disc_lr > 0, "algo.disc_lr", f"must be > 0, got {self.disc_lr}")
         check(self.disc_steps >= 0, "algo.disc_steps", f"must be >= 0, got {self.disc_steps}")
         check(self.disc_batch >= 1, "algo.disc_batch", f"must be >= 1, got {self.disc_batch}")
-        try:  # PPO validates its own fields, which have the same names here
-            self.ppo_config(0, "cpu")
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace("config field ppo.", "config field algo.")) from None
+        check_mappo_settings(self, "algo")  # PPO validates its own fields, which have the same names here
 
     def ppo_config(self, seed: int, device: str) -> PPOConfig:
         """The MAPPO configuration these settings stand for."""
-        return PPOConfig(
-            mode="mappo",
-            total_steps=self.env_steps,
-            num_envs=self.num_envs,
-            hidden=self.hidden,
-            lr=self.lr,
-            critic_lr=self.critic_lr,
-            gamma=self.gamma,
-            gae_lambda=self.gae_lambda,
-            clip=self.clip,
-            ent_coef=self.ent_coef,
-            epochs=self.epochs,
-            minibatches=self.minibatches,
-            seed=seed,
-            device=device,
-        )
+        return mappo_config(self, seed, device)
 
 
 @dataclass

@@ -157,6 +157,37 @@ class PPOConfig:
         return self.critic_input
 
 
+def mappo_config(settings: Any, seed: int, device: str) -> PPOConfig:
+    """The MAPPO configuration of a method's PPO ``settings``: a config whose fields ``num_envs``, ``hidden``,
+    ``lr``, ``critic_lr``, ``gamma``, ``gae_lambda``, ``clip``, ``ent_coef``, ``epochs`` and
+    ``minibatches`` are PPO's, and ``env_steps`` is PPO's ``total_steps``."""
+    return PPOConfig(
+        mode="mappo",
+        total_steps=settings.env_steps,
+        num_envs=settings.num_envs,
+        hidden=settings.hidden,
+        lr=settings.lr,
+        critic_lr=settings.critic_lr,
+        gamma=settings.gamma,
+        gae_lambda=settings.gae_lambda,
+        clip=settings.clip,
+        ent_coef=settings.ent_coef,
+        epochs=settings.epochs,
+        minibatches=settings.minibatches,
+        seed=seed,
+        device=device,
+    )
+
+
+def check_mappo_settings(settings: Any, section: str) -> None:
+    """Validate ``settings`` (see :func:`mappo_config`) by PPO's own checks; an error names the field as
+    ``<section>.<name>`` instead of ``ppo.<name>``."""
+    try:
+        mappo_config(settings, 0, "cpu")
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("config field ppo.", f"config field {section}.")) from None
+
+
 # ---------------------------------------------------------------------------------------------- networks
 
 
