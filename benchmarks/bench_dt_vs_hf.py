@@ -12,25 +12,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import median_time
 
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
 
 B, K, OBS, ACT, WIDTH, LAYERS = 64, 20, 78, 5, 128, 3
-
-
-def timed(step, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def data(seed: int = 0):
@@ -139,7 +128,7 @@ def main() -> None:
     results: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.rounds):  # interleaved, so load changes on a shared machine hit all alike
         for name, step in contenders.items():
-            results[name].append(timed(step, args.repeats))
+            results[name].append(median_time(step, args.repeats, warmup=3))
     base = statistics.median(results["HF DecisionTransformerModel, fp32"])
     print(
         f"threads={args.threads}, B={B}, K={K}, width={WIDTH}, layers={LAYERS}; "

@@ -10,11 +10,10 @@ the loop, and of one student alone, and the ratios the targets in DESIGN.md sect
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import median_time
 
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
 
@@ -48,17 +47,6 @@ def step_fn(models, inputs, dtype):
     return step
 
 
-def median_time(step, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -85,10 +73,12 @@ def main() -> None:
             single.load_state_dict({k: v[i : i + 1].clone() for k, v in ensemble.state_dict().items()})
             singles.append(single)
         inputs = make_inputs(n, B, K, O, A)
-        t_ens = median_time(step_fn([ensemble], inputs, dtype), args.repeats)
-        t_loop = median_time(step_fn(singles, inputs, dtype), args.repeats)
+        t_ens = median_time(step_fn([ensemble], inputs, dtype), args.repeats, warmup=2)
+        t_loop = median_time(step_fn(singles, inputs, dtype), args.repeats, warmup=2)
         if one is None:
-            one = median_time(step_fn([singles[0]], tuple(x[:1] for x in inputs), dtype), args.repeats)
+            one = median_time(
+                step_fn([singles[0]], tuple(x[:1] for x in inputs), dtype), args.repeats, warmup=2
+            )
         print(f"| {n} | {t_ens:.3f} | {t_loop:.3f} | {one:.3f} | {t_loop / t_ens:.2f} | {t_ens / one:.2f} |")
 
 
