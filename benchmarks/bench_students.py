@@ -10,6 +10,7 @@ the loop, and of one student alone, and the ratios the targets in DESIGN.md sect
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="alternate the contenders this many times")
     parser.add_argument("--agents", type=int, nargs="+", default=[2, 4, 8])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,7 +65,6 @@ def main() -> None:
         "ensemble / one student |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    one = None
     for n in args.agents:
         cfg = DTConfig(return_dim=1, obs_dim=O, action_dim=A, n_actions=A, context=K, members=n)
         ensemble = DecisionTransformer(cfg)
@@ -73,12 +74,16 @@ def main() -> None:
             single.load_state_dict({k: v[i : i + 1].clone() for k, v in ensemble.state_dict().items()})
             singles.append(single)
         inputs = make_inputs(n, B, K, O, A)
-        t_ens = median_time(step_fn([ensemble], inputs, dtype), args.repeats, warmup=2)
-        t_loop = median_time(step_fn(singles, inputs, dtype), args.repeats, warmup=2)
-        if one is None:
-            one = median_time(
-                step_fn([singles[0]], tuple(x[:1] for x in inputs), dtype), args.repeats, warmup=2
-            )
+        steps = {
+            "ensemble": step_fn([ensemble], inputs, dtype),
+            "loop": step_fn(singles, inputs, dtype),
+            "one": step_fn([singles[0]], tuple(x[:1] for x in inputs), dtype),
+        }
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.rounds):  # interleaved, so load changes on a shared machine hit all alike
+            for name, step in steps.items():
+                times[name].append(median_time(step, args.repeats, warmup=2))
+        t_ens, t_loop, one = (statistics.median(times[k]) for k in ("ensemble", "loop", "one"))
         print(f"| {n} | {t_ens:.3f} | {t_loop:.3f} | {one:.3f} | {t_loop / t_ens:.2f} | {t_ens / one:.2f} |")
 
 
