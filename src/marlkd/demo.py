@@ -78,7 +78,7 @@ def plot_curves(runs: dict[str, Path], path: Path) -> Path:
         for metric, label in (("loss/action", method), ("teacher/loss/action", f"{method} (teacher)")):
             steps, _, values = _read_curve(run_dir, metric)
             if steps:
-                ax.plot(steps, values, label=label)
+                ax.plot(steps, values, label=label, marker="." if len(steps) < 20 else None)
     ax.set_xlabel("update")
     ax.set_ylabel("action loss (cross-entropy)")
     ax.set_title("Training curves")
@@ -142,7 +142,12 @@ def run_demo(config: DemoConfig, progress: bool = True) -> str:
             method=method,
             data=str(data),
             out=str(run_dir),
-            train=TrainConfig(steps=config.steps, seed=config.seed, precision=config.precision, log_every=20),
+            train=TrainConfig(
+                steps=config.steps,
+                seed=config.seed,
+                precision=config.precision,
+                log_every=max(1, config.steps // 60),
+            ),
             eval=EvalConfig(episodes=config.eval_episodes),
         )
         print(f"[demo] training {method}")
