@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +158,25 @@ def test_worker_processes_agree_with_in_process() -> None:
             steps += [batched.step(a)[0] for a in actions]
             results.append(np.stack(steps))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="looks processes up in /proc")
+def test_workers_exit_when_the_parent_is_killed() -> None:
+    script = (
+        "import os, signal\n"
+        "from marlkd.envs import make_batched\n"
+        "env = make_batched('highway', 2, num_workers=2, duration=3)\n"
+        "env.reset(seed=0)\n"
+        "print(' '.join(str(p.pid) for p in env._procs), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    pids = [int(p) for p in result.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
 def test_dataset_round_trip(tmp_path: Path) -> None:

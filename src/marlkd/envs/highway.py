@@ -74,6 +74,7 @@ _VARIANT_CLASSES: dict[str, type[HighwayEnv]] = {"highway-fast-v0": HighwayEnvFa
 _KINEMATICS_FEATURES = ("presence", "x", "y", "vx", "vy")
 _N_ACTIONS = 5  # DiscreteMetaAction with lateral and longitudinal actions
 _IDLE = 1
+_PARENT_CHECK_SECONDS = 1.0  # how often an idle worker checks that its parent process is alive
 
 
 @dataclass(frozen=True)
@@ -407,10 +408,17 @@ def _run(cores: list[_HighwayCore], command: str, payload: np.ndarray) -> Any:
     raise ValueError(f"unknown command {command!r}")
 
 
-def _worker(conn: Connection, setup: _Setup, count: int) -> None:
-    """Worker process loop: owns ``count`` simulations and answers reset/step/close messages."""
+def _worker(conn: Connection, setup: _Setup, count: int, parent_pid: int) -> None:
+    """Worker process loop: owns ``count`` simulations and answers reset/step/close messages.
+
+    Exits by itself when the parent process is gone: forked siblings hold copies of the parent's pipe
+    ends, so a parent killed without ``close`` would not show up as end-of-file on the pipe.
+    """
     cores = [_HighwayCore(setup) for _ in range(count)]
     while True:
+        while not conn.poll(_PARENT_CHECK_SECONDS):
+            if os.getppid() != parent_pid:
+                return
         command, payload = conn.recv()
         if command == "close":
             for core in cores:
@@ -479,7 +487,9 @@ class BatchedHighwayEnv:
         context = mp.get_context(start_method)
         for block in self._blocks:
             parent, child = context.Pipe()
-            proc = context.Process(target=_worker, args=(child, self._setup, len(block)), daemon=True)
+            proc = context.Process(
+                target=_worker, args=(child, self._setup, len(block), os.getpid()), daemon=True
+            )
             proc.start()
             child.close()
             self._conns.append(parent)
