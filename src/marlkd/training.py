@@ -104,6 +104,10 @@ def _check_run_dir(run_dir: Path, config: RunConfig) -> None:
         existing = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise MarlkdError(f"{path}: not valid JSON ({exc}); remove it or use another --out") from exc
+    try:  # through the config classes, so fields added since (with their defaults) compare equal
+        existing = RunConfig.from_dict(existing).to_dict()
+    except MarlkdError:
+        pass  # an unreadable old config: compared as it is, and reported below if it differs
     mine = config.to_dict()
     # evaluation settings may change between invocations, and a run directory may be moved; training
     # settings may not change
