@@ -216,7 +216,8 @@ class DTPolicy:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)  # (B, N, O)
+        # a copy: environments may hand out read-only arrays (SMAX's zero-copy views)
+        obs_t = torch.tensor(obs, dtype=torch.float32, device=self.device)  # (B, N, O)
         B = obs_t.shape[0]
         if self.obs is None:
             self.obs = torch.zeros(B, self.context, *obs_t.shape[1:], device=self.device)
