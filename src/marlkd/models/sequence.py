@@ -138,7 +138,8 @@ class DTLearner:
         logits, _ = self.forward(window)
         loss = action_loss(logits, window)
         grad_norm = optimizer_step(loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip)
-        return {"loss/action": loss.item(), "grad_norm": grad_norm}
+        # logged per agent (the mean over agents), as every method logs it; the gradient uses the sum
+        return {"loss/action": loss.item() / self.n_agents, "grad_norm": grad_norm}
 
     def policy(self) -> DTPolicy:
         return DTPolicy(
