@@ -34,8 +34,15 @@ def grid_data(tmp_path_factory) -> Path:
 def make_ctx(path: Path, config, steps: int = 10, seed: int = 0) -> BuildContext:
     train = TrainConfig(steps=steps, batch_size=8, warmup_steps=1, seed=seed, precision="fp32")
     torch.manual_seed(seed)
-    return BuildContext(dataset=load_dataset(path), config=config, train=train, device=torch.device("cpu"),
-                        autocast_dtype=None, run_dir=None, seed=seed)
+    return BuildContext(
+        dataset=load_dataset(path),
+        config=config,
+        train=train,
+        device=torch.device("cpu"),
+        autocast_dtype=None,
+        run_dir=None,
+        seed=seed,
+    )
 
 
 # ---------------------------------------------------------------- losses against hand-computed values
@@ -44,7 +51,9 @@ def make_ctx(path: Path, config, steps: int = 10, seed: int = 0) -> BuildContext
 def test_angles_of_known_vectors():
     x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
     a = angles(x, x, eps=1e-6)
-    expected = torch.tensor([[0, math.pi / 2, math.pi], [math.pi / 2, 0, math.pi / 2], [math.pi, math.pi / 2, 0]])
+    expected = torch.tensor(
+        [[0, math.pi / 2, math.pi], [math.pi / 2, 0, math.pi / 2], [math.pi, math.pi / 2, 0]]
+    )
     assert torch.allclose(a, expected, atol=3e-3)  # the clamp keeps 0 and pi a hair away
 
 
@@ -134,13 +143,23 @@ def test_layouts_round_trip_logits(grid_data, layout):
 
 
 def test_ensemble_equals_separate_models():
-    cfg = DTConfig(return_dim=1, obs_dim=5, action_dim=3, n_actions=3, context=4, width=16, layers=2, heads=2,
-                   dropout=0.0, members=3)
+    cfg = DTConfig(
+        return_dim=1,
+        obs_dim=5,
+        action_dim=3,
+        n_actions=3,
+        context=4,
+        width=16,
+        layers=2,
+        heads=2,
+        dropout=0.0,
+        members=3,
+    )
     ensemble = DecisionTransformer(cfg).eval()
     singles = []
     for i in range(3):
         single = DecisionTransformer(DTConfig(**{**cfg.__dict__, "members": 1})).eval()
-        state = {k: v[i:i + 1] for k, v in ensemble.state_dict().items()}
+        state = {k: v[i : i + 1] for k, v in ensemble.state_dict().items()}
         single.load_state_dict(state)
         singles.append(single)
     g = torch.Generator().manual_seed(0)
@@ -151,12 +170,14 @@ def test_ensemble_equals_separate_models():
     mask[:, 0, :2] = False
     logits, _ = ensemble(r, o, a, t, mask)
     for i, single in enumerate(singles):
-        li, _ = single(r[i:i + 1], o[i:i + 1], a[i:i + 1], t[i:i + 1], mask[i:i + 1])
+        li, _ = single(r[i : i + 1], o[i : i + 1], a[i : i + 1], t[i : i + 1], mask[i : i + 1])
         assert torch.allclose(logits[i], li[0], atol=1e-5)
 
 
 def test_causality_future_tokens_do_not_change_the_past():
-    cfg = DTConfig(return_dim=1, obs_dim=4, action_dim=2, n_actions=2, context=5, width=8, heads=1, dropout=0.0)
+    cfg = DTConfig(
+        return_dim=1, obs_dim=4, action_dim=2, n_actions=2, context=5, width=8, heads=1, dropout=0.0
+    )
     model = DecisionTransformer(cfg).eval()
     r, o = torch.randn(1, 1, 5, 1), torch.randn(1, 1, 5, 4)
     a, t, mask = torch.zeros(1, 1, 5, 2), torch.arange(5).view(1, 1, 5), torch.ones(1, 1, 5, dtype=torch.bool)
@@ -199,7 +220,9 @@ def test_teacher_frozen_and_mapping_momentum(grid_data):
         m_changed.append(any(not torch.equal(a, b) for a, b in zip(m_params, now, strict=True)))
         m_params = now
         n_now = [p.detach().clone() for p in ours.map_student.parameters()]
-        assert any(not torch.equal(a, b) for a, b in zip(n_params, n_now, strict=True))  # N steps every update
+        assert any(
+            not torch.equal(a, b) for a, b in zip(n_params, n_now, strict=True)
+        )  # N steps every update
         n_params = n_now
     assert m_changed == [False, False, True, False, False, True, False]
     for key, value in ours.teacher.model.state_dict().items():
@@ -231,10 +254,22 @@ def test_config_errors_name_the_field():
 
 def small_run(data: Path, out: Path, method: str = "ours", steps: int = 6, **train) -> RunConfig:
     algo = ALGOS[method].config_cls(**SMALL) if method in ("idt", "madt", "teacher", "ours") else None
-    return RunConfig(method=method, data=str(data), out=str(out), algo=algo,
-                     train=TrainConfig(steps=steps, batch_size=8, warmup_steps=1, log_every=1,
-                                       checkpoint_every=2, precision="fp32", **train),
-                     eval=EvalConfig(episodes=2))
+    return RunConfig(
+        method=method,
+        data=str(data),
+        out=str(out),
+        algo=algo,
+        train=TrainConfig(
+            steps=steps,
+            batch_size=8,
+            warmup_steps=1,
+            log_every=1,
+            checkpoint_every=2,
+            precision="fp32",
+            **train,
+        ),
+        eval=EvalConfig(episodes=2),
+    )
 
 
 def test_resume_after_kill_matches_uninterrupted(grid_data, tmp_path, monkeypatch):
@@ -299,20 +334,30 @@ def test_teacher_cache_shares_one_teacher_between_runs(grid_data, tmp_path):
     for step in range(3):  # the first student update saves the trained teacher
         first.update(step)
     assert len(list(cache.glob("teacher-*.pt"))) == 1
-    second = Ours(make_ctx(grid_data, OursConfig(**SMALL, teacher_steps=2, teacher_cache=str(cache),
-                                                 ablation="kl-only")))
+    second = Ours(
+        make_ctx(
+            grid_data, OursConfig(**SMALL, teacher_steps=2, teacher_cache=str(cache), ablation="kl-only")
+        )
+    )
     assert second.num_updates == 10  # the teacher comes from the cache
     for key, value in first.teacher.model.state_dict().items():
         assert torch.equal(value, second.teacher.model.state_dict()[key]), key
-    other_seed = Ours(make_ctx(grid_data, OursConfig(**SMALL, teacher_steps=2, teacher_cache=str(cache)),
-                               seed=1))
+    other_seed = Ours(
+        make_ctx(grid_data, OursConfig(**SMALL, teacher_steps=2, teacher_cache=str(cache)), seed=1)
+    )
     assert other_seed.num_updates == 12  # another seed trains its own
 
 
 def test_periodic_evaluation_is_logged(grid_data, tmp_path):
     cfg = small_run(grid_data, tmp_path / "run", method="idt", steps=4)
-    cfg = RunConfig(method=cfg.method, data=cfg.data, out=cfg.out, algo=cfg.algo, train=cfg.train,
-                    eval=EvalConfig(episodes=2, every=2))
+    cfg = RunConfig(
+        method=cfg.method,
+        data=cfg.data,
+        out=cfg.out,
+        algo=cfg.algo,
+        train=cfg.train,
+        eval=EvalConfig(episodes=2, every=2),
+    )
     marlkd.train(cfg, progress=False)
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     eval_steps = [int(r.split(",")[0]) for r in rows if ",eval/return_mean," in r]
