@@ -34,7 +34,7 @@ from marlkd.data.windows import Layout
 from marlkd.errors import ConfigError
 from marlkd.models.layers import MLP
 from marlkd.models.sequence import DTLearner, DTModelConfig, masked_logits
-from marlkd.optim import make_optimizer
+from marlkd.optim import make_optimizer, optimizer_step
 
 ABLATIONS = ("full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping")
 
@@ -279,12 +279,8 @@ class Ours:
         denom = weight.sum().clamp(min=1.0)
         loss = (per_step * weight).sum() / denom  # sum over agents of each agent's mean loss
 
-        students.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for g in students.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.ctx.train.grad_clip or float("inf"))
-        students.optimizer.step()
-        students.scheduler.step()
+        # M's parameters are not in the students' optimizer: their gradients keep accumulating
+        grad_norm = optimizer_step(loss, students.optimizer, students.scheduler, self.ctx.train.grad_clip)
         self.student_updates += 1
         if self.separate_teacher_map and self.student_updates % sw.momentum_every == 0:
             for p in self.map_teacher.parameters():
