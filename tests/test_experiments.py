@@ -284,6 +284,20 @@ def test_only_filters_and_unknown_names(tmp_path: Path) -> None:
         run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, only_envs=["gridworld"], progress=False)
 
 
+def test_max_seeds_runs_the_first_seeds_and_a_larger_value_goes_on(tmp_path: Path) -> None:
+    spec = parse_spec(MINI)
+    seeds = sorted({run.seed for run in expand(spec)})
+    first = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
+                      max_seeds=1)
+    assert first.ok and first.total == len(expand(spec)) // len(seeds)
+    assert {row for row in load_results(tmp_path, spec)["seed"]} == {seeds[0]}
+    rest = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
+                     max_seeds=len(seeds))
+    assert rest.skipped == first.total and rest.done == len(expand(spec)) - first.total
+    with pytest.raises(ConfigError, match="max_seeds must be >= 1"):
+        run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, progress=False, max_seeds=0)
+
+
 def test_process_pool_gives_the_same_results(tmp_path: Path) -> None:
     spec = parse_spec(MINI)
     inline = run_sweep(spec, tmp_path / "a", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="only these environments")
         p.add_argument("--only-method", nargs="+", action="extend", default=[], metavar="METHOD",
                        help="only these methods")
+        p.add_argument("--max-seeds", type=int, default=None, metavar="N",
+                       help="only the grid's first N seeds (run ids unchanged: raise N later to go on)")
 
     run = actions.add_parser("run", help="run what is missing of a sweep (runs finished by any sweep under "
                                          "the root are skipped)")
@@ -82,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     from marlkd.experiments.runner import run_sweep
 
     summary = run_sweep(args.spec, args.root, quick=args.quick, workers=args.workers, ray_address=args.ray,
-                        only_envs=args.only_env, only_methods=args.only_method,
+                        only_envs=args.only_env, only_methods=args.only_method, max_seeds=args.max_seeds,
                         gpus_per_run=args.gpus_per_run, progress=not args.no_progress)
     shared = f", {summary.shared} finished by another driver" if summary.shared else ""
     print(f"{summary.sweep}: {summary.total} runs: {summary.skipped} already finished, {summary.done} done "
@@ -112,7 +114,7 @@ def _status(args: argparse.Namespace) -> int:
     from marlkd.experiments.runner import sweep_status
 
     statuses = sweep_status(args.spec, args.root, quick=args.quick, only_envs=args.only_env,
-                            only_methods=args.only_method)
+                            only_methods=args.only_method, max_seeds=args.max_seeds)
     states = ("done", "failed", "incomplete", "missing")
     cells: dict[tuple[str, str], Counter] = {}
     for status in statuses:

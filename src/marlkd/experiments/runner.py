@@ -516,22 +516,25 @@ def _resolve_spec(spec: SweepSpec | str | Path) -> SweepSpec:
 
 
 def _selected(spec: SweepSpec, quick: bool, only_envs: Sequence[str],
-              only_methods: Sequence[str]) -> list[RunSpec]:
+              only_methods: Sequence[str], max_seeds: int | None = None) -> list[RunSpec]:
     for given, known, what in ((only_envs, spec.envs, "environment"), (only_methods, spec.methods, "method")):
         unknown = [value for value in given if value not in known]
         if unknown:
             raise ConfigError(f"sweep {spec.name} has no {what} {', '.join(map(repr, unknown))}; "
                               f"it has {', '.join(known)}")
-    return select_runs(expand(spec, quick), only_envs, only_methods)
+    if max_seeds is not None and max_seeds < 1:
+        raise ConfigError(f"max_seeds must be >= 1, got {max_seeds}")
+    return select_runs(expand(spec, quick), only_envs, only_methods, max_seeds)
 
 
 def sweep_status(spec: SweepSpec | str | Path, root: str | Path = DEFAULT_ROOT, *, quick: bool = False,
-                 only_envs: Sequence[str] = (), only_methods: Sequence[str] = ()) -> list[RunStatus]:
+                 only_envs: Sequence[str] = (), only_methods: Sequence[str] = (),
+                 max_seeds: int | None = None) -> list[RunStatus]:
     """The state of every (selected) run of the sweep, from the markers in the shared store (a run finished
     by any sweep is done; one finished in the earlier per-sweep layout too, it is moved on the next run)."""
     spec = _resolve_spec(spec)
     statuses = []
-    for run in _selected(spec, quick, only_envs, only_methods):
+    for run in _selected(spec, quick, only_envs, only_methods, max_seeds):
         directory = run_dir_for(root, run)
         marker = read_marker(directory)
         if marker is not None and marker.get("status") in ("done", "failed"):
@@ -602,6 +605,7 @@ def run_sweep(
     dataset_fn: DatasetFn | None = None,
     only_envs: Sequence[str] = (),
     only_methods: Sequence[str] = (),
+    max_seeds: int | None = None,
     gpus_per_run: float = 0.0,
     progress: bool = True,
 ) -> SweepSummary:
@@ -623,6 +627,8 @@ def run_sweep(
         dataset_fn: makes a dataset (see :data:`DatasetFn`); default :func:`make_dataset`. Each distinct
             (env, quality, episodes, seed, env_kwargs) is made once, before the runs that need it start.
         only_envs, only_methods: restrict the sweep to these environments / methods.
+        max_seeds: only the grid's first ``max_seeds`` seeds (None: all); ids are unchanged, so a later call
+            with more seeds goes on from there.
         gpus_per_run: GPUs each Ray task asks for.
         progress: show a progress bar (done, failed, running, remaining, ETA).
 
@@ -634,7 +640,7 @@ def run_sweep(
     """
     started = time.monotonic()
     spec = _resolve_spec(spec)
-    runs = _selected(spec, quick, only_envs, only_methods)
+    runs = _selected(spec, quick, only_envs, only_methods, max_seeds)
     if run_fn is None:
         check_against_registry(spec, runs)
         run_fn = resolve_callable(spec.run_fn)

@@ -660,9 +660,13 @@ def teacher_group(run: RunSpec) -> str:
 
 
 def select_runs(runs: Iterable[RunSpec], envs: Sequence[str] = (),
-                methods: Sequence[str] = ()) -> list[RunSpec]:
-    """The runs whose environment is in ``envs`` and method in ``methods`` (empty: no filter)."""
-    return [run for run in runs if (not envs or run.env in envs) and (not methods or run.method in methods)]
+                methods: Sequence[str] = (), max_seeds: int | None = None) -> list[RunSpec]:
+    """The runs whose environment is in ``envs`` and method in ``methods`` (empty: no filter), and, with
+    ``max_seeds``, whose seed is among the first ``max_seeds`` distinct seeds of the grid."""
+    runs = list(runs)
+    seeds = set(list(dict.fromkeys(run.seed for run in runs))[:max_seeds]) if max_seeds else None
+    return [run for run in runs if (not envs or run.env in envs) and (not methods or run.method in methods)
+            and (seeds is None or run.seed in seeds)]
 
 
 def check_against_registry(spec: SweepSpec, runs: Sequence[RunSpec] | None = None) -> None:
