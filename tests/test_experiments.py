@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -813,3 +816,36 @@ def test_reserved_sweep_names(tmp_path: Path) -> None:
     spec = parse_spec(MINI.replace('name = "mini"', 'name = "runs"'))
     with pytest.raises(ConfigError, match="may not be named 'runs'"):
         run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
+
+
+def sleepy_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+    """Stands in for a long training: says it started, then sleeps (interrupted by the test)."""
+    (run_dir / "started").write_text("yes")
+    time.sleep(120)
+    return {"return_mean": 0.0}
+
+
+@pytest.mark.slow
+def test_interrupting_the_driver_alone_stops_its_workers(tmp_path: Path) -> None:
+    spec_path = tmp_path / "mini.toml"
+    spec_path.write_text(MINI)
+    script = (
+        "import sys; sys.path.insert(0, {tests!r})\n"
+        "from test_experiments import fake_dataset, sleepy_run\n"
+        "from marlkd.experiments import run_sweep\n"
+        "run_sweep({spec!r}, {root!r}, workers=2, run_fn=sleepy_run, dataset_fn=fake_dataset, progress=False,"
+        " only_envs=['grid-world'])\n"
+    ).format(tests=str(Path(__file__).parent), spec=str(spec_path), root=str(tmp_path / "root"))
+    driver = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(list((tmp_path / "root").glob("runs/**/started"))) < 2:
+        assert time.monotonic() < deadline and driver.poll() is None, "the runs did not start"
+        time.sleep(0.2)
+    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(driver.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+    driver.send_signal(signal.SIGINT)  # the driver only, as `kill -INT` does (not the terminal's group)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode != 0 and "KeyboardInterrupt" in stderr and "TypeError" not in stderr
+    time.sleep(0.5)
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

@@ -105,11 +105,17 @@ def train_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, An
 
 
 def make_dataset(key: DatasetKey, data_root: Path) -> Path:
-    """The default :data:`DatasetFn`: :func:`marlkd.experts.ensure_dataset` (expert and data, made once)."""
-    from marlkd.experts import ensure_dataset
+    """The default :data:`DatasetFn`: :func:`marlkd.experts.ensure_dataset` (expert and data, made once),
+    with the key's expert budget (``steps_scale`` of the recipe's PPO steps, reference and calibration
+    episodes; what it does not set keeps ``marlkd.experts``'s default)."""
+    from marlkd.experts import ensure_dataset, scaled_expert_steps
 
+    budget = dict(key.expert)
+    steps = scaled_expert_steps(key.env, budget["steps_scale"]) if "steps_scale" in budget else None
     path = ensure_dataset(key.env, key.quality, key.episodes, data_root, seed=key.seed,
-                          env_kwargs=dict(key.env_kwargs) or None, progress=False)
+                          env_kwargs=dict(key.env_kwargs) or None, progress=False, steps=steps,
+                          reference_episodes=budget.get("reference_episodes"),
+                          calibration_episodes=budget.get("calibration_episodes"))
     return Path(path)
 
 
@@ -269,7 +275,28 @@ class _LocalBackend:
         self._pool = self._new_pool()
 
     def close(self, cancel: bool = False) -> None:
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        """Wait for the pool to finish; with ``cancel`` (the driver was interrupted or failed), drop the
+        queued jobs and stop the running ones: a worker not already stopping (Ctrl-C in a terminal reaches
+        every process of the group) is sent SIGINT, so its run keeps its last checkpoint, and is killed if
+        it still runs after a grace period."""
+        if not cancel:
+            self._pool.shutdown(wait=True)
+            return
+        # Stop the workers before shutting the pool down: shutting down first races with the pool's
+        # management thread replacing a worker that exits (a TypeError in CPython 3.11's executor).
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        for stop, grace in ((None, 3.0), (signal.SIGINT, 20.0), (signal.SIGKILL, 5.0)):
+            alive = [process for process in processes if process.is_alive()]
+            if not alive:
+                break
+            for process in alive:
+                if stop is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, stop)
+            deadline = time.monotonic() + grace
+            for process in alive:
+                process.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _import_ray() -> Any:
