@@ -128,7 +128,13 @@ def run_demo(config: DemoConfig, progress: bool = True) -> str:
     )
     ensure_expert(config.env, out / "data", steps=config.expert_steps, seed=config.seed, progress=progress)
     data = ensure_dataset(
-        config.env, config.quality, config.episodes, out / "data", seed=config.seed, progress=progress
+        config.env,
+        config.quality,
+        config.episodes,
+        out / "data",
+        seed=config.seed,
+        progress=progress,
+        steps=config.expert_steps,  # the expert just made (its budget names its directory)
     )
     meta = load_dataset(data).metadata
     print(

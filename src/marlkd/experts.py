@@ -15,7 +15,11 @@
   there; a file lock per target keeps concurrent processes from training or writing the same thing twice.
 
 Layout under a root: ``experts/<env>/`` (expert directories) and ``<env>-<quality>.h5`` (datasets; see
-:func:`dataset_path` for non-default sizes and seeds).
+:func:`dataset_path` for non-default sizes and seeds). An expert trained with a smaller budget than its
+recipe's (fewer PPO steps, fewer reference episodes: a quick sweep's) lives in its own directory,
+``experts/<env>-s<steps>-r<reference episodes>``, and the datasets made from it (and from a non-default
+number of calibration episodes) have their own files too (:func:`default_expert_dir`, :func:`dataset_path`),
+so a quick expert or dataset never stands in for a full one, nor the reverse.
 """
 
 from __future__ import annotations
@@ -64,6 +68,14 @@ EXPERT_RECIPES: dict[str, dict[str, Any]] = {
 }
 _SMAX_RECIPE: dict[str, Any] = {"mode": "mappo", "total_steps": 2_000_000, "num_envs": 128, "lr": 5e-4}
 DEFAULT_EPISODES = {"highway": 500, "highway-slow": 500}  # every other environment: 1,000
+
+
+def scaled_expert_steps(env_id: str, scale: float) -> int:
+    """``scale`` times the PPO budget of ``env_id``'s recipe (rounded, at least 1): a smaller expert budget
+    stated as a fraction (a sweep spec's ``steps_scale``)."""
+    if not 0 < scale <= 1:
+        raise ConfigError(f"config field steps_scale: must be in (0, 1], got {scale}")
+    return max(1, round(expert_config(env_id).total_steps * scale))
 
 
 def default_episodes(env_id: str) -> int:
@@ -181,13 +193,18 @@ def train_expert(
     mode: str | None = None,
     progress: bool = True,
     checkpoints: int = 10,
+    reference_episodes: int | None = None,
 ) -> ExpertInfo:
     """Train ``env_id``'s expert into ``out_dir`` and measure its return and the random policy's.
 
     ``out_dir`` receives what :func:`marlkd.algos.ppo.train_ppo` writes (``checkpoint.pt``,
     ``checkpoints/step_*.pt``, the learning curve) and then ``expert.json`` (:class:`ExpertInfo`).
-    Arguments as :func:`expert_config`; ``env_kwargs`` are the environment's constructor arguments.
+    Arguments as :func:`expert_config`; ``env_kwargs`` are the environment's constructor arguments;
+    ``reference_episodes``: episodes of each reference measurement (None: :data:`REFERENCE_EPISODES`).
     """
+    episodes = REFERENCE_EPISODES if reference_episodes is None else reference_episodes
+    if episodes < 1:
+        raise ConfigError(f"config field reference_episodes: must be >= 1, got {episodes}")
     kwargs = _full_kwargs(env_id, env_kwargs)
     config = expert_config(env_id, steps=steps, seed=seed, mode=mode, checkpoints=checkpoints)
     out = Path(out_dir)
@@ -195,10 +212,8 @@ def train_expert(
     returns = {}
     for deterministic in (False, True):
         policy = load_ppo_policy(result.checkpoint, deterministic=deterministic)
-        returns[deterministic], _ = mean_return(
-            env_id, kwargs, policy.act_fn, REFERENCE_EPISODES, REFERENCE_SEED
-        )
-    random_return, _ = mean_return(env_id, kwargs, random_act_fn, REFERENCE_EPISODES, REFERENCE_SEED)
+        returns[deterministic], _ = mean_return(env_id, kwargs, policy.act_fn, episodes, REFERENCE_SEED)
+    random_return, _ = mean_return(env_id, kwargs, random_act_fn, episodes, REFERENCE_SEED)
     deterministic = returns[True] > returns[False]
     info = ExpertInfo(
         env_id=env_id,
@@ -210,7 +225,7 @@ def train_expert(
         expert_return_sampled=returns[False],
         expert_return_greedy=returns[True],
         random_return=random_return,
-        reference_episodes=REFERENCE_EPISODES,
+        reference_episodes=episodes,
         reference_seed=REFERENCE_SEED,
         ppo=dataclasses.asdict(config),
         env_steps=result.env_steps,
@@ -252,9 +267,30 @@ def _kwargs_tag(env_id: str, env_kwargs: Mapping[str, Any] | None) -> str:
     return "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def default_expert_dir(env_id: str, root: str | Path, env_kwargs: Mapping[str, Any] | None = None) -> Path:
-    """Where :func:`ensure_expert` keeps ``env_id``'s expert: ``<root>/experts/<env>[-<kwargs hash>]``."""
-    return Path(root) / "experts" / f"{env_id}{_kwargs_tag(env_id, env_kwargs)}"
+def _expert_tag(env_id: str, steps: int | None, reference_episodes: int | None) -> str:
+    """'' for the recipe's budget (its PPO steps, :data:`REFERENCE_EPISODES`), else
+    ``-s<steps>-r<reference episodes>``."""
+    recipe_steps = expert_config(env_id).total_steps
+    steps = recipe_steps if steps is None else steps
+    episodes = REFERENCE_EPISODES if reference_episodes is None else reference_episodes
+    if steps == recipe_steps and episodes == REFERENCE_EPISODES:
+        return ""
+    return f"-s{steps}-r{episodes}"
+
+
+def default_expert_dir(
+    env_id: str,
+    root: str | Path,
+    env_kwargs: Mapping[str, Any] | None = None,
+    steps: int | None = None,
+    reference_episodes: int | None = None,
+) -> Path:
+    """Where :func:`ensure_expert` keeps ``env_id``'s expert: ``<root>/experts/<env>[-<kwargs hash>]``,
+    with ``-s<steps>-r<reference episodes>`` appended for a budget other than the recipe's (``steps``
+    other than its ``total_steps``, or ``reference_episodes`` other than :data:`REFERENCE_EPISODES`;
+    None: the default)."""
+    tag = _kwargs_tag(env_id, env_kwargs) + _expert_tag(env_id, steps, reference_episodes)
+    return Path(root) / "experts" / f"{env_id}{tag}"
 
 
 def ensure_expert(
@@ -265,17 +301,27 @@ def ensure_expert(
     env_kwargs: Mapping[str, Any] | None = None,
     mode: str | None = None,
     progress: bool = True,
+    reference_episodes: int | None = None,
 ) -> Path:
     """``env_id``'s expert directory (:func:`default_expert_dir`), trained first if it is missing.
 
-    An existing expert is reused whatever ``steps``/``seed``/``mode`` it was trained with. Concurrent
-    callers wait for one another; an interrupted training (no ``expert.json``) is redone.
+    ``steps`` and ``reference_episodes`` (None: the recipe's and :data:`REFERENCE_EPISODES`) pick the
+    directory: a smaller budget gets its own. An existing expert is reused whatever ``seed``/``mode`` it was
+    trained with. Concurrent callers wait for one another; an interrupted training (no ``expert.json``) is
+    redone.
     """
-    directory = default_expert_dir(env_id, root, env_kwargs)
+    directory = default_expert_dir(env_id, root, env_kwargs, steps, reference_episodes)
     with _file_lock(directory):
         if not (directory / EXPERT_INFO_FILE).is_file():
             train_expert(
-                env_id, directory, steps=steps, seed=seed, env_kwargs=env_kwargs, mode=mode, progress=progress
+                env_id,
+                directory,
+                steps=steps,
+                seed=seed,
+                env_kwargs=env_kwargs,
+                mode=mode,
+                progress=progress,
+                reference_episodes=reference_episodes,
             )
     return directory
 
@@ -334,6 +380,7 @@ def make_dataset(
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
+    calibration_episodes: int | None = None,
 ) -> Path:
     """Collect ``episodes`` episodes of ``quality`` on ``env_id`` and write them to the HDF5 file ``out``.
 
@@ -345,6 +392,8 @@ def make_dataset(
             and poor uses its own episodes derived from it.
         env_kwargs: environment constructor arguments.
         progress: show a progress bar while collecting.
+        calibration_episodes: episodes per measurement of normal's and poor's epsilon search (None:
+            :data:`CALIBRATION_EPISODES`).
 
     Returns:
         The path written. The same arguments (and the same expert checkpoint) give the same file.
@@ -353,6 +402,9 @@ def make_dataset(
         raise ConfigError(f"config field quality: must be one of {QUALITIES}, got {quality!r}")
     if episodes < 1:
         raise ConfigError(f"config field episodes: must be >= 1, got {episodes}")
+    calibration = CALIBRATION_EPISODES if calibration_episodes is None else calibration_episodes
+    if calibration < 1:
+        raise ConfigError(f"config field calibration_episodes: must be >= 1, got {calibration}")
     kwargs = _full_kwargs(env_id, env_kwargs)
     recipe: dict[str, Any] = {
         "name": quality,
@@ -380,6 +432,8 @@ def make_dataset(
             "deterministic": info.deterministic,
             "expert_return": info.expert_return,
             "random_return": info.random_return,
+            "reference_episodes": info.reference_episodes,
+            "ppo_total_steps": info.ppo.get("total_steps"),
         }
     elif quality != "random":
         raise ConfigError(f"config field expert_dir: quality {quality!r} needs a trained expert")
@@ -393,7 +447,7 @@ def make_dataset(
     else:
         calibration_seed = seed + CALIBRATION_SEED_OFFSET
         epsilon, trace = calibrate_epsilon(
-            env_id, kwargs, policy, info, TIER_TARGETS[quality], calibration_seed
+            env_id, kwargs, policy, info, TIER_TARGETS[quality], calibration_seed, episodes=calibration
         )
         recipe.update(
             mechanism="epsilon_mix",
@@ -401,7 +455,7 @@ def make_dataset(
             "else the expert's",
             epsilon=epsilon,
             target_normalized_score=TIER_TARGETS[quality],
-            calibration={"episodes": CALIBRATION_EPISODES, "seed": calibration_seed, "search": trace},
+            calibration={"episodes": calibration, "seed": calibration_seed, "search": trace},
         )
         act_fn = epsilon_mix_act_fn(policy, epsilon)
     arrays = collect_episodes(
@@ -420,6 +474,24 @@ def make_dataset(
     return write_dataset(out, arrays, metadata)
 
 
+def _budget_tag(
+    env_id: str,
+    quality: str,
+    steps: int | None,
+    reference_episodes: int | None,
+    calibration_episodes: int | None,
+) -> str:
+    """What of a non-default expert budget a dataset of ``quality`` depends on: the expert's
+    (:func:`default_expert_dir`'s tag) for good, normal and poor; ``-c<episodes>`` for the epsilon search of
+    normal and poor when not :data:`CALIBRATION_EPISODES`; nothing for random (made without an expert)."""
+    if quality == "random":
+        return ""
+    tag = _expert_tag(env_id, steps, reference_episodes)
+    if quality in TIER_TARGETS and calibration_episodes not in (None, CALIBRATION_EPISODES):
+        tag += f"-c{calibration_episodes}"
+    return tag
+
+
 def dataset_path(
     root: str | Path,
     env_id: str,
@@ -427,11 +499,18 @@ def dataset_path(
     episodes: int,
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
+    steps: int | None = None,
+    reference_episodes: int | None = None,
+    calibration_episodes: int | None = None,
 ) -> Path:
     """Where :func:`ensure_dataset` keeps a dataset: ``<root>/<env>-<quality>.h5`` for the default size,
-    seed 0 and default environment arguments, else with ``-<episodes>ep-seed<seed>[-<kwargs hash>]``."""
+    seed 0, default environment arguments and the default expert budget, else with
+    ``-<episodes>ep-seed<seed>[-<kwargs hash>]`` and, for a smaller expert budget (``steps``,
+    ``reference_episodes``, ``calibration_episodes``; None: the defaults), what of it the tier depends on
+    (``-s<steps>-r<reference episodes>`` for the expert, ``-c<calibration episodes>`` for normal and poor)."""
     suffix = "" if episodes == default_episodes(env_id) and seed == 0 else f"-{episodes}ep-seed{seed}"
-    return Path(root) / f"{env_id}-{quality}{suffix}{_kwargs_tag(env_id, env_kwargs)}.h5"
+    budget = _budget_tag(env_id, quality, steps, reference_episodes, calibration_episodes)
+    return Path(root) / f"{env_id}-{quality}{suffix}{_kwargs_tag(env_id, env_kwargs)}{budget}.h5"
 
 
 def ensure_dataset(
@@ -442,18 +521,25 @@ def ensure_dataset(
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
+    steps: int | None = None,
+    reference_episodes: int | None = None,
+    calibration_episodes: int | None = None,
 ) -> Path:
     """The dataset of ``quality`` under ``root`` (:func:`dataset_path`), made first if it is missing.
 
-    The expert (:func:`ensure_expert`, under ``root/experts``) is trained if needed, except for the random
-    tier, which is made without one (its normalized score is then NaN). An existing file is checked
-    against the request and reused; concurrent callers wait for one another.
+    The expert (:func:`ensure_expert`, under ``root/experts``, with ``steps`` and ``reference_episodes``) is
+    trained if needed, except for the random tier, which is made without one (its normalized score is then
+    NaN). ``calibration_episodes`` goes to :func:`make_dataset`. None: the defaults (the recipe's steps,
+    :data:`REFERENCE_EPISODES`, :data:`CALIBRATION_EPISODES`). An existing file is checked against the
+    request and reused; concurrent callers wait for one another.
     """
-    path = dataset_path(root, env_id, quality, episodes, seed, env_kwargs)
+    path = dataset_path(
+        root, env_id, quality, episodes, seed, env_kwargs, steps, reference_episodes, calibration_episodes
+    )
     with _file_lock(path):
         if path.exists():
             metadata = load_dataset(path).metadata
-            expected = {
+            expected: dict[str, Any] = {
                 "env_id": env_id,
                 "quality": quality,
                 "n_episodes": episodes,
@@ -461,13 +547,33 @@ def ensure_dataset(
                 "env_kwargs": _full_kwargs(env_id, env_kwargs),
             }
             found = {key: getattr(metadata, key) for key in expected}
+            # How the expert was measured and epsilon searched (files from before these were recorded
+            # lack the first: not checked then).
+            recorded = dict(metadata.behavior_policy)
+            if quality != "random" and "reference_episodes" in recorded.get("expert", {}):
+                found["reference_episodes"] = recorded["expert"]["reference_episodes"]
+                expected["reference_episodes"] = (
+                    REFERENCE_EPISODES if reference_episodes is None else reference_episodes
+                )
+            if quality in TIER_TARGETS and "calibration" in recorded:
+                found["calibration_episodes"] = recorded["calibration"]["episodes"]
+                expected["calibration_episodes"] = (
+                    CALIBRATION_EPISODES if calibration_episodes is None else calibration_episodes
+                )
             if found != expected:
                 raise DatasetError(f"{path}: holds {found}, expected {expected}; move it away to remake it")
             return path
         experts = (
             None
             if quality == "random"
-            else ensure_expert(env_id, root, env_kwargs=env_kwargs, progress=progress)
+            else ensure_expert(
+                env_id,
+                root,
+                steps=steps,
+                env_kwargs=env_kwargs,
+                progress=progress,
+                reference_episodes=reference_episodes,
+            )
         )
         make_dataset(
             env_id,
@@ -478,5 +584,6 @@ def ensure_dataset(
             seed=seed,
             env_kwargs=env_kwargs,
             progress=progress,
+            calibration_episodes=calibration_episodes,
         )
     return path

@@ -38,6 +38,9 @@ GROUP_COLUMNS = (
     "eval_episodes", "dataset_episodes",
 )
 PLOT_AXES = ("num_trajectories", "train_steps", "wall_time_s", "env_steps")
+# An expert budget ([expert] tables): what the datasets' experts and tiers are made with, when not the
+# defaults of marlkd.experts (the recipe's PPO steps, 1,000 reference and 512 calibration episodes).
+EXPERT_KEYS = ("steps_scale", "reference_episodes", "calibration_episodes")
 
 METHOD_NAMES = {
     "bc": "BC", "idt": "IDT", "madt": "MADT", "cql": "MA-CQL", "icq": "MA-ICQ", "bcq": "MA-BCQ",
@@ -100,13 +103,16 @@ class MethodOverrides:
 
 @dataclass(frozen=True)
 class QuickSpec:
-    """The ``quick`` variant: replacements for seeds, setting axes and config values (None: unchanged)."""
+    """The ``quick`` variant: replacements for seeds, setting axes and config values (None: unchanged), for
+    the expert budget (``expert``), and per environment (``per_env``: ``{env: {"expert": budget}}``)."""
 
     seeds: tuple[int, ...] | None = None
     settings: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     finetune: dict[str, Any] = field(default_factory=dict)
+    expert: dict[str, Any] = field(default_factory=dict)
+    per_env: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,10 +153,14 @@ class SweepSpec:
             MAPPO finetuning; methods are the pretraining method or ``scratch``).
         envs, methods, seeds: the grid's first three axes.
         settings: the setting axes (see :class:`Settings`).
-        per_env: per-environment replacements of setting axes, and ``env_kwargs`` (constructor arguments).
+        per_env: per-environment replacements of setting axes, ``env_kwargs`` (constructor arguments) and
+            ``expert`` (replacements of the expert budget's values).
         train, eval: TrainConfig / EvalConfig fields for every run.
         overrides: per-method :class:`MethodOverrides`.
         finetune: finetuning settings passed to the run function of a ``finetune`` sweep.
+        expert: the expert budget of the datasets (keys of :data:`EXPERT_KEYS`: ``steps_scale``, the
+            fraction of the expert recipe's PPO steps; ``reference_episodes``; ``calibration_episodes``);
+            empty: ``marlkd.experts``'s defaults.
         quick: the quick variant.
         dataset_seed: seed of the datasets (one dataset per environment, quality and size, shared by seeds).
         share_teacher: the runner points ``algo.teacher_cache`` of every ``ours`` run (offline, or the
@@ -174,6 +184,7 @@ class SweepSpec:
     eval: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, MethodOverrides] = field(default_factory=dict)
     finetune: dict[str, Any] = field(default_factory=dict)
+    expert: dict[str, Any] = field(default_factory=dict)
     quick: QuickSpec = field(default_factory=QuickSpec)
     dataset_seed: int = 0
     share_teacher: bool = False
@@ -188,17 +199,30 @@ class SweepSpec:
 
 @dataclass(frozen=True)
 class DatasetKey:
-    """What identifies a dataset: runs with equal keys share one dataset, made once."""
+    """What identifies a dataset: runs with equal keys share one dataset, made once.
+
+    ``expert`` is the expert budget the dataset is made with (the spec's ``[expert]`` values for the
+    environment and variant; empty: the defaults).
+    """
 
     env: str
     quality: str
     episodes: int
     seed: int
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    expert: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The key as a dict, without ``expert`` when it is empty (the default budget), so keys and run ids
+        of specs that set no expert budget are what they were before the field existed."""
+        data = asdict(self)
+        if not data["expert"]:
+            del data["expert"]
+        return data
 
     def key(self) -> str:
         """Canonical JSON of the key (hashable, for deduplication)."""
-        return canonical_json(asdict(self))
+        return canonical_json(self.to_dict())
 
 
 @dataclass(frozen=True)
@@ -235,7 +259,9 @@ class RunSpec:
         return {key: getattr(self, key) for key in SETTING_KEYS}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["dataset"] = self.dataset.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
@@ -297,11 +323,12 @@ def parse_spec(text: str, source: str = "<string>") -> SweepSpec:
 
 
 _TOP_KEYS = ("name", "description", "kind", "dataset_seed", "share_teacher", "run_fn", "grid", "per_env",
-             "train", "eval", "overrides", "finetune", "quick", "report")
+             "train", "eval", "overrides", "finetune", "expert", "quick", "report")
 _GRID_KEYS = ("envs", "methods", "seeds", *SETTING_KEYS)
-_PER_ENV_KEYS = (*SETTING_KEYS, "env_kwargs")
+_PER_ENV_KEYS = (*SETTING_KEYS, "env_kwargs", "expert")
 _OVERRIDE_KEYS = ("train", "eval", "algo")
-_QUICK_KEYS = ("seeds", *SETTING_KEYS, "train", "eval", "finetune")
+_QUICK_KEYS = ("seeds", *SETTING_KEYS, "train", "eval", "finetune", "expert", "per_env")
+_QUICK_PER_ENV_KEYS = ("expert",)
 _REPORT_KEYS = tuple(f.name for f in fields(ReportSpec))
 # Config fields that belong to the grid's axes, not to fixed overrides. (``train.precision`` is an axis
 # too, but an optional one: a fixed value is refused only where the spec also sweeps it.)
@@ -393,6 +420,25 @@ def _settings_in(reader: _Reader) -> dict[str, tuple[Any, ...]]:
     return {key: _setting_values(reader, key) for key in SETTING_KEYS if key in reader.table}
 
 
+def _expert_budget(reader: _Reader) -> dict[str, Any]:
+    """The ``expert`` table of ``reader``'s table (absent: empty), validated: the budget values it sets."""
+    table = _Reader(reader.source, reader.table_of("expert"), reader.path("expert"), EXPERT_KEYS)
+    budget: dict[str, Any] = {}
+    if "steps_scale" in table.table:
+        value = table.table["steps_scale"]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+            table.fail("steps_scale", f"must be a number in (0, 1] (the fraction of the expert recipe's PPO "
+                                      f"steps), got {value!r}")
+        budget["steps_scale"] = float(value)
+    for key in ("reference_episodes", "calibration_episodes"):
+        if key in table.table:
+            value = table.integer(key, 0)
+            if value < 1:
+                table.fail(key, f"must be >= 1, got {value}")
+            budget[key] = value
+    return budget
+
+
 def _config_table(reader: _Reader, key: str, section: str) -> dict[str, Any]:
     """A fixed-override table (``train``, ``eval`` or ``algo``); fields owned by a grid axis are refused."""
     values = reader.table_of(key)
@@ -456,6 +502,8 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
         entry: dict[str, Any] = dict(_settings_in(reader))
         if "env_kwargs" in reader.table:
             entry["env_kwargs"] = dict(reader.table_of("env_kwargs"))
+        if "expert" in reader.table:
+            entry["expert"] = _expert_budget(reader)
         per_env[env] = entry
 
     overrides: dict[str, MethodOverrides] = {}
@@ -467,6 +515,12 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
             **{section: _config_table(reader, section, section) for section in _OVERRIDE_KEYS})
 
     quick_reader = _Reader(source, top.table_of("quick"), "quick", _QUICK_KEYS)
+    quick_per_env: dict[str, dict[str, Any]] = {}
+    for env, table in quick_reader.table_of("per_env").items():
+        reader = _Reader(source, table, f"quick.per_env.{env}", _QUICK_PER_ENV_KEYS)
+        if env not in envs:
+            reader.fail("", f"{env!r} is not one of grid.envs")
+        quick_per_env[env] = {"expert": _expert_budget(reader)}
     quick = QuickSpec(
         seeds=quick_reader.values("seeds", int, allow_count=True, minimum=0) if "seeds" in quick_reader.table
         else None,
@@ -474,6 +528,8 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
         train=_config_table(quick_reader, "train", "train"),
         eval=_config_table(quick_reader, "eval", "eval"),
         finetune=dict(quick_reader.table_of("finetune")),
+        expert=_expert_budget(quick_reader),
+        per_env=quick_per_env,
     )
     finetune = dict(top.table_of("finetune"))
     if kind != "finetune" and (finetune or quick.finetune):
@@ -513,7 +569,8 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
     spec = SweepSpec(
         name=name, description=top.text("description", ""), kind=kind, envs=envs, methods=methods,
         seeds=seeds, settings=settings, per_env=per_env, train=train, eval=_config_table(top, "eval", "eval"),
-        overrides=overrides, finetune=finetune, quick=quick, dataset_seed=top.integer("dataset_seed", 0),
+        overrides=overrides, finetune=finetune, expert=_expert_budget(top), quick=quick,
+        dataset_seed=top.integer("dataset_seed", 0),
         share_teacher=share_teacher, run_fn=run_fn, report=report, source=source,
     )
     expand(spec)  # checks the combinations (e.g. trajectories within the dataset) of both variants
@@ -535,8 +592,18 @@ def _merged(*tables: Mapping[str, Any]) -> dict[str, Any]:
 def _env_settings(spec: SweepSpec, env: str, quick: bool) -> tuple[Settings, dict[str, Any]]:
     entry = dict(spec.per_env.get(env, {}))
     env_kwargs = entry.pop("env_kwargs", {})
+    entry.pop("expert", None)
     values = _merged(asdict(spec.settings), entry, spec.quick.settings if quick else {})
     return Settings(**values), env_kwargs
+
+
+def expert_budget(spec: SweepSpec, env: str, quick: bool = False) -> dict[str, Any]:
+    """The expert budget of ``env``'s datasets: ``[expert]``, then ``[per_env.<env>.expert]``, then (quick)
+    ``[quick.expert]`` and ``[quick.per_env.<env>.expert]``, key by key, later winning (empty: defaults)."""
+    layers = [spec.expert, spec.per_env.get(env, {}).get("expert", {})]
+    if quick:
+        layers += [spec.quick.expert, spec.quick.per_env.get(env, {}).get("expert", {})]
+    return _merged(*layers)
 
 
 def _run_prefix(env: str, method: str, ablation: str, quality: str, num_trajectories: int, precision: str,
@@ -578,7 +645,8 @@ def expand(spec: SweepSpec, quick: bool = False) -> list[RunSpec]:
                 if nt > dataset_episodes:
                     raise ConfigError(f"{where}: num_trajectories {nt} exceeds dataset_episodes "
                                       f"{dataset_episodes}")
-            dataset = DatasetKey(env, quality, dataset_episodes, spec.dataset_seed, dict(env_kwargs))
+            dataset = DatasetKey(env, quality, dataset_episodes, spec.dataset_seed, dict(env_kwargs),
+                                 expert_budget(spec, env, quick))
             for method in spec.methods:
                 pretrain = method if method != SCRATCH else None
                 sweeps_ablation = pretrain == ABLATION_METHOD and settings.ablation
@@ -590,7 +658,7 @@ def expand(spec: SweepSpec, quick: bool = False) -> list[RunSpec]:
                     config = _run_config(spec, quick, method, pretrain, ablation, precision, nt, steps,
                                          eval_episodes, seed, env, env_kwargs)
                     identity = {"kind": spec.kind, "env": env, "method": method, "seed": seed,
-                                "dataset": asdict(dataset), "config": config}
+                                "dataset": dataset.to_dict(), "config": config}
                     prefix = _run_prefix(env, method, ablation, quality, nt, precision, seed)
                     runs.append(RunSpec(
                         sweep=sweep, run_id=run_id_for(prefix, identity), kind=spec.kind, env=env,
@@ -656,7 +724,7 @@ def teacher_group(run: RunSpec) -> str:
     if offline is None or offline["method"] != ABLATION_METHOD:
         return run.run_id
     algo = {k: v for k, v in offline["algo"].items() if k not in ("ablation", "teacher_cache")}
-    return canonical_json({"dataset": asdict(run.dataset), "config": {**offline, "algo": algo}})
+    return canonical_json({"dataset": run.dataset.to_dict(), "config": {**offline, "algo": algo}})
 
 
 def select_runs(runs: Iterable[RunSpec], envs: Sequence[str] = (),
