@@ -28,7 +28,6 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from marlkd import atomic
 from marlkd.algos.ppo import PPOConfig, PPOPolicy, load_ppo_policy, train_ppo
 from marlkd.data.collect import collect_episodes, random_act_fn
 from marlkd.data.format import load_dataset, write_dataset
@@ -164,12 +164,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _full_kwargs(env_id: str, env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     """Every constructor argument of ``env_id`` (defaults filled in), so records survive default changes."""
     given = dict(env_kwargs or {})
@@ -231,7 +225,7 @@ def train_expert(
         env_steps=result.env_steps,
         wall_time_s=result.wall_time_s,
     )
-    _atomic_write_text(out / EXPERT_INFO_FILE, json.dumps(dataclasses.asdict(info), indent=2) + "\n")
+    atomic.write_text(out / EXPERT_INFO_FILE, json.dumps(dataclasses.asdict(info), indent=2) + "\n")
     return info
 
 

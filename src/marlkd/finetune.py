@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from marlkd import atomic
 from marlkd.algos.ppo import (
     History,
     PPOConfig,
@@ -42,7 +43,7 @@ from marlkd.evaluate import evaluate
 from marlkd.models.decision_transformer import DecisionTransformer
 from marlkd.models.sequence import DTPolicy
 from marlkd.optim import autocast
-from marlkd.training import atomic_write_json, load_run, resolve_device, train
+from marlkd.training import load_run, resolve_device, train
 
 SCRATCH = "scratch"
 RESULTS = "results.json"
@@ -273,7 +274,7 @@ def finetune(
         "config": asdict(config),
         "runs": runs,
     }
-    atomic_write_json(out_dir / RESULTS, results)
+    atomic.write_json(out_dir / RESULTS, results)
     return results
 
 
@@ -323,7 +324,7 @@ def run_experiment(run: Any, run_dir: Path, dataset: Path | None) -> dict[str, A
         {"step": i, "env_steps": steps, "metric": "return_mean", "value": value}
         for i, (steps, value) in enumerate(result.curve, start=1)
     ]
-    atomic_write_json(results_path, results)
+    atomic.write_json(results_path, results)
     return results
 
 

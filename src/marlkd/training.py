@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import platform
 import random
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 import marlkd
+from marlkd import atomic
 from marlkd.algos import ALGOS, BuildContext
 from marlkd.config import EvalConfig, RunConfig, to_dict
 from marlkd.errors import ConfigError, MarlkdError
@@ -28,25 +28,6 @@ from marlkd.evaluate import evaluate, record_gif
 from marlkd.optim import resolve_precision
 
 CHECKPOINT, RESULTS, CONFIG, METRICS = "checkpoint.pt", "results.json", "config.json", "metrics.csv"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n").encode())
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,7 +157,7 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     algo, dataset, ctx = build_algorithm(config, run_dir)
-    atomic_write_json(run_dir / CONFIG, config.to_dict())
+    atomic.write_json(run_dir / CONFIG, config.to_dict())
 
     start, train_time = 0, 0.0
     checkpoint_path = run_dir / CHECKPOINT
@@ -189,7 +170,7 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     total = int(getattr(algo, "num_updates", config.train.steps))  # after loading: it may be restored
 
     def save(step: int) -> None:
-        atomic_torch_save(
+        atomic.torch_save(
             {
                 "step": step,
                 "algo": algo.state_dict(),
@@ -274,7 +255,7 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             "config": to_dict(config),
         }
     )
-    atomic_write_json(results_path, results)
+    atomic.write_json(results_path, results)
     return results
 
 

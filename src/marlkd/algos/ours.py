@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from marlkd import atomic
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos.teacher import teacher_outputs
 from marlkd.config import check
@@ -232,9 +232,7 @@ class Ours:
         if self.cache is None:
             if self.cache_file is not None and not self.cache_file.exists():
                 self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}.tmp")
-                torch.save(self.teacher.model.state_dict(), tmp)
-                os.replace(tmp, self.cache_file)
+                atomic.torch_save(self.teacher.model.state_dict(), self.cache_file)
             self.cache = teacher_outputs(self.teacher, self.teacher.sampler)
         return self._student_update()
 

@@ -51,7 +51,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marlkd import atomic
 from marlkd.config import check
 from marlkd.envs import EnvSpec, make_batched
 from marlkd.errors import ConfigError, MarlkdError
@@ -692,12 +692,6 @@ def ppo_update(
     return {k: v / max(steps, 1) for k, v in stats.items()}
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _checkpoint(
     env_id: str,
     env_kwargs: dict[str, Any],
@@ -746,10 +740,9 @@ def plot_learning_curve(csv_path: Path, png_path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic.replacing(png_path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, png_path)
 
 
 _CURVE_FIELDS = (
@@ -849,8 +842,8 @@ def train_ppo(
             builtin_actor,
         )
         if keep:
-            _atomic_torch_save(state, out / "checkpoints" / f"step_{env_steps:010d}.pt")
-        _atomic_torch_save(state, out / "checkpoint.pt")
+            atomic.torch_save(state, out / "checkpoints" / f"step_{env_steps:010d}.pt")
+        atomic.torch_save(state, out / "checkpoint.pt")
         return out / "checkpoint.pt"
 
     try:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from marlkd import atomic
 from marlkd.errors import MarlkdError
 from marlkd.experiments.spec import SweepSpec, load_spec, variant_name
 
@@ -216,14 +217,10 @@ def _upgrade(path: Path) -> None:
     """Rewrite an older table with this version's columns (the added ones empty); atomically."""
     with open(path, newline="") as f:
         old_rows = list(csv.DictReader(f))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
         writer.writerows({k: row.get(k, "") for k in RESULT_COLUMNS} for row in old_rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from marlkd import atomic
 from marlkd.errors import ConfigError, MarlkdError
 from marlkd.experiments.results import (
     append_rows,
@@ -529,9 +530,7 @@ def finished_marker(root: str | Path, run: RunSpec, migrate: bool = True) -> dic
 
 def _write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, value, default=str)
 
 
 def _now() -> str:
