@@ -849,3 +849,21 @@ def test_interrupting_the_driver_alone_stops_its_workers(tmp_path: Path) -> None
     time.sleep(0.5)
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_a_missing_optional_extra_fails_the_sweep_before_any_run(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from marlkd.envs import registry
+
+    real = registry.describe
+
+    def describe(env_id: str):
+        if env_id == "fill-in":
+            raise MarlkdError("fill-in needs the 'imaginary' extra: pip install 'marlkd[imaginary]'")
+        return real(env_id)
+
+    monkeypatch.setattr(registry, "describe", describe)
+    with pytest.raises(ConfigError, match=r"cannot make environment\(s\) fill-in: fill-in needs the "
+                                          r"'imaginary' extra.*--only-env grid-world"):
+        run_sweep(parse_spec(MINI), tmp_path, workers=0, progress=False)
+    assert not (tmp_path / "runs").exists()

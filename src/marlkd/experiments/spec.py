@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from marlkd.config import PRECISIONS
-from marlkd.errors import ConfigError
+from marlkd.errors import ConfigError, MarlkdError
 
 KINDS = ("offline", "finetune")
 QUALITIES = ("good", "normal", "poor", "random")
@@ -746,6 +746,7 @@ def check_against_registry(spec: SweepSpec, runs: Sequence[RunSpec] | None = Non
     from marlkd.algos import ALGOS
     from marlkd.config import RunConfig
     from marlkd.envs import list_envs
+    from marlkd.envs.registry import describe
 
     known_envs = set(list_envs())
     for env in spec.envs:
@@ -756,8 +757,21 @@ def check_against_registry(spec: SweepSpec, runs: Sequence[RunSpec] | None = Non
         if method not in ALGOS and not (spec.kind == "finetune" and method == SCRATCH):
             raise ConfigError(f"spec {spec.source}: grid.methods: unknown method {method!r}; registered: "
                               f"{', '.join(sorted(ALGOS))}")
+    runs = list(runs if runs is not None else expand(spec))
+    missing: dict[str, str] = {}
+    for env in dict.fromkeys(run.env for run in runs):
+        try:
+            describe(env)  # imports the environment's module: fails if its optional extra is missing
+        except MarlkdError as exc:
+            missing[env] = str(exc)
+    if missing:
+        kept = [env for env in dict.fromkeys(run.env for run in runs) if env not in missing]
+        hint = f"; or leave them out: --only-env {' '.join(kept)}" if kept else ""
+        reasons = "; ".join(dict.fromkeys(missing.values()))
+        raise ConfigError(f"spec {spec.source}: cannot make environment(s) {', '.join(missing)}: "
+                          f"{reasons}{hint}")
     seen: set[str] = set()
-    for run in runs if runs is not None else expand(spec):
+    for run in runs:
         offline = offline_config(run)
         if offline is None:
             continue
