@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from marlkd import atomic
 from marlkd.algos import ALGOS
 from marlkd.config import EvalConfig, RunConfig, TrainConfig, check
 
@@ -85,10 +86,9 @@ def plot_curves(runs: dict[str, Path], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -168,7 +168,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> str:
             "mean_return": meta.mean_return,
         },
     )
-    (out / "results.md").write_text(table)
+    atomic.write_text(out / "results.md", table)
     plot_curves(runs, out / "curves.png")
     print()
     print(table)
