@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Extras installed for the tests: the SMAX wrapper (jaxmarl) and the Ray backend run their tests when present.
+# Extras: `setup` installs SMAX (jaxmarl, so that every built-in sweep runs); the tests add the Ray backend.
+EXTRAS      ?= dev,smax
 TEST_EXTRAS ?= dev,smax,ray
 
 .PHONY: setup setup-test demo test test-fast lint bench clean
@@ -13,7 +14,7 @@ $(BIN)/python:
 
 setup: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 
 setup-test: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
