@@ -13,6 +13,7 @@ import hashlib
 import importlib.resources
 import itertools
 import json
+import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -116,6 +117,30 @@ class QuickSpec:
 
 
 @dataclass(frozen=True)
+class PaperCell:
+    """One cell of a paper's table: the report's row and column values it belongs to (as the spec names
+    them, see :func:`paper_key`) and the paper's mean and standard deviation."""
+
+    row: str
+    columns: tuple[str, ...]
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class PaperValues:
+    """A paper's numbers for the report's cells (``[report.paper]``), shown beside ours.
+
+    Attributes:
+        source: where the numbers are from (e.g. ``Tseng et al., Table 1``).
+        cells: the paper's cells, in the spec's order.
+    """
+
+    source: str
+    cells: tuple[PaperCell, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReportSpec:
     """How ``marlkd experiment report`` lays out the results table.
 
@@ -131,6 +156,8 @@ class ReportSpec:
             curve metric whose name holds ``return``.
         aggregate_metric: a metric comparable across environments (e.g. a normalized score); when the
             table has it, the report adds the IQM over all tasks with a stratified bootstrap interval.
+        paper: the paper's mean and std of ``metric`` per cell, for the report's "Beside the paper"
+            section (None: no such section). Not part of the run ids.
     """
 
     metric: str = "return_mean"
@@ -140,6 +167,7 @@ class ReportSpec:
     plots: tuple[str, ...] = ()
     curve_metric: str = ""
     aggregate_metric: str = "normalized_score"
+    paper: PaperValues | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +308,20 @@ def variant_name(method: str, ablation: str) -> str:
     if ablation:
         return ABLATION_NAMES.get(ablation, f"{METHOD_NAMES.get(method, method)} ({ablation})")
     return METHOD_NAMES.get(method, method)
+
+
+def variant_id(method: str, ablation: str) -> str:
+    """Short id of a variant (the ``variant`` report rows in ``[report.paper]``): the method, or
+    ``<method>-<ablation>`` (``ours-kl-only``), as in run ids."""
+    return f"{method}-{ablation}" if ablation else method
+
+
+def paper_key(column: str, run: RunSpec) -> str:
+    """How ``[report.paper]`` names the run's value of a report group column: ``variant``: its
+    :func:`variant_id`; other columns: the value as text (``grid-world``, ``good``, ``100``)."""
+    if column == "variant":
+        return variant_id(run.method, run.ablation)
+    return str(getattr(run, column))
 
 
 def env_name(env: str) -> str:
@@ -553,6 +595,8 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
     for axis in report.plots:
         if axis not in PLOT_AXES:
             report_reader.fail("plots", f"unknown plot axis {axis!r} (choose from {', '.join(PLOT_AXES)})")
+    paper_reader = (_Reader(source, report_reader.table_of("paper"), "report.paper", _PAPER_KEYS)
+                    if "paper" in report_reader.table else None)
 
     train = _config_table(top, "train", "train")
     _check_precision_axis(top, settings, per_env, quick, train, overrides)
@@ -573,9 +617,53 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
         dataset_seed=top.integer("dataset_seed", 0),
         share_teacher=share_teacher, run_fn=run_fn, report=report, source=source,
     )
-    expand(spec)  # checks the combinations (e.g. trajectories within the dataset) of both variants
-    expand(spec, quick=True)
+    # checks the combinations (e.g. trajectories within the dataset) of both variants
+    runs = [*expand(spec), *expand(spec, quick=True)]
+    if paper_reader is not None:
+        spec = replace(spec, report=replace(report, paper=_paper_values(paper_reader, report, runs)))
     return spec
+
+
+_PAPER_KEYS = ("source", "values")
+
+
+def _paper_values(reader: _Reader, report: ReportSpec, runs: Sequence[RunSpec]) -> PaperValues:
+    """``[report.paper]``: ``source`` and ``values``, a table of row values (as :func:`paper_key` names
+    them), each nested by the report's columns in order, down to ``[mean, std]``. Every row and column
+    value must be one the grid (full or quick) has."""
+    source = reader.text("source")
+    if not source.strip():
+        reader.fail("source", "must not be empty")
+    if "values" not in reader.table:
+        reader.fail("values", "is required")
+    axes = (report.rows, *report.columns)
+    known = [list(dict.fromkeys(paper_key(axis, run) for run in runs)) for axis in axes]
+    cells: list[PaperCell] = []
+
+    def walk(table_reader: _Reader, depth: int, keys: tuple[str, ...]) -> None:
+        if not table_reader.table:
+            table_reader.fail("", "must not be empty")
+        for key, value in table_reader.table.items():
+            axis = axes[depth]
+            if key not in known[depth]:
+                table_reader.fail(key, f"unknown {axis} value {key!r} (the grid's {axis} values: "
+                                       f"{', '.join(known[depth])})")
+            if depth + 1 < len(axes):
+                walk(_Reader(table_reader.source, value, table_reader.path(key), None), depth + 1,
+                     (*keys, key))
+                continue
+            numbers = value if isinstance(value, list) else None
+            if (numbers is None or len(numbers) != 2
+                    or any(not isinstance(x, int | float) or isinstance(x, bool) for x in numbers)):
+                table_reader.fail(key, f"must be [mean, std] (two numbers), got {value!r}")
+            mean, std = float(numbers[0]), float(numbers[1])
+            if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
+                table_reader.fail(key, f"must be a finite mean and a std >= 0, got {value!r}")
+            cells.append(PaperCell(keys[0], (*keys[1:], key), mean, std))
+
+    values = _Reader(reader.source, reader.table["values"], reader.path("values"), None)
+    walk(values, 0, ())
+    return PaperValues(source=source, cells=tuple(cells))
 
 
 # ----------------------------------------------------------------------------------------------------
