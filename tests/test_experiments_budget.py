@@ -56,7 +56,7 @@ PINNED_FULL_IDS = {
     "precision": "ac6ea1cf2585ac24",
     "table1": "45ab32ae534ec0f6",
     "table2": "fcca277ed89e3919",
-    "table3": "dd0646c126c07ade",
+    "table3": "dca7bc150877c608",  # head_hidden = 64 since shared-mapping needs it
 }
 
 

@@ -243,6 +243,9 @@ def test_ablations_switch_terms(grid_data, ablation):
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="algo.ablation"):
         OursConfig(ablation="bogus")
+    with pytest.raises(ConfigError, match=r"algo.ablation.*head_hidden \(128\) == width \(64\)"):
+        OursConfig(ablation="shared-mapping", width=64)
+    assert OursConfig(ablation="shared-mapping", width=64, head_hidden=64).head_hidden == 64
     with pytest.raises(ConfigError, match="train.batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ConfigError, match="method"):

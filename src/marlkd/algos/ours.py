@@ -85,6 +85,12 @@ class Config(DTModelConfig):
         check(self.teacher_steps is None or self.teacher_steps >= 0, "algo.teacher_steps", "must be >= 0")
         check(0 < self.cos_eps < 0.5, "algo.cos_eps", "must be in (0, 0.5)")
         check(self.huber_delta > 0, "algo.huber_delta", "must be > 0")
+        check(
+            self.ablation != "shared-mapping" or self.head_hidden == self.width,
+            "algo.ablation",
+            f"shared-mapping (one mapping network for teacher and student features) needs equal feature "
+            f"sizes: head_hidden ({self.head_hidden}) == width ({self.width}); set algo.head_hidden",
+        )
 
 
 @dataclass(frozen=True)
@@ -157,11 +163,6 @@ class Ours:
             self.teacher_steps = 0
         self.num_updates = self.teacher_steps + ctx.train.steps
         feature_dim, width = cfg.head_hidden, cfg.mapping_width
-        if self.switch.shared_mapping and feature_dim != cfg.width:
-            raise ConfigError(
-                f"config field algo.ablation: shared-mapping needs head_hidden ({feature_dim}) "
-                f"== width ({cfg.width})"
-            )
         self.map_student = MLP(cfg.width, width, width, layers=1).to(ctx.device)  # N
         self.map_teacher = (
             self.map_student
