@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -867,3 +868,27 @@ def test_a_missing_optional_extra_fails_the_sweep_before_any_run(tmp_path: Path,
                                           r"'imaginary' extra.*--only-env grid-world"):
         run_sweep(parse_spec(MINI), tmp_path, workers=0, progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_cli_driver_stops_the_sweep_and_its_workers(tmp_path: Path) -> None:
+    spec_path = tmp_path / "mini.toml"
+    sleepy = 'name = "mini"\nrun_fn = "test_experiments:sleepy_run"'
+    spec_path.write_text(MINI.replace('name = "mini"', sleepy, 1))
+    path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    argv = ["experiment", "run", str(spec_path), "--root", str(tmp_path / "root"), "--workers", "2",
+            "--no-progress", "--only-env", "fill-in", "--only-method", "idt"]
+    cli = "import sys; from marlkd.cli import main; sys.exit(main(sys.argv[1:]))"
+    driver = subprocess.Popen([sys.executable, "-c", cli, *argv], stderr=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": path})
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "root").glob("runs/**/started"))) < 2:
+        assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-P", str(driver.pid)], capture_output=True, text=True).stdout.split()
+    driver.send_signal(signal.SIGTERM)
+    out, err = driver.communicate(timeout=60)
+    assert driver.returncode not in (0, -signal.SIGTERM) and "interrupted" in out + err, (out, err)
+    time.sleep(0.5)
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

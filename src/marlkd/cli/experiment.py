@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from collections import Counter
 
 from marlkd.experiments.runner import DEFAULT_ROOT
@@ -80,12 +81,23 @@ def _list(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from marlkd.experiments.runner import run_sweep
 
-    summary = run_sweep(args.spec, args.root, quick=args.quick, workers=args.workers, ray_address=args.ray,
-                        only_envs=args.only_env, only_methods=args.only_method, max_seeds=args.max_seeds,
-                        gpus_per_run=args.gpus_per_run, progress=not args.no_progress)
+    # A scheduler's SIGTERM (SLURM, Kubernetes, `kill`) stops the sweep as Ctrl-C does: the workers are
+    # stopped, interrupted runs keep their checkpoints, and the next launch resumes them.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        summary = run_sweep(args.spec, args.root, quick=args.quick, workers=args.workers,
+                            ray_address=args.ray, only_envs=args.only_env, only_methods=args.only_method,
+                            max_seeds=args.max_seeds, gpus_per_run=args.gpus_per_run,
+                            progress=not args.no_progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     shared = f", {summary.shared} finished by another driver" if summary.shared else ""
     print(f"{summary.sweep}: {summary.total} runs: {summary.skipped} already finished, {summary.done} done "
           f"now{shared}, {len(summary.failed)} failed ({summary.wall_time_s:.0f} s). "
