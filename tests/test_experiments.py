@@ -892,3 +892,17 @@ def test_sigterm_to_the_cli_driver_stops_the_sweep_and_its_workers(tmp_path: Pat
     time.sleep(0.5)
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_compute_line_sums_run_wall_times_and_ignores_curve_points() -> None:
+    import pandas as pd
+
+    from marlkd.experiments.report import compute_line
+
+    frame = pd.DataFrame(_synthetic_rows("mini"))
+    # 10 runs (idt 2 + 3, ours 4 + 1) of 1.0 s each; curve rows carry other times and must not count.
+    line = compute_line(frame)
+    assert line.startswith("Compute: the 10 runs took 0.0 hours")
+    assert "idt 0.0, ours 0.0" in line
+    frame.loc[frame["metric"] == "return_mean", "wall_time_s"] = 360.0
+    assert compute_line(frame).startswith("Compute: the 10 runs took 1.0 hours")

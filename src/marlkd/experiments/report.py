@@ -622,6 +622,19 @@ def _provenance_line(frame: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def compute_line(frame: pd.DataFrame) -> str:
+    """The compute behind a results table: total and per-method median wall time of its runs."""
+    final = frame[~frame["metric"].astype(str).str.startswith(CURVE_PREFIX)].drop_duplicates("run_id")
+    final = final.assign(s=final["wall_time_s"].astype(float)).dropna(subset=["s"])
+    if final.empty:
+        return ""
+    seconds = final["s"]
+    by_method = final.groupby("method", sort=False)["s"].median()
+    medians = ", ".join(f"{method} {value / 60:.1f}" for method, value in by_method.items())
+    return (f"Compute: the {len(seconds)} runs took {seconds.sum() / 3600:.1f} hours of wall time in all "
+            f"(each run on its own worker; the median minutes per run by method: {medians}).")
+
+
 def write_report(
     spec: SweepSpec | str | Path,
     root: str | Path = DEFAULT_ROOT,
@@ -669,6 +682,9 @@ def write_report(
     lines += [f"From `{results_path(root, sweep)}`: {runs} finished runs, {len(frame)} rows. Provenance: "
               f"{_provenance_line(frame)}. Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
               "by `marlkd experiment report`.", ""]
+    compute = compute_line(frame)
+    if compute:
+        lines += [compute, ""]
     if excluded:
         lines += [f"{excluded} runs of the table are not in the spec's current grid (made before a value "
                   "changed) and are left out; `--all-runs` reports them too.", ""]
