@@ -199,13 +199,12 @@ def test_section_numbers_on_a_synthetic_table(tmp_path: Path) -> None:
     append_rows(tmp_path / "paper" / "results.csv", _rows(spec, OURS))
     text = write_report(spec, tmp_path, bootstrap_reps=50).read_text()
     section = text[text.index("## Beside the paper: A paper, Table 1"):]
-    assert "| Environment | Method | Ours | Our rank | Paper | Paper rank |" in section
+    assert "| Method | Grid-World | Fill-In |" in section
     # Grid-World: ours orders Ours > MADT > IDT, the paper MADT > Ours > IDT; BC is only in the paper.
-    assert "| Grid-World | BC | — |  | 0.50 ± 0.10 |  |" in section
-    assert "| Grid-World | IDT | 1.00 ± 0.71 (2) | 3 | 1.50 ± 0.20 | 3 |" in section
-    assert "| Grid-World | MADT | 2.00 ± 0.00 (2) | 2 | 3.00 ± 0.30 | 1 |" in section
-    assert "| Grid-World | Ours | 3.00 ± 1.00 (3) | 1 | 2.00 ± 0.10 | 2 |" in section
-    assert "| Fill-In | Ours | -1.00 ± 0.00 (2) | 1 | -3.41 ± 0.12 | 1 |" in section
+    assert "| BC | — · 0.50 ± 0.10 | — · -9.00 ± 1.00 |" in section
+    assert "| IDT | 1.00 ± 0.71 (2) #3 · 1.50 ± 0.20 #3 | -3.00 ± 0.00 (1) #3 · -7.83 ± 0.42 #3 |" in section
+    assert "| MADT | 2.00 ± 0.00 (2) #2 · 3.00 ± 0.30 #1 | -2.00 ± 0.00 (1) #2 · -6.51 ± 0.21 #2 |" in section
+    assert "| Ours | 3.00 ± 1.00 (3) #1 · 2.00 ± 0.10 #2 | -1.00 ± 0.00 (2) #1 · -3.41 ± 0.12 #1 |" in section
     # tau: pairs (IDT, MADT) and (IDT, Ours) agree, (MADT, Ours) does not: (2 - 1) / 3.
     assert "| Grid-World | 3 | 0.33 | Ours | MADT | differs |" in section
     assert "| Fill-In | 3 | 1.00 | Ours | Ours | same best |" in section
@@ -262,8 +261,8 @@ grid-world = {good = [2.09, 0.22], poor = [0.5, 0.1]}
                      if row["run_id"] == run.run_id]
     append_rows(tmp_path / "paper" / "results.csv", rows)
     report = write_report(spec, tmp_path, bootstrap_reps=20).read_text()
-    assert "| Environment / Data quality | Method | Ours | Our rank | Paper | Paper rank |" in report
-    assert "| Grid-World / good | Ours (full method) | 3.00 ± 0.00 (1) | 1 | 2.09 ± 0.22 | 1 |" in report
+    assert "| Method | Grid-World / good | Grid-World / poor |" in report
+    assert "| Ours (full method) | 3.00 ± 0.00 (1) #1 · 2.09 ± 0.22 #1 |" in report
     assert "| Grid-World / good | 2 | 1.00 | Ours (full method) | Ours (full method) | same best |" in report
     assert ("| Grid-World / poor | 2 | -1.00 | Ours (full method) | Ours (conventional distillation) | "
             "differs |") in report

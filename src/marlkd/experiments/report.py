@@ -437,17 +437,22 @@ def paper_section(summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec,
     if not compared:
         lines += ["_no results of ours in the paper's columns yet_", ""]
     else:
-        body = []
+        # One row per method (variant, ...), one column per paper column: ours [rank] · paper [rank].
+        labels = list(dict.fromkeys(row.label for column in compared for row in column.rows))
+        cells: dict[tuple[str, str], str] = {}
         for column in compared:
             for row in column.rows:
                 cell = row.ours
-                body.append([
-                    column.label, row.label,
-                    "—" if cell is None else f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])} ({cell['n']})",
-                    "" if row.our_rank is None else str(row.our_rank),
-                    "—" if row.paper is None else f"{_fmt(row.paper.mean)} ± {_fmt(row.paper.std)}",
-                    "" if row.paper_rank is None else str(row.paper_rank)])
-        lines += [_markdown([col_header, row_header, "Ours", "Our rank", "Paper", "Paper rank"], body), ""]
+                ours = "—" if cell is None else f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])} ({cell['n']})"
+                if row.our_rank is not None:
+                    ours += f" #{row.our_rank}"
+                theirs = "—" if row.paper is None else f"{_fmt(row.paper.mean)} ± {_fmt(row.paper.std)}"
+                if row.paper_rank is not None:
+                    theirs += f" #{row.paper_rank}"
+                cells[(column.label, row.label)] = f"{ours} · {theirs}"
+        body = [[label, *(cells.get((column.label, label), "") for column in compared)] for label in labels]
+        lines += [_markdown([row_header, *(column.label for column in compared)], body), "",
+                  "Each cell: ours, mean ± std (n runs) #rank · the paper's mean ± std #rank.", ""]
         body = []
         for column in compared:
             flag = {None: "—", True: "same best", False: "differs"}[column.same_best]
