@@ -906,3 +906,20 @@ def test_compute_line_sums_run_wall_times_and_ignores_curve_points() -> None:
     assert "idt 0.0, ours 0.0" in line
     frame.loc[frame["metric"] == "return_mean", "wall_time_s"] = 360.0
     assert compute_line(frame).startswith("Compute: the 10 runs took 1.0 hours")
+
+
+def test_a_copied_results_table_carries_the_sweep_on_elsewhere(tmp_path: Path) -> None:
+    spec = parse_spec(MINI)
+    first = run_sweep(spec, tmp_path / "here", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,
+                      progress=False, max_seeds=1)
+    assert first.ok and first.done == first.total
+    elsewhere = tmp_path / "elsewhere" / "mini"  # another machine: the committed table only, no run store
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "results.csv").write_bytes((tmp_path / "here" / "mini" / "results.csv").read_bytes())
+    statuses = sweep_status(spec, tmp_path / "elsewhere")
+    assert sum(s.status == "done" for s in statuses) == first.total
+    rest = run_sweep(spec, tmp_path / "elsewhere", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,
+                     progress=False)
+    assert rest.skipped == first.total and rest.done == len(expand(spec)) - first.total
+    first_seed = expand(spec)[0].seed
+    assert all(_calls(tmp_path / "elsewhere", run) == (run.seed != first_seed) for run in expand(spec))

@@ -560,12 +560,13 @@ def sweep_status(spec: SweepSpec | str | Path, root: str | Path = DEFAULT_ROOT, 
     by any sweep is done; one finished in the earlier per-sweep layout too, it is moved on the next run)."""
     spec = _resolve_spec(spec)
     statuses = []
+    recorded = recorded_run_ids(results_path(Path(root), spec.sweep_name(quick)))
     for run in _selected(spec, quick, only_envs, only_methods, max_seeds):
         directory = run_dir_for(root, run)
         marker = read_marker(directory)
         if marker is not None and marker.get("status") in ("done", "failed"):
             status, error = marker["status"], marker.get("error", "")
-        elif finished_marker(root, run, migrate=False) is not None:
+        elif finished_marker(root, run, migrate=False) is not None or run.run_id in recorded:
             status, error = "done", ""
         else:
             started = directory.exists() or bool(legacy_run_dirs(root, run))
@@ -693,6 +694,10 @@ def run_sweep(
             if run.run_id not in recorded:  # finished by another sweep, or the driver died before the rows
                 append_rows(table, marker_rows(run, marker))
                 recorded.add(run.run_id)
+        elif run.run_id in recorded:
+            # Rows without a run directory: finished where this table was made (a committed results.csv
+            # copied to another machine), so the sweep carries on from it. Delete its rows to redo it.
+            skipped += 1
         else:
             todo.append(run)
     todo = launch_order(todo, spread_teachers=spec.share_teacher)
