@@ -923,3 +923,18 @@ def test_a_copied_results_table_carries_the_sweep_on_elsewhere(tmp_path: Path) -
     assert rest.skipped == first.total and rest.done == len(expand(spec)) - first.total
     first_seed = expand(spec)[0].seed
     assert all(_calls(tmp_path / "elsewhere", run) == (run.seed != first_seed) for run in expand(spec))
+
+
+def test_quick_overrides_apply_to_the_quick_variant_only() -> None:
+    text = MINI + "\n[quick.overrides.idt.algo]\ncontext = 3\n\n[quick.overrides.idt.train]\nbatch_size = 4\n"
+    spec = parse_spec(text)
+    full = {run.run_id: run for run in expand(parse_spec(MINI))}
+    assert [run.run_id for run in expand(spec)] == list(full)  # the full variant is untouched
+    quick = [run for run in expand(spec, quick=True) if run.method == "idt"]
+    assert all(run.config["algo"] == {"context": 3} for run in quick)
+    assert all(run.config["train"]["batch_size"] == 4 for run in quick)
+    before = {run.run_id for run in expand(parse_spec(MINI), quick=True)}
+    after = {run.run_id for run in expand(spec, quick=True)}
+    assert {r.split("/")[1] for r in before - after} == {"idt"}  # only the overridden method's ids change
+    with pytest.raises(ConfigError, match=r"quick\.overrides\.bc: 'bc' is not one of grid\.methods"):
+        parse_spec(MINI + "\n[quick.overrides.bc.algo]\nx = 1\n")

@@ -114,6 +114,7 @@ class QuickSpec:
     finetune: dict[str, Any] = field(default_factory=dict)
     expert: dict[str, Any] = field(default_factory=dict)
     per_env: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: dict[str, MethodOverrides] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,7 @@ _TOP_KEYS = ("name", "description", "kind", "dataset_seed", "share_teacher", "ru
 _GRID_KEYS = ("envs", "methods", "seeds", *SETTING_KEYS)
 _PER_ENV_KEYS = (*SETTING_KEYS, "env_kwargs", "expert")
 _OVERRIDE_KEYS = ("train", "eval", "algo")
-_QUICK_KEYS = ("seeds", *SETTING_KEYS, "train", "eval", "finetune", "expert", "per_env")
+_QUICK_KEYS = ("seeds", *SETTING_KEYS, "train", "eval", "finetune", "expert", "per_env", "overrides")
 _QUICK_PER_ENV_KEYS = ("expert",)
 _REPORT_KEYS = tuple(f.name for f in fields(ReportSpec))
 # Config fields that belong to the grid's axes, not to fixed overrides. (``train.precision`` is an axis
@@ -548,14 +549,17 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
             entry["expert"] = _expert_budget(reader)
         per_env[env] = entry
 
-    overrides: dict[str, MethodOverrides] = {}
-    for method, table in top.table_of("overrides").items():
-        reader = _Reader(source, table, f"overrides.{method}", _OVERRIDE_KEYS)
-        if method not in methods:
-            reader.fail("", f"{method!r} is not one of grid.methods")
-        overrides[method] = MethodOverrides(
-            **{section: _config_table(reader, section, section) for section in _OVERRIDE_KEYS})
+    def method_overrides(reader_of: _Reader, where: str) -> dict[str, MethodOverrides]:
+        found: dict[str, MethodOverrides] = {}
+        for method, table in reader_of.table_of("overrides").items():
+            reader = _Reader(source, table, f"{where}.{method}", _OVERRIDE_KEYS)
+            if method not in methods:
+                reader.fail("", f"{method!r} is not one of grid.methods")
+            found[method] = MethodOverrides(
+                **{section: _config_table(reader, section, section) for section in _OVERRIDE_KEYS})
+        return found
 
+    overrides = method_overrides(top, "overrides")
     quick_reader = _Reader(source, top.table_of("quick"), "quick", _QUICK_KEYS)
     quick_per_env: dict[str, dict[str, Any]] = {}
     for env, table in quick_reader.table_of("per_env").items():
@@ -572,6 +576,7 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
         finetune=dict(quick_reader.table_of("finetune")),
         expert=_expert_budget(quick_reader),
         per_env=quick_per_env,
+        overrides=method_overrides(quick_reader, "quick.overrides"),
     )
     finetune = dict(top.table_of("finetune"))
     if kind != "finetune" and (finetune or quick.finetune):
@@ -767,12 +772,13 @@ def _run_config(spec: SweepSpec, quick: bool, method: str, pretrain: str | None,
     offline: dict[str, Any] | None = None
     if pretrain is not None:
         own = spec.overrides.get(pretrain, MethodOverrides())
-        train = _merged(spec.train, own.train, spec.quick.train if quick else {},
+        own_quick = spec.quick.overrides.get(pretrain, MethodOverrides()) if quick else MethodOverrides()
+        train = _merged(spec.train, own.train, spec.quick.train if quick else {}, own_quick.train,
                         {"steps": steps, "seed": seed, "num_trajectories": nt},
                         {"precision": precision} if precision else {})
-        evaluation = _merged(spec.eval, own.eval, spec.quick.eval if quick else {},
+        evaluation = _merged(spec.eval, own.eval, spec.quick.eval if quick else {}, own_quick.eval,
                              {"episodes": eval_episodes})
-        algo = _merged(own.algo, {"ablation": ablation} if ablation else {})
+        algo = _merged(own.algo, own_quick.algo, {"ablation": ablation} if ablation else {})
         offline = {"method": pretrain, "train": train, "eval": evaluation, "algo": algo}
     if spec.kind == "offline":
         assert offline is not None  # scratch is refused for offline sweeps
