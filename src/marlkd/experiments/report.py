@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from marlkd import atomic
 from marlkd.errors import MarlkdError
 from marlkd.experiments.results import CURVE_PREFIX, load_results, results_path, sweep_dir
 from marlkd.experiments.runner import DEFAULT_ROOT
@@ -512,9 +513,11 @@ def _save(fig: Any, path: Path) -> None:
             if label not in labels:
                 handles.append(handle)
                 labels.append(label)
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(5, len(labels)), fontsize="small")
-    fig.savefig(path, dpi=120)
+    if handles:  # as many legend columns as the figure's width holds (about 1.9 inches each)
+        ncols = max(1, min(len(labels), int(fig.get_figwidth() // 1.9)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="small")
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
 
 
 def _facets(frame: pd.DataFrame, spec: SweepSpec, columns: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
