@@ -94,8 +94,9 @@ class GreedyPolicy:
     def act(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
         for module in self.modules:
             module.eval()
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)  # (B, N, O)
-        mask = None if action_mask is None else torch.as_tensor(action_mask, device=self.device)
+        # copies: environments may hand out read-only arrays (SMAX's zero-copy views of JAX buffers)
+        obs_t = torch.tensor(obs, dtype=torch.float32, device=self.device)  # (B, N, O)
+        mask = None if action_mask is None else torch.tensor(action_mask, device=self.device)
         scores = masked_logits(self.scores(obs_t, mask).float(), mask)  # (B, N, A)
         return scores.argmax(-1).cpu().numpy().astype(np.int64)
 

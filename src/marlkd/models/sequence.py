@@ -246,7 +246,7 @@ class DTPolicy:
             logits, _ = self.model(inputs.returns, inputs.obs, inputs.actions, inputs.timesteps, inputs.mask)
         logits = per_agent_logits(logits.float(), self.layout, self.n_agents)[:, -1]  # (B, N, A)
         if action_mask is not None:
-            logits = masked_logits(logits, torch.as_tensor(action_mask, device=self.device))
+            logits = masked_logits(logits, torch.tensor(action_mask, device=self.device))  # a copy, as obs
         if self.deterministic:
             actions = logits.argmax(-1)
         else:
