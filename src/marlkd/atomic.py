@@ -38,11 +38,6 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with replacing(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_text(path: str | Path, text: str) -> None:
     with replacing(path) as tmp:
         tmp.write_text(text)

@@ -290,10 +290,9 @@ class _LocalBackend:
             alive = [process for process in processes if process.is_alive()]
             if not alive:
                 break
-            for process in alive:
-                if stop is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, stop)
+            for process in alive if stop is not None else ():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, stop)
             deadline = time.monotonic() + grace
             for process in alive:
                 process.join(timeout=max(0.0, deadline - time.monotonic()))
