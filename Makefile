@@ -31,6 +31,7 @@ test-fast: setup
 
 lint:
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -12,8 +12,14 @@ from marlkd.errors import ConfigError
 
 @pytest.mark.slow
 def test_tiny_demo_writes_a_table_row_per_method_and_resumes(tmp_path: Path) -> None:
-    config = DemoConfig(out=str(tmp_path / "demo"), episodes=16, expert_steps=2048, steps=4,
-                        methods=("bc", "ours"), eval_episodes=2)
+    config = DemoConfig(
+        out=str(tmp_path / "demo"),
+        episodes=16,
+        expert_steps=2048,
+        steps=4,
+        methods=("bc", "ours"),
+        eval_episodes=2,
+    )
     table = run_demo(config, progress=False)
     out = Path(config.out)
     assert (out / "results.md").read_text() == table

@@ -182,8 +182,14 @@ def test_workers_exit_when_the_parent_is_killed() -> None:
 def test_dataset_round_trip(tmp_path: Path) -> None:
     spec = env_spec("highway", **SHORT)
     arrays = collect_episodes("highway", spec.kwargs, random_act_fn, episodes=3, seed=0, num_envs=3)
-    metadata = {"env_id": "highway", "env_kwargs": spec.kwargs, "n_actions": spec.n_actions,
-                "behavior_policy": {"name": "random"}, "quality": "random", "seed": 0}
+    metadata = {
+        "env_id": "highway",
+        "env_kwargs": spec.kwargs,
+        "n_actions": spec.n_actions,
+        "behavior_policy": {"name": "random"},
+        "quality": "random",
+        "seed": 0,
+    }
     dataset = load_dataset(write_dataset(tmp_path / "highway.h5", arrays, metadata))
     assert dataset.obs.shape == (3, spec.max_steps, 3, 25) and dataset.state.shape == (3, spec.max_steps, 75)
     np.testing.assert_array_equal(dataset.rewards, arrays["rewards"])

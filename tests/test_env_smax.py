@@ -179,8 +179,13 @@ def test_dataset_round_trip_with_avail_actions(tmp_path: Path) -> None:
     spec = env_spec("smax-2s3z", **SHORT)
     arrays = collect_episodes("smax-2s3z", SHORT, random_act_fn, episodes=2, seed=0, num_envs=1)
     assert arrays["avail_actions"].shape == (2, spec.max_steps, 5, 10)
-    metadata = {"env_id": "smax-2s3z", "env_kwargs": spec.kwargs, "behavior_policy": {"name": "random"},
-                "quality": "random", "seed": 0}
+    metadata = {
+        "env_id": "smax-2s3z",
+        "env_kwargs": spec.kwargs,
+        "behavior_policy": {"name": "random"},
+        "quality": "random",
+        "seed": 0,
+    }
     dataset = load_dataset(write_dataset(tmp_path / "smax.h5", arrays, metadata))
     for name in ("obs", "actions", "rewards", "mask", "state", "avail_actions"):
         np.testing.assert_array_equal(getattr(dataset, name), arrays[name])

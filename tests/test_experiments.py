@@ -88,8 +88,15 @@ def fake_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any
             writer.writerow([step, 0.1 * step, "loss", 1.0 / step])
             if step % 5 == 0:
                 writer.writerow([step, 0.1 * step, "eval/return_mean", score * step / run.steps])
-    return {"return_mean": score, "return_std": 0.25, "train_time_s": 0.1 * run.steps, "env_steps": 0,
-            "train_steps": run.steps, "seed": run.seed, "config": run.config}
+    return {
+        "return_mean": score,
+        "return_std": 0.25,
+        "train_time_s": 0.1 * run.steps,
+        "env_steps": 0,
+        "train_steps": run.steps,
+        "seed": run.seed,
+        "config": run.config,
+    }
 
 
 def fake_dataset(key: DatasetKey, root: Path) -> Path:
@@ -119,9 +126,12 @@ def test_expand_gives_the_grid_with_stable_ids() -> None:
     assert len({r.run_id for r in runs}) == len(runs)
     first = runs[0]
     assert first.run_id.startswith("grid-world/idt/good/s0-") and len(first.run_id.rsplit("-", 1)[1]) == 8
-    assert first.config == {"method": "idt", "train": {"batch_size": 8, "steps": 10, "seed": 0,
-                                                       "num_trajectories": 0},
-                            "eval": {"episodes": 2}, "algo": {}}
+    assert first.config == {
+        "method": "idt",
+        "train": {"batch_size": 8, "steps": 10, "seed": 0, "num_trajectories": 0},
+        "eval": {"episodes": 2},
+        "algo": {},
+    }
     ours = [r for r in runs if r.method == "ours"]
     assert all(r.config["algo"] == {"alpha": 0.5} for r in ours)
     assert {r.quality for r in runs if r.env == "fill-in"} == {"random"}
@@ -167,10 +177,18 @@ def test_builtin_table_specs_follow_the_paper() -> None:
     assert {r.dataset_episodes for r in runs if r.env == "highway"} == {500}
     table3 = load_spec("table3")
     assert {r.config["algo"]["ablation"] for r in expand(table3)} == {
-        "full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping"}
+        "full",
+        "no-momentum",
+        "no-mapping",
+        "no-kl",
+        "no-kl-no-mapping",
+        "kl-only",
+        "shared-mapping",
+    }
     table2 = expand(load_spec("table2"))
-    assert {(r.env, r.quality) for r in table2} == {(e, q) for e in ("grid-world", "highway")
-                                                    for q in ("good", "normal", "poor")}
+    assert {(r.env, r.quality) for r in table2} == {
+        (e, q) for e in ("grid-world", "highway") for q in ("good", "normal", "poor")
+    }
 
 
 def test_user_spec_file(tmp_path: Path) -> None:
@@ -184,18 +202,21 @@ def test_user_spec_file(tmp_path: Path) -> None:
         load_spec("tabel1")
 
 
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ("seeds = 2", "seedz = 2", r"grid\.seedz: unknown key"),
-    ('quality = ["random"]', 'quality = ["great"]', r"per_env\.fill-in\.quality: unknown value 'great'"),
-    ("[per_env.fill-in]", "[per_env.fil-in]", r"per_env\.fil-in: 'fil-in' is not one of grid\.envs"),
-    ("batch_size = 8", "steps = 8", r"train\.steps: is a grid axis"),
-    ("alpha = 0.5", "ablation = 'full'", r"overrides\.ours\.algo\.ablation: is a grid axis"),
-    ("steps = [10]", "steps = [10]\nnum_trajectories = [50]", r"num_trajectories 50 exceeds dataset_ep"),
-    ('name = "mini"', 'name = "a b"', r"name: must be a non-empty name"),
-    ("seeds = 2", "seeds = 'two'", r"grid\.seeds: must be a list of int"),
-    ("[report]", "[report]\nrows = 'colour'", r"report\.rows: must be one of"),
-    ("[quick]", "[quick]\nbogus = 1", r"quick\.bogus: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("seeds = 2", "seedz = 2", r"grid\.seedz: unknown key"),
+        ('quality = ["random"]', 'quality = ["great"]', r"per_env\.fill-in\.quality: unknown value 'great'"),
+        ("[per_env.fill-in]", "[per_env.fil-in]", r"per_env\.fil-in: 'fil-in' is not one of grid\.envs"),
+        ("batch_size = 8", "steps = 8", r"train\.steps: is a grid axis"),
+        ("alpha = 0.5", "ablation = 'full'", r"overrides\.ours\.algo\.ablation: is a grid axis"),
+        ("steps = [10]", "steps = [10]\nnum_trajectories = [50]", r"num_trajectories 50 exceeds dataset_ep"),
+        ('name = "mini"', 'name = "a b"', r"name: must be a non-empty name"),
+        ("seeds = 2", "seeds = 'two'", r"grid\.seeds: must be a list of int"),
+        ("[report]", "[report]\nrows = 'colour'", r"report\.rows: must be one of"),
+        ("[quick]", "[quick]\nbogus = 1", r"quick\.bogus: unknown key"),
+    ],
+)
 def test_bad_spec_errors_name_the_key(old: str, new: str, message: str) -> None:
     assert old in MINI
     with pytest.raises(ConfigError, match=message):
@@ -260,8 +281,9 @@ def test_failed_dataset_fails_its_runs_only(tmp_path: Path) -> None:
             raise OSError("disk full")
         return fake_dataset(key, root)
 
-    summary = run_sweep(parse_spec(MINI), tmp_path, workers=0, run_fn=fake_run, dataset_fn=dataset_fn,
-                        progress=False)
+    summary = run_sweep(
+        parse_spec(MINI), tmp_path, workers=0, run_fn=fake_run, dataset_fn=dataset_fn, progress=False
+    )
     assert summary.done == 4 and len(summary.failed) == 4
     expected = "making dataset fill-in/random/20 failed: OSError: disk full"
     assert all(expected in f.error for f in summary.failed)
@@ -281,8 +303,16 @@ def test_lost_rows_are_appended_again(tmp_path: Path) -> None:
 
 def test_only_filters_and_unknown_names(tmp_path: Path) -> None:
     spec = parse_spec(MINI)
-    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
-                        only_envs=["fill-in"], only_methods=["ours"])
+    summary = run_sweep(
+        spec,
+        tmp_path,
+        workers=0,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        only_envs=["fill-in"],
+        only_methods=["ours"],
+    )
     assert summary.total == 2 and summary.done == 2
     with pytest.raises(ConfigError, match="has no environment 'gridworld'"):
         run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, only_envs=["gridworld"], progress=False)
@@ -291,12 +321,20 @@ def test_only_filters_and_unknown_names(tmp_path: Path) -> None:
 def test_max_seeds_runs_the_first_seeds_and_a_larger_value_goes_on(tmp_path: Path) -> None:
     spec = parse_spec(MINI)
     seeds = sorted({run.seed for run in expand(spec)})
-    first = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
-                      max_seeds=1)
+    first = run_sweep(
+        spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False, max_seeds=1
+    )
     assert first.ok and first.total == len(expand(spec)) // len(seeds)
     assert {row for row in load_results(tmp_path, spec)["seed"]} == {seeds[0]}
-    rest = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
-                     max_seeds=len(seeds))
+    rest = run_sweep(
+        spec,
+        tmp_path,
+        workers=0,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        max_seeds=len(seeds),
+    )
     assert rest.skipped == first.total and rest.done == len(expand(spec)) - first.total
     with pytest.raises(ConfigError, match="max_seeds must be >= 1"):
         run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, progress=False, max_seeds=0)
@@ -304,10 +342,24 @@ def test_max_seeds_runs_the_first_seeds_and_a_larger_value_goes_on(tmp_path: Pat
 
 def test_process_pool_gives_the_same_results(tmp_path: Path) -> None:
     spec = parse_spec(MINI)
-    inline = run_sweep(spec, tmp_path / "a", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,
-                       progress=False, only_envs=["grid-world"])
-    pooled = run_sweep(spec, tmp_path / "b", workers=2, run_fn=fake_run, dataset_fn=fake_dataset,
-                       progress=False, only_envs=["grid-world"])
+    inline = run_sweep(
+        spec,
+        tmp_path / "a",
+        workers=0,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        only_envs=["grid-world"],
+    )
+    pooled = run_sweep(
+        spec,
+        tmp_path / "b",
+        workers=2,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        only_envs=["grid-world"],
+    )
     assert inline.ok and pooled.ok and pooled.done == inline.done == 4
 
     def values(root: Path) -> list[tuple]:
@@ -321,8 +373,14 @@ def test_process_pool_gives_the_same_results(tmp_path: Path) -> None:
 def test_ray_missing_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MarlkdError, match=r"marlkd\[ray\]"):
-        run_sweep(parse_spec(MINI), tmp_path, ray_address="local", run_fn=fake_run, dataset_fn=fake_dataset,
-                  progress=False)
+        run_sweep(
+            parse_spec(MINI),
+            tmp_path,
+            ray_address="local",
+            run_fn=fake_run,
+            dataset_fn=fake_dataset,
+            progress=False,
+        )
 
 
 @pytest.mark.slow
@@ -332,18 +390,36 @@ def test_ray_backend_runs_a_sweep(tmp_path: Path) -> None:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     spec = parse_spec(MINI)
     try:
-        summary = run_sweep(spec, tmp_path / "ray", ray_address="local", workers=2, run_fn=fake_run,
-                            dataset_fn=fake_dataset, progress=False, only_envs=["grid-world"],
-                            only_methods=["idt"])
+        summary = run_sweep(
+            spec,
+            tmp_path / "ray",
+            ray_address="local",
+            workers=2,
+            run_fn=fake_run,
+            dataset_fn=fake_dataset,
+            progress=False,
+            only_envs=["grid-world"],
+            only_methods=["idt"],
+        )
     finally:
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert summary.ok and summary.done == 2
-    local = run_sweep(spec, tmp_path / "local", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,
-                      progress=False, only_envs=["grid-world"], only_methods=["idt"])
+    local = run_sweep(
+        spec,
+        tmp_path / "local",
+        workers=0,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        only_envs=["grid-world"],
+        only_methods=["idt"],
+    )
     assert local.ok
     pick = ["run_id", "metric", "value", "train_steps"]
-    assert (load_results(tmp_path / "ray", spec)[pick].sort_values(pick).values.tolist()
-            == load_results(tmp_path / "local", spec)[pick].sort_values(pick).values.tolist())
+    assert (
+        load_results(tmp_path / "ray", spec)[pick].sort_values(pick).values.tolist()
+        == load_results(tmp_path / "local", spec)[pick].sort_values(pick).values.tolist()
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -374,21 +450,47 @@ def test_stratified_bootstrap_is_seeded_and_covers_the_iqm() -> None:
 
 def _synthetic_rows(spec_name: str) -> list[dict[str, Any]]:
     """A small results table: two methods x two environments, with values chosen for hand computation."""
-    values = {("grid-world", "idt"): [1.0, 2.0], ("grid-world", "ours"): [2.0, 2.0, 3.0, 5.0],
-              ("fill-in", "idt"): [-4.0, -2.0, -3.0], ("fill-in", "ours"): [-1.0]}
+    values = {
+        ("grid-world", "idt"): [1.0, 2.0],
+        ("grid-world", "ours"): [2.0, 2.0, 3.0, 5.0],
+        ("fill-in", "idt"): [-4.0, -2.0, -3.0],
+        ("fill-in", "ours"): [-1.0],
+    }
     rows = []
     for (env, method), scores in values.items():
         for seed, score in enumerate(scores):
-            base = {"spec": spec_name, "run_id": f"{env}/{method}/s{seed}", "env": env, "method": method,
-                    "seed": seed, "quality": "good", "num_trajectories": 0, "ablation": "", "steps": 10,
-                    "eval_episodes": 2, "dataset_episodes": 20, "train_steps": 10, "wall_time_s": 1.0,
-                    "env_steps": 0, "marlkd_version": "0.1.0", "torch_version": "2.13.0",
-                    "code_revision": "abc", "timestamp": "2026-01-01T00:00:00+00:00"}
+            base = {
+                "spec": spec_name,
+                "run_id": f"{env}/{method}/s{seed}",
+                "env": env,
+                "method": method,
+                "seed": seed,
+                "quality": "good",
+                "num_trajectories": 0,
+                "ablation": "",
+                "steps": 10,
+                "eval_episodes": 2,
+                "dataset_episodes": 20,
+                "train_steps": 10,
+                "wall_time_s": 1.0,
+                "env_steps": 0,
+                "marlkd_version": "0.1.0",
+                "torch_version": "2.13.0",
+                "code_revision": "abc",
+                "timestamp": "2026-01-01T00:00:00+00:00",
+            }
             rows.append({**base, "metric": "return_mean", "value": score})
             rows.append({**base, "metric": "train_time_s", "value": 10.0 + seed})
             for step in (5, 10):
-                rows.append({**base, "metric": "curve:eval/return_mean", "value": score * step / 10,
-                             "train_steps": step, "wall_time_s": 0.1 * step + 0.01 * seed})
+                rows.append(
+                    {
+                        **base,
+                        "metric": "curve:eval/return_mean",
+                        "value": score * step / 10,
+                        "train_steps": step,
+                        "wall_time_s": 0.1 * step + 0.01 * seed,
+                    }
+                )
     return rows
 
 
@@ -421,14 +523,23 @@ def test_report_numbers_from_a_synthetic_table(tmp_path: Path) -> None:
 
 
 def test_report_plots_against_trajectories_and_aggregates(tmp_path: Path) -> None:
-    spec = parse_spec(MINI.replace('plots = ["train_steps", "wall_time_s"]', 'plots = ["num_trajectories"]')
-                      .replace("[report]", '[report]\ncolumns = ["env", "num_trajectories"]'))
+    spec = parse_spec(
+        MINI.replace('plots = ["train_steps", "wall_time_s"]', 'plots = ["num_trajectories"]').replace(
+            "[report]", '[report]\ncolumns = ["env", "num_trajectories"]'
+        )
+    )
     rows = []
     for n, scale in ((5, 0.5), (0, 1.0)):
         for row in _synthetic_rows("mini"):
             if row["metric"] == "return_mean":
-                rows.append({**row, "num_trajectories": n, "value": row["value"] * scale,
-                             "run_id": f"{row['run_id']}/n{n}"})
+                rows.append(
+                    {
+                        **row,
+                        "num_trajectories": n,
+                        "value": row["value"] * scale,
+                        "run_id": f"{row['run_id']}/n{n}",
+                    }
+                )
                 rows.append({**rows[-1], "metric": "normalized_score", "value": 0.1 * row["seed"]})
     append_rows(tmp_path / "mini" / "results.csv", rows)
     text = write_report(spec, tmp_path, bootstrap_reps=100, all_runs=True).read_text()
@@ -446,16 +557,27 @@ def test_load_results_without_a_table(tmp_path: Path) -> None:
 # Command line
 
 
-def test_cli_run_status_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_status_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr("marlkd.experiments.runner.make_dataset", fake_dataset)
     spec_path = tmp_path / "mini.toml"
     spec_path.write_text(MINI.replace('name = "mini"', f'name = "mini"\nrun_fn = "{__name__}:fake_run"'))
     root = str(tmp_path / "out")
     assert main(["experiment", "list"]) == 0
     assert "table1" in capsys.readouterr().out
-    argv = ["experiment", "run", str(spec_path), "--root", root, "--workers", "0", "--no-progress",
-            "--only-env", "grid-world"]
+    argv = [
+        "experiment",
+        "run",
+        str(spec_path),
+        "--root",
+        root,
+        "--workers",
+        "0",
+        "--no-progress",
+        "--only-env",
+        "grid-world",
+    ]
     assert main(argv) == 0
     assert "4 done now, 0 failed" in capsys.readouterr().out
     assert main(["experiment", "status", str(spec_path), "--root", root]) == 0
@@ -488,7 +610,8 @@ def test_precision_axis_expands_and_maps_to_train_precision() -> None:
     assert {r.config["train"]["precision"] for r in fixed} == {"bf16"}
     assert all(r.precision == "" for r in fixed)
     swept_and_fixed = MINI.replace("batch_size = 8", 'batch_size = 8\nprecision = "bf16"').replace(
-        "[quick]", '[quick]\nprecision = ["fp32", "bf16"]')
+        "[quick]", '[quick]\nprecision = ["fp32", "bf16"]'
+    )
     with pytest.raises(ConfigError, match=r"train\.precision: is a grid axis here \(quick\.precision"):
         parse_spec(swept_and_fixed)
     with pytest.raises(ConfigError, match=r"grid\.precision: unknown value 'fp16'"):
@@ -506,10 +629,20 @@ def test_ids_without_the_precision_axis_are_unchanged() -> None:
 
 
 def test_precision_results_and_report(tmp_path: Path) -> None:
-    spec = parse_spec(MINI.replace("steps = [10]", 'steps = [10]\nprecision = ["fp32", "bf16"]')
-                      .replace("[report]", '[report]\ncolumns = ["precision"]'))
-    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
-                        only_envs=["grid-world"])
+    spec = parse_spec(
+        MINI.replace("steps = [10]", 'steps = [10]\nprecision = ["fp32", "bf16"]').replace(
+            "[report]", '[report]\ncolumns = ["precision"]'
+        )
+    )
+    summary = run_sweep(
+        spec,
+        tmp_path,
+        workers=0,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        only_envs=["grid-world"],
+    )
     assert summary.ok and summary.done == 2 * 2 * 2
     table = load_results(tmp_path, spec)
     final = table[table["metric"] == "return_mean"]
@@ -523,9 +656,16 @@ def test_older_results_table_gains_the_precision_column(tmp_path: Path) -> None:
     path = tmp_path / "mini" / "results.csv"
     path.parent.mkdir(parents=True)
     old_columns = [c for c in RESULT_COLUMNS if c != "precision"]
-    old_row = {c: "" for c in old_columns} | {"spec": "mini", "run_id": "old", "env": "grid-world",
-                                              "method": "idt", "seed": "0", "metric": "return_mean",
-                                              "value": "1.0", "timestamp": "2026-01-01T00:00:00+00:00"}
+    old_row = {c: "" for c in old_columns} | {
+        "spec": "mini",
+        "run_id": "old",
+        "env": "grid-world",
+        "method": "idt",
+        "seed": "0",
+        "metric": "return_mean",
+        "value": "1.0",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+    }
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=old_columns)
         writer.writeheader()
@@ -550,9 +690,10 @@ def test_builtin_precision_spec() -> None:
     assert len(quick) == 2 * 2 * 2 and {r.steps for r in quick} == {200}
 
 
-SHARED = MINI.replace('description = "A small sweep for the tests."',
-                      'description = "A small sweep for the tests."\nshare_teacher = true').replace(
-    "steps = [10]", 'steps = [10]\nablation = ["kl-only", "full"]')
+SHARED = MINI.replace(
+    'description = "A small sweep for the tests."',
+    'description = "A small sweep for the tests."\nshare_teacher = true',
+).replace("steps = [10]", 'steps = [10]\nablation = ["kl-only", "full"]')
 
 
 def ordered_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
@@ -563,8 +704,9 @@ def ordered_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, 
     return fake_run(run, run_dir, dataset)
 
 
-def test_share_teacher_sets_an_absolute_cache_and_keeps_ids(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_share_teacher_sets_an_absolute_cache_and_keeps_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = parse_spec(SHARED)
     assert spec.share_teacher and not parse_spec(MINI).share_teacher
     runs = expand(spec)
@@ -586,16 +728,29 @@ def test_share_teacher_sets_an_absolute_cache_and_keeps_ids(tmp_path: Path,
             assert "teacher_cache" not in algo
     # Launch order: seed-major; within a seed one run per teacher (the full ablation) before the others.
     order = [line.rsplit("-", 1)[0] for line in (tmp_path / "rel" / "order.txt").read_text().split()]
-    assert order[:6] == ["grid-world/idt/good/s0", "grid-world/ours-full/good/s0", "fill-in/idt/random/s0",
-                         "fill-in/ours-full/random/s0", "grid-world/ours-kl-only/good/s0",
-                         "fill-in/ours-kl-only/random/s0"]
+    assert order[:6] == [
+        "grid-world/idt/good/s0",
+        "grid-world/ours-full/good/s0",
+        "fill-in/idt/random/s0",
+        "fill-in/ours-full/random/s0",
+        "grid-world/ours-kl-only/good/s0",
+        "fill-in/ours-kl-only/random/s0",
+    ]
     assert all(name.endswith("/s1") for name in order[6:])
 
 
 def test_share_teacher_quick_variant_has_its_own_cache(tmp_path: Path) -> None:
     spec = parse_spec(SHARED)
-    run_sweep(spec, tmp_path, quick=True, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
-              only_methods=["ours"])
+    run_sweep(
+        spec,
+        tmp_path,
+        quick=True,
+        workers=0,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        only_methods=["ours"],
+    )
     run = expand(spec, quick=True)[1]
     assert run.method == "ours"
     marker = read_marker(run_dir_for(tmp_path, run))
@@ -604,14 +759,17 @@ def test_share_teacher_quick_variant_has_its_own_cache(tmp_path: Path) -> None:
     assert marker["run"]["config"]["algo"]["teacher_cache"] == str(expected)
 
 
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ("share_teacher = true", "share_teacher = 'yes'", r"share_teacher: must be true or false"),
-    ('methods = ["idt", "ours"]', 'methods = ["idt"]', r"share_teacher: needs 'ours' in grid\.methods"),
-    ("alpha = 0.5", "teacher_cache = '/tmp/t'", r"share_teacher: the runner sets algo\.teacher_cache"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("share_teacher = true", "share_teacher = 'yes'", r"share_teacher: must be true or false"),
+        ('methods = ["idt", "ours"]', 'methods = ["idt"]', r"share_teacher: needs 'ours' in grid\.methods"),
+        ("alpha = 0.5", "teacher_cache = '/tmp/t'", r"share_teacher: the runner sets algo\.teacher_cache"),
+    ],
+)
 def test_bad_share_teacher(old: str, new: str, message: str) -> None:
     text = SHARED.replace(old, new, 1)
-    if "methods = [\"idt\"]" in text:
+    if 'methods = ["idt"]' in text:
         text = text.replace("[overrides.ours.algo]\nalpha = 0.5\n", "")
     with pytest.raises(ConfigError, match=message):
         parse_spec(text)
@@ -644,15 +802,28 @@ def convergence_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[s
             if step % every == 0:
                 writer.writerow([step, seconds * step, "eval/return_mean", step / updates + run.seed])
                 writer.writerow([step, seconds * step, "eval/return_std", 0.1])
-    return {"return_mean": 1.0 + run.seed, "return_std": 0.1, "train_steps": updates,
-            "train_time_s": seconds * updates}
+    return {
+        "return_mean": 1.0 + run.seed,
+        "return_std": 0.1,
+        "train_steps": updates,
+        "train_time_s": seconds * updates,
+    }
 
 
-def test_convergence_report_draws_curves_from_eval_rows(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_convergence_report_draws_curves_from_eval_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = load_spec("convergence")
-    summary = run_sweep(spec, tmp_path, quick=True, workers=0, run_fn=convergence_run,
-                        dataset_fn=fake_dataset, progress=False, only_envs=["grid-world"])
+    summary = run_sweep(
+        spec,
+        tmp_path,
+        quick=True,
+        workers=0,
+        run_fn=convergence_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        only_envs=["grid-world"],
+    )
     assert summary.ok and summary.done == 4 * 2
     table = load_results(tmp_path, spec, quick=True)
     curve = table[table["metric"] == "curve:eval/return_mean"]
@@ -673,8 +844,10 @@ def test_convergence_report_draws_curves_from_eval_rows(tmp_path: Path,
     text = write_report(spec, tmp_path, quick=True, bootstrap_reps=50).read_text()
     assert "![Learning curves against training updates](curve_vs_train_steps.png)" in text
     assert "![Learning curves against wall-clock training time](curve_vs_wall_time_s.png)" in text
-    for name, label, ours_end, idt_end in (("curve_vs_train_steps.png", "training updates", 400, 200),
-                                           ("curve_vs_wall_time_s.png", "wall-clock time (s)", 8.0, 2.0)):
+    for name, label, ours_end, idt_end in (
+        ("curve_vs_train_steps.png", "training updates", 400, 200),
+        ("curve_vs_wall_time_s.png", "wall-clock time (s)", 8.0, 2.0),
+    ):
         assert (tmp_path / "convergence-quick" / "report" / name).stat().st_size > 0
         (ax,) = [a for a in figures[name].axes if a.get_visible() and a.get_title()]
         assert ax.get_title() == "Grid-World" and ax.get_xlabel() == label
@@ -690,9 +863,12 @@ def test_convergence_report_draws_curves_from_eval_rows(tmp_path: Path,
 # The run store shared by the sweeps of a root
 
 
-OTHER = MINI.replace('name = "mini"', 'name = "other"').replace(
-    'envs = ["grid-world", "fill-in"]', 'envs = ["grid-world"]').replace("seeds = 2", "seeds = 3").replace(
-    '[per_env.fill-in]\nquality = ["random"]\n', "")
+OTHER = (
+    MINI.replace('name = "mini"', 'name = "other"')
+    .replace('envs = ["grid-world", "fill-in"]', 'envs = ["grid-world"]')
+    .replace("seeds = 2", "seeds = 3")
+    .replace('[per_env.fill-in]\nquality = ["random"]\n', "")
+)
 
 
 def test_sweeps_share_finished_runs(tmp_path: Path) -> None:
@@ -727,9 +903,15 @@ def _hold_then_finish(root: Path, run: RunSpec, handle: Any, delay: float) -> No
     time.sleep(delay)
     directory = run_dir_for(root, run)
     directory.mkdir(parents=True, exist_ok=True)
-    marker = {"status": "done", "run": run.to_dict(), "result": {"return_mean": 7.0}, "curve": [],
-              "provenance": {"code_revision": "elsewhere"}, "elapsed_s": 1.0,
-              "finished": "2026-01-01T00:00:00"}
+    marker = {
+        "status": "done",
+        "run": run.to_dict(),
+        "result": {"return_mean": 7.0},
+        "curve": [],
+        "provenance": {"code_revision": "elsewhere"},
+        "elapsed_s": 1.0,
+        "finished": "2026-01-01T00:00:00",
+    }
     (directory / MARKER_FILE).write_text(json.dumps(marker))
     release_run_lock(handle)
 
@@ -784,8 +966,16 @@ def test_old_layout_finished_run_is_migrated(tmp_path: Path) -> None:
     spec = parse_spec(MINI)
     runs = expand(spec)
     first, second = runs[0], next(r for r in runs if r.env == "fill-in")
-    run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False,
-              only_envs=["grid-world"], only_methods=["idt"])
+    run_sweep(
+        spec,
+        tmp_path,
+        workers=0,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        only_envs=["grid-world"],
+        only_methods=["idt"],
+    )
     # Make the old per-sweep layout: first finished (marker with sweep-specific rows, no curve), second
     # started but unfinished (a driver of the earlier version may still be on it).
     marker = read_marker(run_dir_for(tmp_path, first))
@@ -794,8 +984,9 @@ def test_old_layout_finished_run_is_migrated(tmp_path: Path) -> None:
     legacy = tmp_path / "mini" / "runs" / first.run_id
     legacy.parent.mkdir(parents=True)
     (tmp_path / "runs" / first.run_id).rename(legacy)
-    (legacy / MARKER_FILE).write_text(json.dumps({"status": "done", "run": first.to_dict(),
-                                                  "result": marker["result"], "rows": old_rows}))
+    (legacy / MARKER_FILE).write_text(
+        json.dumps({"status": "done", "run": first.to_dict(), "result": marker["result"], "rows": old_rows})
+    )
     unfinished = tmp_path / "mini" / "runs" / second.run_id
     unfinished.mkdir(parents=True)
     (unfinished / "calls.txt").write_text("call\n")
@@ -844,8 +1035,12 @@ def test_interrupting_the_driver_alone_stops_its_workers(tmp_path: Path) -> None
     while len(list((tmp_path / "root").glob("runs/**/started"))) < 2:
         assert time.monotonic() < deadline and driver.poll() is None, "the runs did not start"
         time.sleep(0.2)
-    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(driver.pid)], capture_output=True,
-                                                  text=True).stdout.split()]
+    workers = [
+        int(pid)
+        for pid in subprocess.run(
+            ["pgrep", "-P", str(driver.pid)], capture_output=True, text=True
+        ).stdout.split()
+    ]
     driver.send_signal(signal.SIGINT)  # the driver only, as `kill -INT` does (not the terminal's group)
     _, stderr = driver.communicate(timeout=120)
     assert driver.returncode != 0 and "KeyboardInterrupt" in stderr and "TypeError" not in stderr
@@ -854,8 +1049,9 @@ def test_interrupting_the_driver_alone_stops_its_workers(tmp_path: Path) -> None
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
-def test_a_missing_optional_extra_fails_the_sweep_before_any_run(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_optional_extra_fails_the_sweep_before_any_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from marlkd.envs import registry
 
     real = registry.describe
@@ -866,8 +1062,11 @@ def test_a_missing_optional_extra_fails_the_sweep_before_any_run(tmp_path: Path,
         return real(env_id)
 
     monkeypatch.setattr(registry, "describe", describe)
-    with pytest.raises(ConfigError, match=r"cannot make environment\(s\) fill-in: fill-in needs the "
-                                          r"'imaginary' extra.*--only-env grid-world"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot make environment\(s\) fill-in: fill-in needs the "
+        r"'imaginary' extra.*--only-env grid-world",
+    ):
         run_sweep(parse_spec(MINI), tmp_path, workers=0, progress=False)
     assert not (tmp_path / "runs").exists()
 
@@ -878,11 +1077,28 @@ def test_sigterm_to_the_cli_driver_stops_the_sweep_and_its_workers(tmp_path: Pat
     sleepy = 'name = "mini"\nrun_fn = "test_experiments:sleepy_run"'
     spec_path.write_text(MINI.replace('name = "mini"', sleepy, 1))
     path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
-    argv = ["experiment", "run", str(spec_path), "--root", str(tmp_path / "root"), "--workers", "2",
-            "--no-progress", "--only-env", "fill-in", "--only-method", "idt"]
+    argv = [
+        "experiment",
+        "run",
+        str(spec_path),
+        "--root",
+        str(tmp_path / "root"),
+        "--workers",
+        "2",
+        "--no-progress",
+        "--only-env",
+        "fill-in",
+        "--only-method",
+        "idt",
+    ]
     cli = "import sys; from marlkd.cli import main; sys.exit(main(sys.argv[1:]))"
-    driver = subprocess.Popen([sys.executable, "-c", cli, *argv], stderr=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": path})
+    driver = subprocess.Popen(
+        [sys.executable, "-c", cli, *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )
     deadline = time.monotonic() + 300
     while len(list((tmp_path / "root").glob("runs/**/started"))) < 2:
         assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()
@@ -912,16 +1128,24 @@ def test_compute_line_sums_run_wall_times_and_ignores_curve_points() -> None:
 
 def test_a_copied_results_table_carries_the_sweep_on_elsewhere(tmp_path: Path) -> None:
     spec = parse_spec(MINI)
-    first = run_sweep(spec, tmp_path / "here", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,
-                      progress=False, max_seeds=1)
+    first = run_sweep(
+        spec,
+        tmp_path / "here",
+        workers=0,
+        run_fn=fake_run,
+        dataset_fn=fake_dataset,
+        progress=False,
+        max_seeds=1,
+    )
     assert first.ok and first.done == first.total
     elsewhere = tmp_path / "elsewhere" / "mini"  # another machine: the committed table only, no run store
     elsewhere.mkdir(parents=True)
     (elsewhere / "results.csv").write_bytes((tmp_path / "here" / "mini" / "results.csv").read_bytes())
     statuses = sweep_status(spec, tmp_path / "elsewhere")
     assert sum(s.status == "done" for s in statuses) == first.total
-    rest = run_sweep(spec, tmp_path / "elsewhere", workers=0, run_fn=fake_run, dataset_fn=fake_dataset,
-                     progress=False)
+    rest = run_sweep(
+        spec, tmp_path / "elsewhere", workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False
+    )
     assert rest.skipped == first.total and rest.done == len(expand(spec)) - first.total
     first_seed = expand(spec)[0].seed
     assert all(_calls(tmp_path / "elsewhere", run) == (run.seed != first_seed) for run in expand(spec))

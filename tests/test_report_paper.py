@@ -57,9 +57,14 @@ fill-in = [-3.41, 0.12]
 """
 
 # Our runs' values per (env, method), one per seed; bc and equal-space have none.
-OURS = {("grid-world", "idt"): [0.5, 1.5], ("grid-world", "madt"): [2.0, 2.0],
-        ("grid-world", "ours"): [2.0, 3.0, 4.0], ("fill-in", "idt"): [-3.0], ("fill-in", "madt"): [-2.0],
-        ("fill-in", "ours"): [-1.0, -1.0]}
+OURS = {
+    ("grid-world", "idt"): [0.5, 1.5],
+    ("grid-world", "madt"): [2.0, 2.0],
+    ("grid-world", "ours"): [2.0, 3.0, 4.0],
+    ("fill-in", "idt"): [-3.0],
+    ("fill-in", "madt"): [-2.0],
+    ("fill-in", "ours"): [-1.0, -1.0],
+}
 
 
 def _rows(spec: SweepSpec, values: dict[tuple[str, str], list[float]]) -> list[dict[str, Any]]:
@@ -69,13 +74,30 @@ def _rows(spec: SweepSpec, values: dict[tuple[str, str], list[float]]) -> list[d
         scores = values.get((run.env, run.method), [])
         if run.seed >= len(scores):
             continue
-        rows.append({"spec": spec.name, "run_id": run.run_id, "env": run.env, "method": run.method,
-                     "seed": run.seed, "quality": run.quality, "num_trajectories": run.num_trajectories,
-                     "ablation": run.ablation, "steps": run.steps, "eval_episodes": run.eval_episodes,
-                     "dataset_episodes": run.dataset_episodes, "train_steps": run.steps, "wall_time_s": 1.0,
-                     "env_steps": 0, "marlkd_version": "0.1.0", "torch_version": "2.13.0",
-                     "code_revision": "abc", "timestamp": "2026-01-01T00:00:00+00:00",
-                     "metric": "return_mean", "value": scores[run.seed]})
+        rows.append(
+            {
+                "spec": spec.name,
+                "run_id": run.run_id,
+                "env": run.env,
+                "method": run.method,
+                "seed": run.seed,
+                "quality": run.quality,
+                "num_trajectories": run.num_trajectories,
+                "ablation": run.ablation,
+                "steps": run.steps,
+                "eval_episodes": run.eval_episodes,
+                "dataset_episodes": run.dataset_episodes,
+                "train_steps": run.steps,
+                "wall_time_s": 1.0,
+                "env_steps": 0,
+                "marlkd_version": "0.1.0",
+                "torch_version": "2.13.0",
+                "code_revision": "abc",
+                "timestamp": "2026-01-01T00:00:00+00:00",
+                "metric": "return_mean",
+                "value": scores[run.seed],
+            }
+        )
     return rows
 
 
@@ -134,22 +156,37 @@ def test_the_builtin_tables_carry_the_papers_values() -> None:
         assert load_spec(name).report.paper.source == f"Tseng et al., Table {name[-1]}"
 
 
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ("[report.paper.values.bc]", "[report.paper.values.bcc]",
-     r"report\.paper\.values\.bcc: unknown variant value 'bcc' \(the grid's variant values: bc, idt"),
-    ("fill-in = [-9.0, 1.0]", "fil-in = [-9.0, 1.0]",
-     r"report\.paper\.values\.bc\.fil-in: unknown env value 'fil-in'"),
-    ("fill-in = [-9.0, 1.0]", "fill-in = [-9.0]",
-     r"report\.paper\.values\.bc\.fill-in: must be \[mean, std\]"),
-    ("fill-in = [-9.0, 1.0]", "fill-in = [-9.0, -1.0]",
-     r"report\.paper\.values\.bc\.fill-in: must be a finite mean and a std >= 0"),
-    ("fill-in = [-9.0, 1.0]", "fill-in = ['a', 1.0]", r"must be \[mean, std\] \(two numbers\)"),
-    ("fill-in = [-9.0, 1.0]", "fill-in = {good = [-9.0, 1.0]}", r"bc\.fill-in: must be \[mean, std\]"),
-    ("grid-world = [0.5, 0.1]\n", "", None),  # a row without a column is fine (no error)
-    ('source = "A paper, Table 1"', "", r"report\.paper\.source: is required"),
-    ('source = "A paper, Table 1"', 'source = " "', r"report\.paper\.source: must not be empty"),
-    ('source = "A paper, Table 1"', 'source = "x"\nvalue = 1', r"report\.paper\.value: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "[report.paper.values.bc]",
+            "[report.paper.values.bcc]",
+            r"report\.paper\.values\.bcc: unknown variant value 'bcc' \(the grid's variant values: bc, idt",
+        ),
+        (
+            "fill-in = [-9.0, 1.0]",
+            "fil-in = [-9.0, 1.0]",
+            r"report\.paper\.values\.bc\.fil-in: unknown env value 'fil-in'",
+        ),
+        (
+            "fill-in = [-9.0, 1.0]",
+            "fill-in = [-9.0]",
+            r"report\.paper\.values\.bc\.fill-in: must be \[mean, std\]",
+        ),
+        (
+            "fill-in = [-9.0, 1.0]",
+            "fill-in = [-9.0, -1.0]",
+            r"report\.paper\.values\.bc\.fill-in: must be a finite mean and a std >= 0",
+        ),
+        ("fill-in = [-9.0, 1.0]", "fill-in = ['a', 1.0]", r"must be \[mean, std\] \(two numbers\)"),
+        ("fill-in = [-9.0, 1.0]", "fill-in = {good = [-9.0, 1.0]}", r"bc\.fill-in: must be \[mean, std\]"),
+        ("grid-world = [0.5, 0.1]\n", "", None),  # a row without a column is fine (no error)
+        ('source = "A paper, Table 1"', "", r"report\.paper\.source: is required"),
+        ('source = "A paper, Table 1"', 'source = " "', r"report\.paper\.source: must not be empty"),
+        ('source = "A paper, Table 1"', 'source = "x"\nvalue = 1', r"report\.paper\.value: unknown key"),
+    ],
+)
 def test_bad_paper_values_name_the_file_and_key(old: str, new: str, message: str | None) -> None:
     assert old in PAPER
     text = GRID + PAPER.replace(old, new, 1)
@@ -168,25 +205,37 @@ def test_paper_tables_must_hold_values_at_the_columns_depth() -> None:
     with pytest.raises(ConfigError, match=r"report\.paper\.values\.idt: must not be empty"):
         parse_spec(empty_row, source="mine.toml")
     two_columns = GRID.replace('metric = "return_mean"', 'columns = ["env", "quality"]')
-    too_shallow = two_columns + '\n[report.paper]\nsource = "x"\n[report.paper.values.idt]\n' \
-        'grid-world = [1.0, 0.1]\n'
+    too_shallow = (
+        two_columns + '\n[report.paper]\nsource = "x"\n[report.paper.values.idt]\ngrid-world = [1.0, 0.1]\n'
+    )
     with pytest.raises(ConfigError, match=r"report\.paper\.values\.idt\.grid-world: must be a table"):
         parse_spec(too_shallow, source="mine.toml")
-    typo = two_columns + '\n[report.paper]\nsource = "x"\n[report.paper.values.idt]\n' \
-        'grid-world = {god = [1.0, 0.1]}\n'
-    with pytest.raises(ConfigError, match=r"values\.idt\.grid-world\.god: unknown quality value 'god' "
-                                          r"\(the grid's quality values: good\)"):
+    typo = (
+        two_columns + '\n[report.paper]\nsource = "x"\n[report.paper.values.idt]\n'
+        "grid-world = {god = [1.0, 0.1]}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"values\.idt\.grid-world\.god: unknown quality value 'god' "
+        r"\(the grid's quality values: good\)",
+    ):
         parse_spec(typo, source="mine.toml")
 
 
 def test_ablation_rows_are_named_method_dash_ablation() -> None:
-    text = GRID.replace('methods = ["bc", "idt", "madt", "ours"]',
-                        'methods = ["idt", "ours"]\nablation = ["full", "kl-only"]')
-    spec = parse_spec(text + '\n[report.paper]\nsource = "x"\n[report.paper.values.ours-kl-only]\n'
-                             'fill-in = [-4.11, 0.22]\n[report.paper.values.idt]\nfill-in = [-7.83, 0.42]\n')
+    text = GRID.replace(
+        'methods = ["bc", "idt", "madt", "ours"]', 'methods = ["idt", "ours"]\nablation = ["full", "kl-only"]'
+    )
+    spec = parse_spec(
+        text + '\n[report.paper]\nsource = "x"\n[report.paper.values.ours-kl-only]\n'
+        "fill-in = [-4.11, 0.22]\n[report.paper.values.idt]\nfill-in = [-7.83, 0.42]\n"
+    )
     assert [c.row for c in spec.report.paper.cells] == ["ours-kl-only", "idt"]
-    with pytest.raises(ConfigError, match=r"unknown variant value 'ours' \(the grid's variant values: idt, "
-                                          r"ours-full, ours-kl-only\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown variant value 'ours' \(the grid's variant values: idt, "
+        r"ours-full, ours-kl-only\)",
+    ):
         parse_spec(text + '\n[report.paper]\nsource = "x"\n[report.paper.values.ours]\nfill-in = [1, 0]\n')
 
 
@@ -198,7 +247,7 @@ def test_section_numbers_on_a_synthetic_table(tmp_path: Path) -> None:
     spec = parse_spec(GRID + PAPER)
     append_rows(tmp_path / "paper" / "results.csv", _rows(spec, OURS))
     text = write_report(spec, tmp_path, bootstrap_reps=50).read_text()
-    section = text[text.index("## Beside the paper: A paper, Table 1"):]
+    section = text[text.index("## Beside the paper: A paper, Table 1") :]
     assert "| Method | Grid-World | Fill-In |" in section
     # Grid-World: ours orders Ours > MADT > IDT, the paper MADT > Ours > IDT; BC is only in the paper.
     assert "| BC | — · 0.50 ± 0.10 | — · -9.00 ± 1.00 |" in section
@@ -208,8 +257,10 @@ def test_section_numbers_on_a_synthetic_table(tmp_path: Path) -> None:
     # tau: pairs (IDT, MADT) and (IDT, Ours) agree, (MADT, Ours) does not: (2 - 1) / 3.
     assert "| Grid-World | 3 | 0.33 | Ours | MADT | differs |" in section
     assert "| Fill-In | 3 | 1.00 | Ours | Ours | same best |" in section
-    assert ("Same best method as the paper in 1 of the 2 columns compared; differs in Grid-World (ours: "
-            "Ours; paper: MADT). Mean Kendall's τ over these columns: 0.67.") in section
+    assert (
+        "Same best method as the paper in 1 of the 2 columns compared; differs in Grid-World (ours: "
+        "Ours; paper: MADT). Mean Kendall's τ over these columns: 0.67."
+    ) in section
     assert "The paper's columns without results of ours yet: Equal Space." in section
     assert "Equal Space |" not in section  # no table row for a column we have no results in
     # The section comes after the tables and before the plots (none here).
@@ -218,8 +269,12 @@ def test_section_numbers_on_a_synthetic_table(tmp_path: Path) -> None:
 
 def test_ties_and_single_rows_are_not_judged(tmp_path: Path) -> None:
     spec = parse_spec(GRID + PAPER)
-    tied = {("grid-world", "idt"): [2.001], ("grid-world", "madt"): [1.999], ("grid-world", "ours"): [2.0],
-            ("fill-in", "ours"): [-1.0]}
+    tied = {
+        ("grid-world", "idt"): [2.001],
+        ("grid-world", "madt"): [1.999],
+        ("grid-world", "ours"): [2.0],
+        ("fill-in", "ours"): [-1.0],
+    }
     append_rows(tmp_path / "paper" / "results.csv", _rows(spec, tied))
     frame = load_results(tmp_path, spec)
     summary = summarize(frame, spec, "return_mean", "variant", ["env"], reps=20)
@@ -233,16 +288,21 @@ def test_ties_and_single_rows_are_not_judged(tmp_path: Path) -> None:
     assert missing == ["Equal Space"]
     text = write_report(spec, tmp_path, bootstrap_reps=20).read_text()
     assert "| Grid-World | 3 | n/a | IDT, MADT, Ours | MADT | — |" in text
-    assert ("No column can be compared yet. Not judged (fewer than two rows in both, or all tied): "
-            "Grid-World, Fill-In.") in text
+    assert (
+        "No column can be compared yet. Not judged (fewer than two rows in both, or all tied): "
+        "Grid-World, Fill-In."
+    ) in text
 
 
 def test_two_report_columns_and_ablation_rows(tmp_path: Path) -> None:
-    text = GRID.replace('methods = ["bc", "idt", "madt", "ours"]',
-                        'methods = ["idt", "ours"]\nablation = ["kl-only", "full"]\n'
-                        'quality = ["good", "poor"]')
+    text = GRID.replace(
+        'methods = ["bc", "idt", "madt", "ours"]',
+        'methods = ["idt", "ours"]\nablation = ["kl-only", "full"]\nquality = ["good", "poor"]',
+    )
     text = text.replace('metric = "return_mean"', 'columns = ["env", "quality"]')
-    spec = parse_spec(text + """
+    spec = parse_spec(
+        text
+        + """
 [report.paper]
 source = "A paper, Table 3"
 
@@ -251,21 +311,30 @@ grid-world = {good = [1.62, 0.29], poor = [1.0, 0.1]}
 
 [report.paper.values.ours-full]
 grid-world = {good = [2.09, 0.22], poor = [0.5, 0.1]}
-""")
+"""
+    )
     rows = []
     for run in expand(spec):
         if run.env == "grid-world" and run.method == "ours" and run.seed == 0:
-            value = {("full", "good"): 3.0, ("kl-only", "good"): 1.0, ("full", "poor"): 2.0,
-                     ("kl-only", "poor"): 1.0}[(run.ablation, run.quality)]
-            rows += [{**row, "value": value} for row in _rows(spec, {("grid-world", "ours"): [0.0]})
-                     if row["run_id"] == run.run_id]
+            value = {
+                ("full", "good"): 3.0,
+                ("kl-only", "good"): 1.0,
+                ("full", "poor"): 2.0,
+                ("kl-only", "poor"): 1.0,
+            }[(run.ablation, run.quality)]
+            rows += [
+                {**row, "value": value}
+                for row in _rows(spec, {("grid-world", "ours"): [0.0]})
+                if row["run_id"] == run.run_id
+            ]
     append_rows(tmp_path / "paper" / "results.csv", rows)
     report = write_report(spec, tmp_path, bootstrap_reps=20).read_text()
     assert "| Method | Grid-World / good | Grid-World / poor |" in report
     assert "| Ours (full method) | 3.00 ± 0.00 (1) #1 · 2.09 ± 0.22 #1 |" in report
     assert "| Grid-World / good | 2 | 1.00 | Ours (full method) | Ours (full method) | same best |" in report
-    assert ("| Grid-World / poor | 2 | -1.00 | Ours (full method) | Ours (conventional distillation) | "
-            "differs |") in report
+    assert (
+        "| Grid-World / poor | 2 | -1.00 | Ours (full method) | Ours (conventional distillation) | differs |"
+    ) in report
 
 
 def test_reports_without_paper_values_are_unchanged(tmp_path: Path) -> None:

@@ -11,9 +11,11 @@ from marlkd.experiments.runner import DEFAULT_ROOT
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "experiment", help="run the paper's experiments (or your own sweep spec) and report them",
+        "experiment",
+        help="run the paper's experiments (or your own sweep spec) and report them",
         description="Sweeps over environments x methods x seeds x settings, from a spec: a built-in name "
-                    "(see `marlkd experiment list`) or a TOML file. See docs/experiments.md.")
+        "(see `marlkd experiment list`) or a TOML file. See docs/experiments.md.",
+    )
     parser.set_defaults(func=lambda _args: (parser.print_help(), 2)[1])
     actions = parser.add_subparsers(dest="experiment_action", metavar="ACTION")
 
@@ -26,22 +28,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--quick", action="store_true", help="the spec's quick variant (fewer seeds, steps)")
 
     def filters(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--only-env", nargs="+", action="extend", default=[], metavar="ENV",
-                       help="only these environments")
-        p.add_argument("--only-method", nargs="+", action="extend", default=[], metavar="METHOD",
-                       help="only these methods")
-        p.add_argument("--max-seeds", type=int, default=None, metavar="N",
-                       help="only the grid's first N seeds (run ids unchanged: raise N later to go on)")
+        p.add_argument(
+            "--only-env",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="ENV",
+            help="only these environments",
+        )
+        p.add_argument(
+            "--only-method",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="METHOD",
+            help="only these methods",
+        )
+        p.add_argument(
+            "--max-seeds",
+            type=int,
+            default=None,
+            metavar="N",
+            help="only the grid's first N seeds (run ids unchanged: raise N later to go on)",
+        )
 
-    run = actions.add_parser("run", help="run what is missing of a sweep (runs finished by any sweep under "
-                                         "the root are skipped)")
+    run = actions.add_parser(
+        "run", help="run what is missing of a sweep (runs finished by any sweep under the root are skipped)"
+    )
     common(run)
     filters(run)
-    run.add_argument("--workers", type=int, default=None,
-                     help="runs at a time (local default 1; 0: in this process; Ray default: one per CPU)")
-    run.add_argument("--ray", metavar="ADDRESS", default=None,
-                     help="run on Ray: 'local' starts a local instance, or a cluster address ('auto', "
-                          "'ray://host:10001'); needs marlkd[ray]")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs at a time (local default 1; 0: in this process; Ray default: one per CPU)",
+    )
+    run.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run on Ray: 'local' starts a local instance, or a cluster address ('auto', "
+        "'ray://host:10001'); needs marlkd[ray]",
+    )
     run.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task asks for")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
@@ -51,14 +79,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--out", default=None, help="report folder (default: <root>/<sweep>/report)")
     report.add_argument("--bootstrap-reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    report.add_argument("--rliable", action="store_true",
-                        help="compute the per-cell intervals with the rliable package if it is installed")
-    report.add_argument("--all-runs", action="store_true",
-                        help="also report table rows of runs no longer in the spec's grid")
+    report.add_argument(
+        "--rliable",
+        action="store_true",
+        help="compute the per-cell intervals with the rliable package if it is installed",
+    )
+    report.add_argument(
+        "--all-runs", action="store_true", help="also report table rows of runs no longer in the spec's grid"
+    )
     report.set_defaults(func=_report)
 
-    status = actions.add_parser("status", help="how many runs are done, failed, incomplete or missing "
-                                               "(in the root's run store, shared by its sweeps)")
+    status = actions.add_parser(
+        "status",
+        help="how many runs are done, failed, incomplete or missing "
+        "(in the root's run store, shared by its sweeps)",
+    )
     common(status)
     filters(status)
     status.add_argument("--failed", action="store_true", help="list every failed run with its error")
@@ -71,8 +106,9 @@ def _list(_args: argparse.Namespace) -> int:
     rows = []
     for name in builtin_spec_names():
         spec = load_spec(name)
-        rows.append((name, spec.kind, str(len(expand(spec))), str(len(expand(spec, quick=True))),
-                     spec.description))
+        rows.append(
+            (name, spec.kind, str(len(expand(spec))), str(len(expand(spec, quick=True))), spec.description)
+        )
     header = ("spec", "kind", "runs", "quick", "description")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
@@ -92,32 +128,51 @@ def _run(args: argparse.Namespace) -> int:
     # stopped, interrupted runs keep their checkpoints, and the next launch resumes them.
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        summary = run_sweep(args.spec, args.root, quick=args.quick, workers=args.workers,
-                            ray_address=args.ray, only_envs=args.only_env, only_methods=args.only_method,
-                            max_seeds=args.max_seeds, gpus_per_run=args.gpus_per_run,
-                            progress=not args.no_progress)
+        summary = run_sweep(
+            args.spec,
+            args.root,
+            quick=args.quick,
+            workers=args.workers,
+            ray_address=args.ray,
+            only_envs=args.only_env,
+            only_methods=args.only_method,
+            max_seeds=args.max_seeds,
+            gpus_per_run=args.gpus_per_run,
+            progress=not args.no_progress,
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     shared = f", {summary.shared} finished by another driver" if summary.shared else ""
-    print(f"{summary.sweep}: {summary.total} runs: {summary.skipped} already finished, {summary.done} done "
-          f"now{shared}, {len(summary.failed)} failed ({summary.wall_time_s:.0f} s). "
-          f"Results: {summary.results}")
+    print(
+        f"{summary.sweep}: {summary.total} runs: {summary.skipped} already finished, {summary.done} done "
+        f"now{shared}, {len(summary.failed)} failed ({summary.wall_time_s:.0f} s). "
+        f"Results: {summary.results}"
+    )
     for failure in summary.failed:
         print(f"  failed: {failure.run_id}: {failure.error}  (details: {failure.run_dir})")
     if summary.failed:
         print("Run the same command again to retry the failed runs.")
     else:
-        print(f"Report: marlkd experiment report {args.spec}{' --quick' if args.quick else ''}"
-              f"{'' if args.root == DEFAULT_ROOT else f' --root {args.root}'}")
+        print(
+            f"Report: marlkd experiment report {args.spec}{' --quick' if args.quick else ''}"
+            f"{'' if args.root == DEFAULT_ROOT else f' --root {args.root}'}"
+        )
     return 0 if summary.ok else 1
 
 
 def _report(args: argparse.Namespace) -> int:
     from marlkd.experiments.report import write_report
 
-    path = write_report(args.spec, args.root, quick=args.quick, out=args.out,
-                        bootstrap_reps=args.bootstrap_reps, seed=args.seed, use_rliable=args.rliable,
-                        all_runs=args.all_runs)
+    path = write_report(
+        args.spec,
+        args.root,
+        quick=args.quick,
+        out=args.out,
+        bootstrap_reps=args.bootstrap_reps,
+        seed=args.seed,
+        use_rliable=args.rliable,
+        all_runs=args.all_runs,
+    )
     print(f"wrote {path}")
     return 0
 
@@ -125,8 +180,14 @@ def _report(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from marlkd.experiments.runner import sweep_status
 
-    statuses = sweep_status(args.spec, args.root, quick=args.quick, only_envs=args.only_env,
-                            only_methods=args.only_method, max_seeds=args.max_seeds)
+    statuses = sweep_status(
+        args.spec,
+        args.root,
+        quick=args.quick,
+        only_envs=args.only_env,
+        only_methods=args.only_method,
+        max_seeds=args.max_seeds,
+    )
     states = ("done", "failed", "incomplete", "missing")
     cells: dict[tuple[str, str], Counter] = {}
     for status in statuses:
@@ -134,13 +195,18 @@ def _status(args: argparse.Namespace) -> int:
     totals = Counter(status.status for status in statuses)
     width_env = max([len("env"), *(len(env) for env, _ in cells)])
     width_method = max([len("method"), *(len(method) for _, method in cells)])
-    print(f"{'env'.ljust(width_env)}  {'method'.ljust(width_method)}  "
-          + "  ".join(s.rjust(10) for s in states))
+    print(
+        f"{'env'.ljust(width_env)}  {'method'.ljust(width_method)}  " + "  ".join(s.rjust(10) for s in states)
+    )
     for (env, method), counts in cells.items():
-        print(f"{env.ljust(width_env)}  {method.ljust(width_method)}  "
-              + "  ".join(str(counts[s]).rjust(10) for s in states))
-    print(f"{'total'.ljust(width_env)}  {''.ljust(width_method)}  "
-          + "  ".join(str(totals[s]).rjust(10) for s in states))
+        print(
+            f"{env.ljust(width_env)}  {method.ljust(width_method)}  "
+            + "  ".join(str(counts[s]).rjust(10) for s in states)
+        )
+    print(
+        f"{'total'.ljust(width_env)}  {''.ljust(width_method)}  "
+        + "  ".join(str(totals[s]).rjust(10) for s in states)
+    )
     failed = [s for s in statuses if s.status == "failed"]
     if failed and not args.failed:
         print(f"\n{len(failed)} failed; list them with --failed (tracebacks in each run's experiment.json)")

@@ -79,8 +79,9 @@ def stratified_bootstrap_ci(
     return float(low), float(high)
 
 
-def _rliable_ci(tasks: Sequence[np.ndarray], reps: int, confidence: float,
-                seed: int) -> tuple[float, float] | None:
+def _rliable_ci(
+    tasks: Sequence[np.ndarray], reps: int, confidence: float, seed: int
+) -> tuple[float, float] | None:
     """The same interval computed by the ``rliable`` package, when it is installed and the tasks have
     equal numbers of runs (its score matrices are runs x tasks)."""
     if len({len(t) for t in tasks}) != 1:
@@ -95,8 +96,11 @@ def _rliable_ci(tasks: Sequence[np.ndarray], reps: int, confidence: float,
     np.random.seed(seed)  # rliable resamples with NumPy's global generator
     try:
         _, intervals = rly.get_interval_estimates(
-            {"x": scores}, lambda s: np.array([rly_metrics.aggregate_iqm(s)]), reps=reps,
-            confidence_interval_size=confidence)
+            {"x": scores},
+            lambda s: np.array([rly_metrics.aggregate_iqm(s)]),
+            reps=reps,
+            confidence_interval_size=confidence,
+        )
     finally:
         np.random.set_state(saved)
     return float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
@@ -115,8 +119,9 @@ class CellStats:
     ci_high: float
 
 
-def cell_stats(values: Any, *, reps: int = 2000, confidence: float = 0.95, seed: int = 0,
-               use_rliable: bool = False) -> CellStats:
+def cell_stats(
+    values: Any, *, reps: int = 2000, confidence: float = 0.95, seed: int = 0, use_rliable: bool = False
+) -> CellStats:
     """:class:`CellStats` of one cell's run values (NaNs dropped)."""
     array = np.asarray(values, dtype=float)
     array = array[~np.isnan(array)]
@@ -151,8 +156,11 @@ def _order_key(spec: SweepSpec, column: str) -> Callable[[Any], Any]:
     elif column == "ablation":
         rank = {a: i for i, a in enumerate(spec.settings.ablation)}
     elif column == "precision":
-        swept = [*spec.settings.precision, *spec.quick.settings.get("precision", ()),
-                 *(p for entry in spec.per_env.values() for p in entry.get("precision", ()))]
+        swept = [
+            *spec.settings.precision,
+            *spec.quick.settings.get("precision", ()),
+            *(p for entry in spec.per_env.values() for p in entry.get("precision", ())),
+        ]
         rank = {p: i for i, p in enumerate(dict.fromkeys(swept))}
     else:
         return lambda value: (0, value)
@@ -173,9 +181,18 @@ def _label(column: str, value: Any) -> str:
     return str(value)
 
 
-def summarize(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, columns: Sequence[str], *,
-              reps: int = 2000, confidence: float = 0.95, seed: int = 0,
-              use_rliable: bool = False) -> pd.DataFrame:
+def summarize(
+    frame: pd.DataFrame,
+    spec: SweepSpec,
+    metric: str,
+    rows: str,
+    columns: Sequence[str],
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    use_rliable: bool = False,
+) -> pd.DataFrame:
     """One row per (row value, column values) cell of ``metric``'s final values (one per run), with the
     :class:`CellStats` fields, in the spec's order."""
     import pandas as pd
@@ -185,20 +202,30 @@ def summarize(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, colu
     records = []
     for group, part in data.groupby(keys, sort=False, dropna=False):
         group = group if isinstance(group, tuple) else (group,)
-        stats = cell_stats(part["value"].to_numpy(), reps=reps, confidence=confidence, seed=seed,
-                           use_rliable=use_rliable)
+        stats = cell_stats(
+            part["value"].to_numpy(), reps=reps, confidence=confidence, seed=seed, use_rliable=use_rliable
+        )
         records.append({**dict(zip(keys, group, strict=True)), **stats.__dict__})
     table = pd.DataFrame.from_records(records, columns=[*keys, *CellStats.__dataclass_fields__])
     if table.empty:
         return table
     sort_keys = [_order_key(spec, k) for k in keys]
-    order = sorted(range(len(table)), key=lambda i: tuple(f(table.iloc[i][k]) for f, k in zip(sort_keys, keys,
-                                                                                              strict=True)))
+    order = sorted(
+        range(len(table)),
+        key=lambda i: tuple(f(table.iloc[i][k]) for f, k in zip(sort_keys, keys, strict=True)),
+    )
     return table.iloc[order].reset_index(drop=True)
 
 
-_ROW_HEADERS = {"variant": "Method", "method": "Method", "ablation": "Variant", "env": "Environment",
-                "quality": "Data quality", "num_trajectories": "Trajectories", "precision": "Precision"}
+_ROW_HEADERS = {
+    "variant": "Method",
+    "method": "Method",
+    "ablation": "Variant",
+    "env": "Environment",
+    "quality": "Data quality",
+    "num_trajectories": "Trajectories",
+    "precision": "Precision",
+}
 
 
 def _fmt(x: float) -> str:
@@ -213,8 +240,9 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(summary: pd.DataFrame, rows: str, columns: Sequence[str], *, robust: bool = False,
-                   bold_best: bool = True) -> str:
+def markdown_table(
+    summary: pd.DataFrame, rows: str, columns: Sequence[str], *, robust: bool = False, bold_best: bool = True
+) -> str:
     """A Markdown table of a :func:`summarize` result: rows x column combinations; cells ``mean ± std (n)``
     or, with ``robust``, ``IQM [low, high]``. The highest mean (IQM) per column is in bold."""
     if summary.empty:
@@ -239,22 +267,40 @@ def markdown_table(summary: pd.DataFrame, rows: str, columns: Sequence[str], *, 
             if cell is None or cell["n"] == 0:
                 line.append("—")
                 continue
-            text = (f"{_fmt(cell['iqm'])} [{_fmt(cell['ci_low'])}, {_fmt(cell['ci_high'])}]" if robust
-                    else f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])} ({cell['n']})")
+            text = (
+                f"{_fmt(cell['iqm'])} [{_fmt(cell['ci_low'])}, {_fmt(cell['ci_high'])}]"
+                if robust
+                else f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])} ({cell['n']})"
+            )
             line.append(f"**{text}**" if col in best and cell[score] == best[col] else text)
         body.append(line)
     return _markdown(header, body)
 
 
-def aggregate_table(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, *, reps: int = 2000,
-                    confidence: float = 0.95, seed: int = 0) -> str:
+def aggregate_table(
+    frame: pd.DataFrame,
+    spec: SweepSpec,
+    metric: str,
+    rows: str,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> str:
     """IQM of ``metric`` over all runs of all environments per row value, with the stratified bootstrap
     interval (tasks = environment and other setting combinations)."""
     data = frame[frame["metric"] == metric]
     if data.empty:
         return ""
-    task_columns = ["env", "quality", "num_trajectories", "precision", "steps", "eval_episodes",
-                    "dataset_episodes"]
+    task_columns = [
+        "env",
+        "quality",
+        "num_trajectories",
+        "precision",
+        "steps",
+        "eval_episodes",
+        "dataset_episodes",
+    ]
     key = _order_key(spec, rows)
     body = []
     for value in sorted(data[rows].unique(), key=key):
@@ -262,11 +308,19 @@ def aggregate_table(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str
         tasks = [g["value"].dropna().to_numpy() for _, g in part.groupby(task_columns, dropna=False)]
         scores = np.concatenate(tasks)
         low, high = stratified_bootstrap_ci(tasks, reps=reps, confidence=confidence, seed=seed)
-        body.append([_label(rows, value) if rows != "variant" else str(value), _fmt(float(iqm(scores))),
-                     f"[{_fmt(low)}, {_fmt(high)}]", _fmt(float(scores.mean())), str(scores.size),
-                     str(len(tasks))])
-    return _markdown([_ROW_HEADERS.get(rows, rows), "IQM", f"{confidence:.0%} CI", "Mean", "Runs",
-                      "Tasks"], body)
+        body.append(
+            [
+                _label(rows, value) if rows != "variant" else str(value),
+                _fmt(float(iqm(scores))),
+                f"[{_fmt(low)}, {_fmt(high)}]",
+                _fmt(float(scores.mean())),
+                str(scores.size),
+                str(len(tasks)),
+            ]
+        )
+    return _markdown(
+        [_ROW_HEADERS.get(rows, rows), "IQM", f"{confidence:.0%} CI", "Mean", "Runs", "Tasks"], body
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,8 +400,9 @@ def _row_label(rows: str, value: Any) -> str:
     return _label(rows, value) if rows != "variant" else str(value)
 
 
-def compare_with_paper(summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec,
-                       quick: bool = False) -> tuple[list[PaperColumn], list[str]]:
+def compare_with_paper(
+    summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec, quick: bool = False
+) -> tuple[list[PaperColumn], list[str]]:
     """Our :func:`summarize` cells beside the spec's ``[report.paper]`` values, per report column.
 
     Returns the columns that have results of ours (in the report's order) and the labels of the paper's
@@ -367,8 +422,9 @@ def compare_with_paper(summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSp
             value_of[column].setdefault(paper_key(column, run), value)
     key_of = {column: {value: key for key, value in values.items()} for column, values in value_of.items()}
     if "variant" in key_of:
-        for name, method, ablation in frame[["variant", "method", "ablation"]].drop_duplicates().itertuples(
-                index=False):
+        for name, method, ablation in (
+            frame[["variant", "method", "ablation"]].drop_duplicates().itertuples(index=False)
+        ):
             key_of["variant"].setdefault(name, variant_id(method, ablation))
 
     def key(column: str, value: Any) -> str:
@@ -391,8 +447,9 @@ def compare_with_paper(summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSp
     row_keys = sorted(labels, key=lambda k: row_order(labels[k]))
 
     def col_label(col_key: tuple[str, ...]) -> str:
-        values = col_values.get(col_key) or tuple(value_of[c].get(k, k) for c, k in zip(columns, col_key,
-                                                                                           strict=True))
+        values = col_values.get(col_key) or tuple(
+            value_of[c].get(k, k) for c, k in zip(columns, col_key, strict=True)
+        )
         return " / ".join(_label(c, v) for c, v in zip(columns, values, strict=True))
 
     compared = []
@@ -404,23 +461,39 @@ def compare_with_paper(summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSp
         paper_means = [_shown(theirs[(r, col_key)].mean) for r in common]
         our_ranks = dict(zip(common, _ranks(our_means), strict=True))
         paper_ranks = dict(zip(common, _ranks(paper_means), strict=True))
-        table_rows = tuple(PaperRow(_row_label(rows, labels[r]), ours.get((r, col_key)),
-                                    theirs.get((r, col_key)), our_ranks.get(r), paper_ranks.get(r))
-                           for r in present)
+        table_rows = tuple(
+            PaperRow(
+                _row_label(rows, labels[r]),
+                ours.get((r, col_key)),
+                theirs.get((r, col_key)),
+                our_ranks.get(r),
+                paper_ranks.get(r),
+            )
+            for r in present
+        )
         our_best = tuple(_row_label(rows, labels[r]) for r in common if our_ranks[r] == 1)
         all_tied = len(set(our_means)) == 1 or len(set(paper_means)) == 1
         paper_best = tuple(_row_label(rows, labels[r]) for r in common if paper_ranks[r] == 1)
-        compared.append(PaperColumn(
-            label=col_label(col_key), rows=table_rows, common=len(common),
-            tau=kendall_tau(our_means, paper_means), our_best=our_best, paper_best=paper_best,
-            same_best=None if len(common) < 2 or all_tied else bool(set(our_best) & set(paper_best))))
-    missing = [col_label(c) for c in dict.fromkeys(cell.columns for cell in paper.cells)
-               if c not in col_values]
+        compared.append(
+            PaperColumn(
+                label=col_label(col_key),
+                rows=table_rows,
+                common=len(common),
+                tau=kendall_tau(our_means, paper_means),
+                our_best=our_best,
+                paper_best=paper_best,
+                same_best=None if len(common) < 2 or all_tied else bool(set(our_best) & set(paper_best)),
+            )
+        )
+    missing = [
+        col_label(c) for c in dict.fromkeys(cell.columns for cell in paper.cells) if c not in col_values
+    ]
     return compared, missing
 
 
-def paper_section(summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec,
-                  quick: bool = False) -> list[str]:
+def paper_section(
+    summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec, quick: bool = False
+) -> list[str]:
     """The report's "Beside the paper" section (Markdown lines); empty when the spec has no paper values."""
     paper = spec.report.paper
     if paper is None:
@@ -430,11 +503,15 @@ def paper_section(summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec,
     row_header = _ROW_HEADERS.get(rows, rows.replace("_", " ").capitalize())
     col_header = " / ".join(_ROW_HEADERS.get(c, c.replace("_", " ").capitalize()) for c in columns)
     metric = spec.report.metric
-    lines = [f"## Beside the paper: {paper.source}", "",
-             f"Our `{metric}` (mean ± std (n) over runs) beside the paper's mean ± std ({paper.source}, as "
-             "the spec's `[report.paper]` holds them). Ranks (1: the highest mean) and Kendall's τ are over "
-             f"the rows of a column that both have. Compare the orders: our environments, datasets and "
-             "training budgets are not the paper's, so the scales of the values need not match.", ""]
+    lines = [
+        f"## Beside the paper: {paper.source}",
+        "",
+        f"Our `{metric}` (mean ± std (n) over runs) beside the paper's mean ± std ({paper.source}, as "
+        "the spec's `[report.paper]` holds them). Ranks (1: the highest mean) and Kendall's τ are over "
+        f"the rows of a column that both have. Compare the orders: our environments, datasets and "
+        "training budgets are not the paper's, so the scales of the values need not match.",
+        "",
+    ]
     if not compared:
         lines += ["_no results of ours in the paper's columns yet_", ""]
     else:
@@ -452,30 +529,52 @@ def paper_section(summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec,
                     theirs += f" #{row.paper_rank}"
                 cells[(column.label, row.label)] = f"{ours} · {theirs}"
         body = [[label, *(cells.get((column.label, label), "") for column in compared)] for label in labels]
-        lines += [_markdown([row_header, *(column.label for column in compared)], body), "",
-                  "Each cell: ours, mean ± std (n runs) #rank · the paper's mean ± std #rank.", ""]
+        lines += [
+            _markdown([row_header, *(column.label for column in compared)], body),
+            "",
+            "Each cell: ours, mean ± std (n runs) #rank · the paper's mean ± std #rank.",
+            "",
+        ]
         body = []
         for column in compared:
             flag = {None: "—", True: "same best", False: "differs"}[column.same_best]
-            body.append([column.label, str(column.common),
-                         "n/a" if math.isnan(column.tau) else f"{column.tau:.2f}",
-                         ", ".join(column.our_best) or "—", ", ".join(column.paper_best) or "—", flag])
-        lines += [_markdown([col_header, f"{row_header}s in both", "Kendall's τ", "Best (ours)",
-                             "Best (paper)", "Best"], body), "",
-                  "Kendall's τ-b of our means against the paper's: 1 the same order, −1 the reverse, n/a for "
-                  "fewer than two rows (or all tied). Means are compared as shown (equal shown values tie). "
-                  "Best: the highest mean among the rows both have (ties: all of them); `same best` when a "
-                  "best of ours is a best of the paper's; — for fewer than two rows, or when all of ours or "
-                  "all of the paper's tie.", ""]
+            body.append(
+                [
+                    column.label,
+                    str(column.common),
+                    "n/a" if math.isnan(column.tau) else f"{column.tau:.2f}",
+                    ", ".join(column.our_best) or "—",
+                    ", ".join(column.paper_best) or "—",
+                    flag,
+                ]
+            )
+        lines += [
+            _markdown(
+                [col_header, f"{row_header}s in both", "Kendall's τ", "Best (ours)", "Best (paper)", "Best"],
+                body,
+            ),
+            "",
+            "Kendall's τ-b of our means against the paper's: 1 the same order, −1 the reverse, n/a for "
+            "fewer than two rows (or all tied). Means are compared as shown (equal shown values tie). "
+            "Best: the highest mean among the rows both have (ties: all of them); `same best` when a "
+            "best of ours is a best of the paper's; — for fewer than two rows, or when all of ours or "
+            "all of the paper's tie.",
+            "",
+        ]
         judged = [c for c in compared if c.same_best is not None]
         differs = [c for c in judged if not c.same_best]
         taus = [c.tau for c in judged if not math.isnan(c.tau)]
-        sentence = (f"Same best {row_header.lower()} as the paper in {len(judged) - len(differs)} of the "
-                    f"{len(judged)} columns compared" if judged else "No column can be compared yet")
+        sentence = (
+            f"Same best {row_header.lower()} as the paper in {len(judged) - len(differs)} of the "
+            f"{len(judged)} columns compared"
+            if judged
+            else "No column can be compared yet"
+        )
         if differs:
             sentence += "; differs in " + "; ".join(
                 f"{c.label} (ours: {', '.join(c.our_best)}; paper: {', '.join(c.paper_best)})"
-                for c in differs)
+                for c in differs
+            )
         if taus:
             sentence += f". Mean Kendall's τ over these columns: {float(np.mean(taus)):.2f}"
         unjudged = [c.label for c in compared if c.same_best is None]
@@ -526,12 +625,15 @@ def _facets(frame: pd.DataFrame, spec: SweepSpec, columns: Sequence[str]) -> lis
     key_fns = [_order_key(spec, c) for c in columns]
     groups = list(frame.groupby(list(columns), sort=False, dropna=False))
     groups.sort(key=lambda item: tuple(f(v) for f, v in zip(key_fns, item[0], strict=True)))
-    return [(" / ".join(_label(c, v) for c, v in zip(columns, values, strict=True)), part)
-            for values, part in groups]
+    return [
+        (" / ".join(_label(c, v) for c, v in zip(columns, values, strict=True)), part)
+        for values, part in groups
+    ]
 
 
-def plot_against_setting(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, axis: str,
-                         path: Path) -> Path | None:
+def plot_against_setting(
+    frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, axis: str, path: Path
+) -> Path | None:
     """``metric`` (mean ± std over runs) against a numeric setting (``num_trajectories``: 0 is plotted
     at the dataset's size), one panel per other report column, one line per row value."""
     data = frame[frame["metric"] == metric].copy()
@@ -588,8 +690,9 @@ def curve_metric_of(frame: pd.DataFrame, spec: SweepSpec) -> str | None:
     return None
 
 
-def plot_curves(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, axis: str,
-                path: Path) -> Path | None:
+def plot_curves(
+    frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, axis: str, path: Path
+) -> Path | None:
     """Learning curves: ``metric`` (a ``curve:`` metric) against ``axis`` (``train_steps``, ``wall_time_s``
     or ``env_steps``), mean ± std over runs, one panel per report column, one line per row value."""
     data = frame[(frame["metric"] == metric) & frame[axis].notna()]
@@ -608,9 +711,14 @@ def plot_curves(frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, ax
             ax.plot(grid, mean, label=_label(rows, value) if rows != "variant" else value)
             ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
         ax.set_title(title)
-        ax.set_xlabel({"train_steps": "training updates", "wall_time_s": "wall-clock time (s)",
-                       "env_steps": "environment steps"}[axis])
-        ax.set_ylabel(metric[len(CURVE_PREFIX):])
+        ax.set_xlabel(
+            {
+                "train_steps": "training updates",
+                "wall_time_s": "wall-clock time (s)",
+                "env_steps": "environment steps",
+            }[axis]
+        )
+        ax.set_ylabel(metric[len(CURVE_PREFIX) :])
         ax.grid(alpha=0.3)
     _save(fig, path)
     return path
@@ -639,8 +747,10 @@ def compute_line(frame: pd.DataFrame) -> str:
     seconds = final["s"]
     by_method = final.groupby("method", sort=False)["s"].median()
     medians = ", ".join(f"{method} {value / 60:.1f}" for method, value in by_method.items())
-    return (f"Compute: the {len(seconds)} runs took {seconds.sum() / 3600:.1f} hours of wall time in all "
-            f"(each run on its own worker; the median minutes per run by method: {medians}).")
+    return (
+        f"Compute: the {len(seconds)} runs took {seconds.sum() / 3600:.1f} hours of wall time in all "
+        f"(each run on its own worker; the median minutes per run by method: {medians})."
+    )
 
 
 def write_report(
@@ -676,8 +786,10 @@ def write_report(
         excluded = frame.loc[~current, "run_id"].nunique()
         frame = frame[current].reset_index(drop=True)
     if frame.empty:
-        raise MarlkdError(f"{results_path(root, sweep)} has no rows of the spec's runs yet"
-                          + (f" ({excluded} other runs; --all-runs reports them)" if excluded else ""))
+        raise MarlkdError(
+            f"{results_path(root, sweep)} has no rows of the spec's runs yet"
+            + (f" ({excluded} other runs; --all-runs reports them)" if excluded else "")
+        )
     folder = Path(out) if out is not None else sweep_dir(root, sweep) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     layout = spec.report
@@ -687,54 +799,91 @@ def write_report(
         lines += [spec.description, ""]
     runs = frame["run_id"].nunique()
     paper_lines: list[str] = []
-    lines += [f"From `{results_path(root, sweep)}`: {runs} finished runs, {len(frame)} rows. Provenance: "
-              f"{_provenance_line(frame)}. Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
-              "by `marlkd experiment report`.", ""]
+    lines += [
+        f"From `{results_path(root, sweep)}`: {runs} finished runs, {len(frame)} rows. Provenance: "
+        f"{_provenance_line(frame)}. Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
+        "by `marlkd experiment report`.",
+        "",
+    ]
     compute = compute_line(frame)
     if compute:
         lines += [compute, ""]
     if excluded:
-        lines += [f"{excluded} runs of the table are not in the spec's current grid (made before a value "
-                  "changed) and are left out; `--all-runs` reports them too.", ""]
+        lines += [
+            f"{excluded} runs of the table are not in the spec's current grid (made before a value "
+            "changed) and are left out; `--all-runs` reports them too.",
+            "",
+        ]
 
     for metric in (layout.metric, *layout.extra_metrics):
-        summary = summarize(frame, spec, metric, layout.rows, layout.columns, use_rliable=use_rliable,
-                            **stat_args)
+        summary = summarize(
+            frame, spec, metric, layout.rows, layout.columns, use_rliable=use_rliable, **stat_args
+        )
         lines += [f"## {metric}: mean ± std (n)", ""]
         if summary.empty:
             lines += [f"_no rows with metric `{metric}`_", ""]
             continue
         main_metric = metric == layout.metric
-        lines += [markdown_table(summary, layout.rows, layout.columns, bold_best=main_metric), "",
-                  "Mean ± sample standard deviation over runs (seeds); n runs per cell."
-                  + (" Bold: the highest mean of the column." if main_metric else ""), ""]
+        lines += [
+            markdown_table(summary, layout.rows, layout.columns, bold_best=main_metric),
+            "",
+            "Mean ± sample standard deviation over runs (seeds); n runs per cell."
+            + (" Bold: the highest mean of the column." if main_metric else ""),
+            "",
+        ]
         if metric == layout.metric:
             paper_lines = paper_section(summary, frame, spec, quick)
             method = "the rliable package" if use_rliable else "NumPy"
-            lines += [f"## {metric}: interquartile mean [{confidence:.0%} CI]", "",
-                      markdown_table(summary, layout.rows, layout.columns, robust=True), "",
-                      "IQM: the mean of the middle 50 % of runs (25 % trimmed from each end). Interval: "
-                      f"percentile bootstrap over runs, {bootstrap_reps} resamples, seed {seed}, computed "
-                      f"with {method}, as rliable does.", ""]
+            lines += [
+                f"## {metric}: interquartile mean [{confidence:.0%} CI]",
+                "",
+                markdown_table(summary, layout.rows, layout.columns, robust=True),
+                "",
+                "IQM: the mean of the middle 50 % of runs (25 % trimmed from each end). Interval: "
+                f"percentile bootstrap over runs, {bootstrap_reps} resamples, seed {seed}, computed "
+                f"with {method}, as rliable does.",
+                "",
+            ]
     if layout.aggregate_metric and (frame["metric"] == layout.aggregate_metric).any():
-        lines += [f"## Aggregate over tasks: {layout.aggregate_metric}", "",
-                  aggregate_table(frame, spec, layout.aggregate_metric, layout.rows, **stat_args), "",
-                  "IQM over all runs of all tasks (environment and setting combinations); interval: "
-                  "stratified bootstrap (runs resampled within each task), as rliable computes it.", ""]
+        lines += [
+            f"## Aggregate over tasks: {layout.aggregate_metric}",
+            "",
+            aggregate_table(frame, spec, layout.aggregate_metric, layout.rows, **stat_args),
+            "",
+            "IQM over all runs of all tasks (environment and setting combinations); interval: "
+            "stratified bootstrap (runs resampled within each task), as rliable computes it.",
+            "",
+        ]
     lines += paper_lines
 
     plots = []
     for axis in layout.plots:
         if axis == "num_trajectories":
-            plots.append(("Return against the number of training trajectories",
-                          plot_against_setting(frame, spec, layout.metric, layout.rows, axis,
-                                               folder / f"{layout.metric}_vs_num_trajectories.png")))
+            plots.append(
+                (
+                    "Return against the number of training trajectories",
+                    plot_against_setting(
+                        frame,
+                        spec,
+                        layout.metric,
+                        layout.rows,
+                        axis,
+                        folder / f"{layout.metric}_vs_num_trajectories.png",
+                    ),
+                )
+            )
             continue
         curve = curve_metric_of(frame, spec)
-        title = {"train_steps": "training updates", "wall_time_s": "wall-clock training time",
-                 "env_steps": "environment steps"}[axis]
-        path = None if curve is None else plot_curves(frame, spec, curve, layout.rows, axis,
-                                                      folder / f"curve_vs_{axis}.png")
+        title = {
+            "train_steps": "training updates",
+            "wall_time_s": "wall-clock training time",
+            "env_steps": "environment steps",
+        }[axis]
+        path = (
+            None
+            if curve is None
+            else plot_curves(frame, spec, curve, layout.rows, axis, folder / f"curve_vs_{axis}.png")
+        )
         plots.append((f"Learning curves against {title}", path))
     if plots:
         lines += ["## Plots", ""]

@@ -35,13 +35,39 @@ if TYPE_CHECKING:
     from marlkd.experiments.spec import RunSpec
 
 RESULT_COLUMNS = (
-    "spec", "run_id", "env", "method", "seed",
-    "quality", "num_trajectories", "ablation", "precision", "steps", "eval_episodes", "dataset_episodes",
-    "metric", "value", "train_steps", "wall_time_s", "env_steps",
-    "marlkd_version", "torch_version", "code_revision", "timestamp",
+    "spec",
+    "run_id",
+    "env",
+    "method",
+    "seed",
+    "quality",
+    "num_trajectories",
+    "ablation",
+    "precision",
+    "steps",
+    "eval_episodes",
+    "dataset_episodes",
+    "metric",
+    "value",
+    "train_steps",
+    "wall_time_s",
+    "env_steps",
+    "marlkd_version",
+    "torch_version",
+    "code_revision",
+    "timestamp",
 )
-NUMERIC_COLUMNS = ("seed", "num_trajectories", "steps", "eval_episodes", "dataset_episodes", "value",
-                   "train_steps", "wall_time_s", "env_steps")
+NUMERIC_COLUMNS = (
+    "seed",
+    "num_trajectories",
+    "steps",
+    "eval_episodes",
+    "dataset_episodes",
+    "value",
+    "train_steps",
+    "wall_time_s",
+    "env_steps",
+)
 _INTEGER_COLUMNS = ("seed", "num_trajectories", "steps", "eval_episodes", "dataset_episodes")
 # Columns added after the first tables were written: an older table lacking them is upgraded on the next
 # append (their cells empty in its old rows) and read as if they were empty.
@@ -65,6 +91,7 @@ def results_path(root: str | Path, sweep: str) -> Path:
 @functools.cache
 def provenance() -> dict[str, str]:
     """marlkd and torch versions and the code's git revision (``unknown`` outside a git checkout)."""
+
     def version(package: str) -> str:
         try:
             return importlib.metadata.version(package)
@@ -73,8 +100,17 @@ def provenance() -> dict[str, str]:
 
     source = Path(__file__).resolve().parent
     try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip() or "unknown"
+        revision = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=source,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         revision = "unknown"
     return {"marlkd_version": version("marlkd"), "torch_version": version("torch"), "code_revision": revision}
@@ -108,13 +144,19 @@ def curve_points(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = []
     for record in records:
         step = _number(record.get("step", record.get("train_steps")))
-        position = {"train_steps": step, "wall_time_s": _number(record.get("wall_time_s")),
-                    "env_steps": _number(record.get("env_steps"))}
+        position = {
+            "train_steps": step,
+            "wall_time_s": _number(record.get("wall_time_s")),
+            "env_steps": _number(record.get("env_steps")),
+        }
         if "metric" in record and "value" in record:
             items = [(str(record["metric"]), record["value"])]
         else:
-            items = [(k, v) for k, v in record.items() if k not in ("step", "train_steps", "wall_time_s",
-                                                                    "env_steps")]
+            items = [
+                (k, v)
+                for k, v in record.items()
+                if k not in ("step", "train_steps", "wall_time_s", "env_steps")
+            ]
         for name, raw in items:
             value = _number(raw)
             if "return" in name.lower() and value is not None:
@@ -131,9 +173,14 @@ def read_curve(metrics_csv: str | Path) -> list[dict[str, Any]]:
         return curve_points(csv.DictReader(f))
 
 
-def result_rows(run: RunSpec, result: Mapping[str, Any], curve: Iterable[Mapping[str, Any]],
-                timestamp: str | None = None, elapsed_s: float | None = None,
-                source: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def result_rows(
+    run: RunSpec,
+    result: Mapping[str, Any],
+    curve: Iterable[Mapping[str, Any]],
+    timestamp: str | None = None,
+    elapsed_s: float | None = None,
+    source: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """The table rows of one finished run: one per scalar metric of ``result``, then one per curve point.
 
     ``source`` is the provenance (versions, code revision) of the process that trained the run; default:
@@ -146,16 +193,31 @@ def result_rows(run: RunSpec, result: Mapping[str, Any], curve: Iterable[Mapping
     if wall is None:
         wall = elapsed_s
     env_steps = _number(result.get("env_steps"))
-    rows = [{**base, "metric": name, "value": value, "train_steps": final_steps, "wall_time_s": wall,
-             "env_steps": env_steps} for name, value in scalar_metrics(result).items()]
+    rows = [
+        {
+            **base,
+            "metric": name,
+            "value": value,
+            "train_steps": final_steps,
+            "wall_time_s": wall,
+            "env_steps": env_steps,
+        }
+        for name, value in scalar_metrics(result).items()
+    ]
     rows.extend({**base, **point} for point in curve)
     return rows
 
 
 def run_columns(run: RunSpec) -> dict[str, Any]:
     """The columns of a row that say which run of which sweep it belongs to (``spec``, ids, settings)."""
-    return {"spec": run.sweep, "run_id": run.run_id, "env": run.env, "method": run.method, "seed": run.seed,
-            **run.settings}
+    return {
+        "spec": run.sweep,
+        "run_id": run.run_id,
+        "env": run.env,
+        "method": run.method,
+        "seed": run.seed,
+        **run.settings,
+    }
 
 
 def marker_rows(run: RunSpec, marker: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -166,8 +228,14 @@ def marker_rows(run: RunSpec, marker: Mapping[str, Any]) -> list[dict[str, Any]]
     holds the rows made for the sweep that ran it; they are relabelled with this sweep's name and columns.
     """
     if "curve" in marker or "rows" not in marker:
-        return result_rows(run, marker.get("result") or {}, marker.get("curve") or [], marker.get("finished"),
-                           marker.get("elapsed_s"), source=marker.get("provenance"))
+        return result_rows(
+            run,
+            marker.get("result") or {},
+            marker.get("curve") or [],
+            marker.get("finished"),
+            marker.get("elapsed_s"),
+            source=marker.get("provenance"),
+        )
     own = run_columns(run)
     return [{**row, **own} for row in marker["rows"]]
 
@@ -209,8 +277,11 @@ def _cell(value: Any) -> Any:
 def _older_header(header: list[str]) -> bool:
     """Whether ``header`` is this version's columns less some of :data:`_ADDED_COLUMNS`, in order."""
     missing = [c for c in RESULT_COLUMNS if c not in header]
-    return bool(missing) and set(missing) <= set(_ADDED_COLUMNS) and header == [
-        c for c in RESULT_COLUMNS if c not in missing]
+    return (
+        bool(missing)
+        and set(missing) <= set(_ADDED_COLUMNS)
+        and header == [c for c in RESULT_COLUMNS if c not in missing]
+    )
 
 
 def _upgrade(path: Path) -> None:
@@ -238,8 +309,10 @@ def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
             if _older_header(header):
                 _upgrade(path)
             elif tuple(header) != RESULT_COLUMNS:
-                raise MarlkdError(f"{path}: its columns {header} are not this version's "
-                                  f"{list(RESULT_COLUMNS)}; move it away to start a new table")
+                raise MarlkdError(
+                    f"{path}: its columns {header} are not this version's "
+                    f"{list(RESULT_COLUMNS)}; move it away to start a new table"
+                )
         with open(path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
             if new:

@@ -113,10 +113,18 @@ def make_dataset(key: DatasetKey, data_root: Path) -> Path:
 
     budget = dict(key.expert)
     steps = scaled_expert_steps(key.env, budget["steps_scale"]) if "steps_scale" in budget else None
-    path = ensure_dataset(key.env, key.quality, key.episodes, data_root, seed=key.seed,
-                          env_kwargs=dict(key.env_kwargs) or None, progress=False, steps=steps,
-                          reference_episodes=budget.get("reference_episodes"),
-                          calibration_episodes=budget.get("calibration_episodes"))
+    path = ensure_dataset(
+        key.env,
+        key.quality,
+        key.episodes,
+        data_root,
+        seed=key.seed,
+        env_kwargs=dict(key.env_kwargs) or None,
+        progress=False,
+        steps=steps,
+        reference_episodes=budget.get("reference_episodes"),
+        calibration_episodes=budget.get("calibration_episodes"),
+    )
     return Path(path)
 
 
@@ -190,12 +198,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def _failure(exc: BaseException, start: float) -> dict[str, Any]:
-    return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-            "elapsed_s": time.perf_counter() - start}
+    return {
+        "ok": False,
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(),
+        "elapsed_s": time.perf_counter() - start,
+    }
 
 
-def _dataset_job(dataset_fn: DatasetFn, key: DatasetKey, data_root: str, threads: int,
-                 capture: bool) -> dict[str, Any]:
+def _dataset_job(
+    dataset_fn: DatasetFn, key: DatasetKey, data_root: str, threads: int, capture: bool
+) -> dict[str, Any]:
     _limit_threads(threads)
     start = time.perf_counter()
     root = Path(data_root)
@@ -208,8 +221,9 @@ def _dataset_job(dataset_fn: DatasetFn, key: DatasetKey, data_root: str, threads
         return _failure(exc, start)
 
 
-def _run_job(run_fn: RunFn, run: RunSpec, run_dir: str, dataset: str | None, threads: int,
-             capture: bool) -> dict[str, Any]:
+def _run_job(
+    run_fn: RunFn, run: RunSpec, run_dir: str, dataset: str | None, threads: int, capture: bool
+) -> dict[str, Any]:
     _limit_threads(threads)
     start = time.perf_counter()
     directory = Path(run_dir)
@@ -221,8 +235,12 @@ def _run_job(run_fn: RunFn, run: RunSpec, run_dir: str, dataset: str | None, thr
             raise TypeError(f"the run function returned {type(result).__name__}, not a mapping of results")
         result = dict(result)
         curve = curve_points(result["curve"]) if "curve" in result else read_curve(directory / "metrics.csv")
-        return {"ok": True, "result": _jsonable({k: v for k, v in result.items() if k != "curve"}),
-                "curve": curve, "elapsed_s": time.perf_counter() - start}
+        return {
+            "ok": True,
+            "result": _jsonable({k: v for k, v in result.items() if k != "curve"}),
+            "curve": curve,
+            "elapsed_s": time.perf_counter() - start,
+        }
     except Exception as exc:
         return _failure(exc, start)
 
@@ -264,8 +282,9 @@ class _LocalBackend:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.slots, mp_context=self._context, max_tasks_per_child=1,
-                                   initializer=_worker_init)
+        return ProcessPoolExecutor(
+            max_workers=self.slots, mp_context=self._context, max_tasks_per_child=1, initializer=_worker_init
+        )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         return self._pool.submit(fn, *args)
@@ -434,8 +453,11 @@ def legacy_run_dirs(root: str | Path, run: RunSpec) -> list[Path]:
     root = Path(root)
     sweeps = [run.sweep]
     with contextlib.suppress(OSError):
-        sweeps += sorted(entry.name for entry in root.iterdir()
-                         if entry.is_dir() and entry.name not in RESERVED_NAMES and entry.name != run.sweep)
+        sweeps += sorted(
+            entry.name
+            for entry in root.iterdir()
+            if entry.is_dir() and entry.name not in RESERVED_NAMES and entry.name != run.sweep
+        )
     candidates = (sweep_dir(root, sweep) / STORE_DIR / run.run_id for sweep in sweeps)
     return [path for path in candidates if path.is_dir()]
 
@@ -540,21 +562,33 @@ def _resolve_spec(spec: SweepSpec | str | Path) -> SweepSpec:
     return spec if isinstance(spec, SweepSpec) else load_spec(spec)
 
 
-def _selected(spec: SweepSpec, quick: bool, only_envs: Sequence[str],
-              only_methods: Sequence[str], max_seeds: int | None = None) -> list[RunSpec]:
+def _selected(
+    spec: SweepSpec,
+    quick: bool,
+    only_envs: Sequence[str],
+    only_methods: Sequence[str],
+    max_seeds: int | None = None,
+) -> list[RunSpec]:
     for given, known, what in ((only_envs, spec.envs, "environment"), (only_methods, spec.methods, "method")):
         unknown = [value for value in given if value not in known]
         if unknown:
-            raise ConfigError(f"sweep {spec.name} has no {what} {', '.join(map(repr, unknown))}; "
-                              f"it has {', '.join(known)}")
+            raise ConfigError(
+                f"sweep {spec.name} has no {what} {', '.join(map(repr, unknown))}; it has {', '.join(known)}"
+            )
     if max_seeds is not None and max_seeds < 1:
         raise ConfigError(f"max_seeds must be >= 1, got {max_seeds}")
     return select_runs(expand(spec, quick), only_envs, only_methods, max_seeds)
 
 
-def sweep_status(spec: SweepSpec | str | Path, root: str | Path = DEFAULT_ROOT, *, quick: bool = False,
-                 only_envs: Sequence[str] = (), only_methods: Sequence[str] = (),
-                 max_seeds: int | None = None) -> list[RunStatus]:
+def sweep_status(
+    spec: SweepSpec | str | Path,
+    root: str | Path = DEFAULT_ROOT,
+    *,
+    quick: bool = False,
+    only_envs: Sequence[str] = (),
+    only_methods: Sequence[str] = (),
+    max_seeds: int | None = None,
+) -> list[RunStatus]:
     """The state of every (selected) run of the sweep, from the markers in the shared store (a run finished
     by any sweep is done; one finished in the earlier per-sweep layout too, it is moved on the next run)."""
     spec = _resolve_spec(spec)
@@ -715,8 +749,16 @@ def run_sweep(
         waiting[key].append((order, run))
     n_datasets = len(waiting)
     if not todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
-        return SweepSummary(sweep=sweep, root=str(root), total=len(runs), skipped=skipped, done=0, failed=(),
-                            datasets=0, wall_time_s=time.monotonic() - started)
+        return SweepSummary(
+            sweep=sweep,
+            root=str(root),
+            total=len(runs),
+            skipped=skipped,
+            done=0,
+            failed=(),
+            datasets=0,
+            wall_time_s=time.monotonic() - started,
+        )
 
     if ray_address:
         backend: Any = _RayBackend(ray_address, workers, gpus_per_run)
@@ -740,8 +782,16 @@ def run_sweep(
 
     def record_failure(run: RunSpec, error: str, trace: str) -> None:
         directory = run_dir_for(root, run)
-        _write_json(directory / MARKER_FILE, {"status": "failed", "run": run.to_dict(), "error": error,
-                                              "traceback": trace, "finished": _now()})
+        _write_json(
+            directory / MARKER_FILE,
+            {
+                "status": "failed",
+                "run": run.to_dict(),
+                "error": error,
+                "traceback": trace,
+                "finished": _now(),
+            },
+        )
         release(run)
         failed.append(FailedRun(run.run_id, error, str(directory)))
         bar.write(f"failed: {run.run_id}: {error}")
@@ -785,8 +835,11 @@ def run_sweep(
                 else:
                     heapq.heappush(ready, (1, job.order, job))
                 return
-            outcome = {"ok": False, "error": "the worker process died (out of memory, or a crash in native "
-                                             "code)", "traceback": ""}
+            outcome = {
+                "ok": False,
+                "error": "the worker process died (out of memory, or a crash in native code)",
+                "traceback": "",
+            }
         except Exception as exc:  # the backend failed to run the job (e.g. a Ray system error)
             outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": ""}
         if job.kind == "dataset":
@@ -796,20 +849,35 @@ def run_sweep(
                 for order, run in dependents:
                     heapq.heappush(ready, (1, order, _Job("run", job.key, run, outcome["path"], order=order)))
             else:
-                error = f"making dataset {job.key.env}/{job.key.quality}/{job.key.episodes} failed: " \
-                        f"{outcome['error']}"
+                error = (
+                    f"making dataset {job.key.env}/{job.key.quality}/{job.key.episodes} failed: "
+                    f"{outcome['error']}"
+                )
                 for order, run in dependents:
-                    heapq.heappush(ready, (1, order, _Job("run", job.key, run, order=order, error=error,
-                                                          trace=outcome["traceback"])))
+                    heapq.heappush(
+                        ready,
+                        (
+                            1,
+                            order,
+                            _Job("run", job.key, run, order=order, error=error, trace=outcome["traceback"]),
+                        ),
+                    )
             return
         run = job.run
         assert run is not None
         if not outcome["ok"]:
             record_failure(run, outcome["error"], outcome["traceback"])
             return
-        marker = {"status": "done", "run": run.to_dict(), "result": outcome["result"],
-                  "curve": outcome["curve"], "provenance": provenance(),
-                  "elapsed_s": outcome.get("elapsed_s"), "dataset": job.dataset, "finished": _now()}
+        marker = {
+            "status": "done",
+            "run": run.to_dict(),
+            "result": outcome["result"],
+            "curve": outcome["curve"],
+            "provenance": provenance(),
+            "elapsed_s": outcome.get("elapsed_s"),
+            "dataset": job.dataset,
+            "finished": _now(),
+        }
         _write_json(run_dir_for(root, run) / MARKER_FILE, marker)
         release(run)
         append_rows(table, marker_rows(run, marker))
@@ -822,8 +890,10 @@ def run_sweep(
         nonlocal shown
         running = sum(1 for job in in_flight.values() if job.kind == "run")
         remaining = len(todo) - done_count - len(failed) - shared
-        state = (f"done {done_count}, failed {len(failed)}, running {running}, remaining {remaining}, "
-                 f"datasets {datasets_made}/{n_datasets}")
+        state = (
+            f"done {done_count}, failed {len(failed)}, running {running}, remaining {remaining}, "
+            f"datasets {datasets_made}/{n_datasets}"
+        )
         if deferred:
             state += f", running elsewhere {len(deferred)}"
         if state != shown:  # redraw on change only (the bar's ETA comes from its count of finished runs)
@@ -842,14 +912,27 @@ def run_sweep(
             while ready and len(in_flight) < backend.slots:
                 _, _, job = heapq.heappop(ready)
                 if job.kind == "dataset":
-                    future = backend.submit(_dataset_job, dataset_fn, job.key, str(root / "datasets"),
-                                            backend.threads, backend.capture)
+                    future = backend.submit(
+                        _dataset_job,
+                        dataset_fn,
+                        job.key,
+                        str(root / "datasets"),
+                        backend.threads,
+                        backend.capture,
+                    )
                 else:
                     assert job.run is not None
                     if not claim(job):
                         continue
-                    future = backend.submit(_run_job, run_fn, job.run, str(run_dir_for(root, job.run)),
-                                            job.dataset, backend.threads, backend.capture)
+                    future = backend.submit(
+                        _run_job,
+                        run_fn,
+                        job.run,
+                        str(run_dir_for(root, job.run)),
+                        job.dataset,
+                        backend.threads,
+                        backend.capture,
+                    )
                 in_flight[future] = job
             refresh()
             if not in_flight:
@@ -872,9 +955,17 @@ def run_sweep(
         raise
     backend.close()
     bar.close()
-    return SweepSummary(sweep=sweep, root=str(root), total=len(runs), skipped=skipped, done=done_count,
-                        failed=tuple(failed), datasets=datasets_made, wall_time_s=time.monotonic() - started,
-                        shared=shared)
+    return SweepSummary(
+        sweep=sweep,
+        root=str(root),
+        total=len(runs),
+        skipped=skipped,
+        done=done_count,
+        failed=tuple(failed),
+        datasets=datasets_made,
+        wall_time_s=time.monotonic() - started,
+        shared=shared,
+    )
 
 
 def _progress_bar(total: int, sweep: str, enabled: bool) -> Any:

@@ -35,8 +35,16 @@ DEFAULT_RUN_FN = "marlkd.experiments.runner:train_run"
 TEACHERS_DIR = "teachers"
 # Results-table columns a report may group by (``variant``: the method, or the ablation of ``ours``).
 GROUP_COLUMNS = (
-    "variant", "method", "ablation", "precision", "env", "quality", "num_trajectories", "steps",
-    "eval_episodes", "dataset_episodes",
+    "variant",
+    "method",
+    "ablation",
+    "precision",
+    "env",
+    "quality",
+    "num_trajectories",
+    "steps",
+    "eval_episodes",
+    "dataset_episodes",
 )
 PLOT_AXES = ("num_trajectories", "train_steps", "wall_time_s", "env_steps")
 # An expert budget ([expert] tables): what the datasets' experts and tiers are made with, when not the
@@ -44,8 +52,16 @@ PLOT_AXES = ("num_trajectories", "train_steps", "wall_time_s", "env_steps")
 EXPERT_KEYS = ("steps_scale", "reference_episodes", "calibration_episodes")
 
 METHOD_NAMES = {
-    "bc": "BC", "idt": "IDT", "madt": "MADT", "cql": "MA-CQL", "icq": "MA-ICQ", "bcq": "MA-BCQ",
-    "gail": "MA-GAIL", "airl": "MA-AIRL", "teacher": "Teacher (centralized DT)", "ours": "Ours",
+    "bc": "BC",
+    "idt": "IDT",
+    "madt": "MADT",
+    "cql": "MA-CQL",
+    "icq": "MA-ICQ",
+    "bcq": "MA-BCQ",
+    "gail": "MA-GAIL",
+    "airl": "MA-AIRL",
+    "teacher": "Teacher (centralized DT)",
+    "ours": "Ours",
     SCRATCH: "From scratch",
 }
 ABLATION_NAMES = {
@@ -58,9 +74,15 @@ ABLATION_NAMES = {
     "shared-mapping": "Ours (M = N)",
 }
 ENV_NAMES = {
-    "fill-in": "Fill-In", "equal-space": "Equal Space", "grid-world": "Grid-World", "highway": "Highway",
-    "highway-slow": "Highway (full simulation)", "smax-2s3z": "2s3z", "smax-3s5z": "3s5z",
-    "smax-8m-vs-9m": "8m9m", "smax-3s5z-vs-3s6z": "3s5z vs 3s6z",
+    "fill-in": "Fill-In",
+    "equal-space": "Equal Space",
+    "grid-world": "Grid-World",
+    "highway": "Highway",
+    "highway-slow": "Highway (full simulation)",
+    "smax-2s3z": "2s3z",
+    "smax-3s5z": "3s5z",
+    "smax-8m-vs-9m": "8m9m",
+    "smax-3s5z-vs-3s6z": "3s5z vs 3s6z",
 }
 
 
@@ -350,8 +372,10 @@ def load_spec(name_or_path: str | Path) -> SweepSpec:
         return parse_spec(path.read_text(), source=str(path))
     names = builtin_spec_names()
     if text_name not in names:
-        raise ConfigError(f"unknown spec {text_name!r}: built-in specs are {', '.join(names)}; "
-                          "or give the path of a .toml file")
+        raise ConfigError(
+            f"unknown spec {text_name!r}: built-in specs are {', '.join(names)}; "
+            "or give the path of a .toml file"
+        )
     resource = importlib.resources.files("marlkd.experiments").joinpath("specs").joinpath(f"{text_name}.toml")
     return parse_spec(resource.read_text(), source=f"built-in:{text_name}")
 
@@ -365,8 +389,23 @@ def parse_spec(text: str, source: str = "<string>") -> SweepSpec:
     return spec_from_dict(data, source=source)
 
 
-_TOP_KEYS = ("name", "description", "kind", "dataset_seed", "share_teacher", "run_fn", "grid", "per_env",
-             "train", "eval", "overrides", "finetune", "expert", "quick", "report")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "kind",
+    "dataset_seed",
+    "share_teacher",
+    "run_fn",
+    "grid",
+    "per_env",
+    "train",
+    "eval",
+    "overrides",
+    "finetune",
+    "expert",
+    "quick",
+    "report",
+)
 _GRID_KEYS = ("envs", "methods", "seeds", *SETTING_KEYS)
 _PER_ENV_KEYS = (*SETTING_KEYS, "env_kwargs", "expert")
 _OVERRIDE_KEYS = ("train", "eval", "algo")
@@ -375,8 +414,11 @@ _QUICK_PER_ENV_KEYS = ("expert",)
 _REPORT_KEYS = tuple(f.name for f in fields(ReportSpec))
 # Config fields that belong to the grid's axes, not to fixed overrides. (``train.precision`` is an axis
 # too, but an optional one: a fixed value is refused only where the spec also sweeps it.)
-_AXIS_FIELDS = {"train": {"steps": "steps", "seed": "seeds", "num_trajectories": "num_trajectories"},
-                "eval": {"episodes": "eval_episodes"}, "algo": {"ablation": "ablation"}}
+_AXIS_FIELDS = {
+    "train": {"steps": "steps", "seed": "seeds", "num_trajectories": "num_trajectories"},
+    "eval": {"episodes": "eval_episodes"},
+    "algo": {"ablation": "ablation"},
+}
 
 
 class _Reader:
@@ -424,8 +466,16 @@ class _Reader:
             self.fail(key, f"must be a table, got {value!r}")
         return value
 
-    def values(self, key: str, kind: type, *, allow_count: bool = False, allow_empty: bool = False,
-               choices: Sequence[Any] | None = None, minimum: int | None = None) -> tuple[Any, ...]:
+    def values(
+        self,
+        key: str,
+        kind: type,
+        *,
+        allow_count: bool = False,
+        allow_empty: bool = False,
+        choices: Sequence[Any] | None = None,
+        minimum: int | None = None,
+    ) -> tuple[Any, ...]:
         """A list axis (a single value counts as a list of one; ``seeds = 3`` means ``[0, 1, 2]``)."""
         value = self.table[key]
         if allow_count and isinstance(value, int) and not isinstance(value, bool):
@@ -470,8 +520,10 @@ def _expert_budget(reader: _Reader) -> dict[str, Any]:
     if "steps_scale" in table.table:
         value = table.table["steps_scale"]
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
-            table.fail("steps_scale", f"must be a number in (0, 1] (the fraction of the expert recipe's PPO "
-                                      f"steps), got {value!r}")
+            table.fail(
+                "steps_scale",
+                f"must be a number in (0, 1] (the fraction of the expert recipe's PPO steps), got {value!r}",
+            )
         budget["steps_scale"] = float(value)
     for key in ("reference_episodes", "calibration_episodes"):
         if key in table.table:
@@ -492,22 +544,38 @@ def _config_table(reader: _Reader, key: str, section: str) -> dict[str, Any]:
     return dict(values)
 
 
-def _check_precision_axis(top: _Reader, settings: Settings, per_env: Mapping[str, Mapping[str, Any]],
-                          quick: QuickSpec, train: Mapping[str, Any],
-                          overrides: Mapping[str, MethodOverrides]) -> None:
+def _check_precision_axis(
+    top: _Reader,
+    settings: Settings,
+    per_env: Mapping[str, Mapping[str, Any]],
+    quick: QuickSpec,
+    train: Mapping[str, Any],
+    overrides: Mapping[str, MethodOverrides],
+) -> None:
     """Refuse a fixed ``train.precision`` in a spec that also sweeps the ``precision`` axis (it would be
     overridden by the axis without a word)."""
-    axes = [("grid", settings.precision), ("quick", quick.settings.get("precision")),
-            *((f"per_env.{env}", entry.get("precision")) for env, entry in per_env.items())]
+    axes = [
+        ("grid", settings.precision),
+        ("quick", quick.settings.get("precision")),
+        *((f"per_env.{env}", entry.get("precision")) for env, entry in per_env.items()),
+    ]
     swept = [where for where, values in axes if values]
     if not swept:
         return
-    fixed = [where for where, table in (("train", train), ("quick.train", quick.train),
-                                        *((f"overrides.{method}.train", own.train)
-                                          for method, own in overrides.items())) if "precision" in table]
+    fixed = [
+        where
+        for where, table in (
+            ("train", train),
+            ("quick.train", quick.train),
+            *((f"overrides.{method}.train", own.train) for method, own in overrides.items()),
+        )
+        if "precision" in table
+    ]
     if fixed:
-        top.fail(f"{fixed[0]}.precision", f"is a grid axis here ({swept[0]}.precision sweeps it): set the "
-                                          "precision values there instead")
+        top.fail(
+            f"{fixed[0]}.precision",
+            f"is a grid axis here ({swept[0]}.precision sweeps it): set the precision values there instead",
+        )
 
 
 def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
@@ -556,7 +624,8 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
             if method not in methods:
                 reader.fail("", f"{method!r} is not one of grid.methods")
             found[method] = MethodOverrides(
-                **{section: _config_table(reader, section, section) for section in _OVERRIDE_KEYS})
+                **{section: _config_table(reader, section, section) for section in _OVERRIDE_KEYS}
+            )
         return found
 
     overrides = method_overrides(top, "overrides")
@@ -568,7 +637,8 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
             reader.fail("", f"{env!r} is not one of grid.envs")
         quick_per_env[env] = {"expert": _expert_budget(reader)}
     quick = QuickSpec(
-        seeds=quick_reader.values("seeds", int, allow_count=True, minimum=0) if "seeds" in quick_reader.table
+        seeds=quick_reader.values("seeds", int, allow_count=True, minimum=0)
+        if "seeds" in quick_reader.table
         else None,
         settings=_settings_in(quick_reader),
         train=_config_table(quick_reader, "train", "train"),
@@ -595,32 +665,53 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
         report_reader.fail("rows", f"must be one of {', '.join(GROUP_COLUMNS)}, got {report.rows!r}")
     for column in report.columns:
         if column not in GROUP_COLUMNS or column == report.rows:
-            report_reader.fail("columns", f"{column!r} must be one of {', '.join(GROUP_COLUMNS)} "
-                                          "and differ from report.rows")
+            report_reader.fail(
+                "columns", f"{column!r} must be one of {', '.join(GROUP_COLUMNS)} and differ from report.rows"
+            )
     for axis in report.plots:
         if axis not in PLOT_AXES:
             report_reader.fail("plots", f"unknown plot axis {axis!r} (choose from {', '.join(PLOT_AXES)})")
-    paper_reader = (_Reader(source, report_reader.table_of("paper"), "report.paper", _PAPER_KEYS)
-                    if "paper" in report_reader.table else None)
+    paper_reader = (
+        _Reader(source, report_reader.table_of("paper"), "report.paper", _PAPER_KEYS)
+        if "paper" in report_reader.table
+        else None
+    )
 
     train = _config_table(top, "train", "train")
     _check_precision_axis(top, settings, per_env, quick, train, overrides)
     share_teacher = top.boolean("share_teacher", False)
     if share_teacher:
         if ABLATION_METHOD not in methods:
-            top.fail("share_teacher", f"needs {ABLATION_METHOD!r} in grid.methods (only its runs train a "
-                                      "teacher)")
+            top.fail(
+                "share_teacher", f"needs {ABLATION_METHOD!r} in grid.methods (only its runs train a teacher)"
+            )
         own = overrides.get(ABLATION_METHOD, MethodOverrides()).algo
         if "teacher_cache" in own:
-            top.fail("share_teacher", f"the runner sets algo.teacher_cache: remove "
-                                      f"overrides.{ABLATION_METHOD}.algo.teacher_cache")
+            top.fail(
+                "share_teacher",
+                f"the runner sets algo.teacher_cache: remove overrides.{ABLATION_METHOD}.algo.teacher_cache",
+            )
 
     spec = SweepSpec(
-        name=name, description=top.text("description", ""), kind=kind, envs=envs, methods=methods,
-        seeds=seeds, settings=settings, per_env=per_env, train=train, eval=_config_table(top, "eval", "eval"),
-        overrides=overrides, finetune=finetune, expert=_expert_budget(top), quick=quick,
+        name=name,
+        description=top.text("description", ""),
+        kind=kind,
+        envs=envs,
+        methods=methods,
+        seeds=seeds,
+        settings=settings,
+        per_env=per_env,
+        train=train,
+        eval=_config_table(top, "eval", "eval"),
+        overrides=overrides,
+        finetune=finetune,
+        expert=_expert_budget(top),
+        quick=quick,
         dataset_seed=top.integer("dataset_seed", 0),
-        share_teacher=share_teacher, run_fn=run_fn, report=report, source=source,
+        share_teacher=share_teacher,
+        run_fn=run_fn,
+        report=report,
+        source=source,
     )
     # checks the combinations (e.g. trajectories within the dataset) of both variants
     runs = [*expand(spec), *expand(spec, quick=True)]
@@ -651,15 +742,20 @@ def _paper_values(reader: _Reader, report: ReportSpec, runs: Sequence[RunSpec]) 
         for key, value in table_reader.table.items():
             axis = axes[depth]
             if key not in known[depth]:
-                table_reader.fail(key, f"unknown {axis} value {key!r} (the grid's {axis} values: "
-                                       f"{', '.join(known[depth])})")
+                table_reader.fail(
+                    key, f"unknown {axis} value {key!r} (the grid's {axis} values: {', '.join(known[depth])})"
+                )
             if depth + 1 < len(axes):
-                walk(_Reader(table_reader.source, value, table_reader.path(key), None), depth + 1,
-                     (*keys, key))
+                walk(
+                    _Reader(table_reader.source, value, table_reader.path(key), None), depth + 1, (*keys, key)
+                )
                 continue
             numbers = value if isinstance(value, list) else None
-            if (numbers is None or len(numbers) != 2
-                    or any(not isinstance(x, int | float) or isinstance(x, bool) for x in numbers)):
+            if (
+                numbers is None
+                or len(numbers) != 2
+                or any(not isinstance(x, int | float) or isinstance(x, bool) for x in numbers)
+            ):
                 table_reader.fail(key, f"must be [mean, std] (two numbers), got {value!r}")
             mean, std = float(numbers[0]), float(numbers[1])
             if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
@@ -699,8 +795,9 @@ def expert_budget(spec: SweepSpec, env: str, quick: bool = False) -> dict[str, A
     return _merged(*layers)
 
 
-def _run_prefix(env: str, method: str, ablation: str, quality: str, num_trajectories: int, precision: str,
-                seed: int) -> str:
+def _run_prefix(
+    env: str, method: str, ablation: str, quality: str, num_trajectories: int, precision: str, seed: int
+) -> str:
     """``env/method[-ablation]/quality[/n<trajectories>][/<precision>]/s<seed>``: optional parts only when
     set (so the ids of specs that do not sweep them stay as they were)."""
     label = f"{method}-{ablation}" if ablation else method
@@ -736,48 +833,110 @@ def expand(spec: SweepSpec, quick: bool = False) -> list[RunSpec]:
         for quality, dataset_episodes in itertools.product(settings.quality, settings.dataset_episodes):
             for nt in settings.num_trajectories:
                 if nt > dataset_episodes:
-                    raise ConfigError(f"{where}: num_trajectories {nt} exceeds dataset_episodes "
-                                      f"{dataset_episodes}")
-            dataset = DatasetKey(env, quality, dataset_episodes, spec.dataset_seed, dict(env_kwargs),
-                                 expert_budget(spec, env, quick))
+                    raise ConfigError(
+                        f"{where}: num_trajectories {nt} exceeds dataset_episodes {dataset_episodes}"
+                    )
+            dataset = DatasetKey(
+                env,
+                quality,
+                dataset_episodes,
+                spec.dataset_seed,
+                dict(env_kwargs),
+                expert_budget(spec, env, quick),
+            )
             for method in spec.methods:
                 pretrain = method if method != SCRATCH else None
                 sweeps_ablation = pretrain == ABLATION_METHOD and settings.ablation
                 ablations = settings.ablation if sweeps_ablation else ("",)
                 precisions = settings.precision if pretrain is not None and settings.precision else ("",)
-                combos = itertools.product(ablations, precisions, settings.num_trajectories, settings.steps,
-                                           settings.eval_episodes, seeds)
+                combos = itertools.product(
+                    ablations,
+                    precisions,
+                    settings.num_trajectories,
+                    settings.steps,
+                    settings.eval_episodes,
+                    seeds,
+                )
                 for ablation, precision, nt, steps, eval_episodes, seed in combos:
-                    config = _run_config(spec, quick, method, pretrain, ablation, precision, nt, steps,
-                                         eval_episodes, seed, env, env_kwargs)
-                    identity = {"kind": spec.kind, "env": env, "method": method, "seed": seed,
-                                "dataset": dataset.to_dict(), "config": config}
+                    config = _run_config(
+                        spec,
+                        quick,
+                        method,
+                        pretrain,
+                        ablation,
+                        precision,
+                        nt,
+                        steps,
+                        eval_episodes,
+                        seed,
+                        env,
+                        env_kwargs,
+                    )
+                    identity = {
+                        "kind": spec.kind,
+                        "env": env,
+                        "method": method,
+                        "seed": seed,
+                        "dataset": dataset.to_dict(),
+                        "config": config,
+                    }
                     prefix = _run_prefix(env, method, ablation, quality, nt, precision, seed)
-                    runs.append(RunSpec(
-                        sweep=sweep, run_id=run_id_for(prefix, identity), kind=spec.kind, env=env,
-                        method=method, seed=seed, quality=quality, num_trajectories=nt, ablation=ablation,
-                        steps=steps, eval_episodes=eval_episodes, dataset_episodes=dataset_episodes,
-                        dataset=dataset, config=config, run_fn=spec.run_fn, precision=precision,
-                    ))
+                    runs.append(
+                        RunSpec(
+                            sweep=sweep,
+                            run_id=run_id_for(prefix, identity),
+                            kind=spec.kind,
+                            env=env,
+                            method=method,
+                            seed=seed,
+                            quality=quality,
+                            num_trajectories=nt,
+                            ablation=ablation,
+                            steps=steps,
+                            eval_episodes=eval_episodes,
+                            dataset_episodes=dataset_episodes,
+                            dataset=dataset,
+                            config=config,
+                            run_fn=spec.run_fn,
+                            precision=precision,
+                        )
+                    )
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"spec {spec.source}: the grid has repeated runs (equal ids); check per_env values")
     return runs
 
 
-def _run_config(spec: SweepSpec, quick: bool, method: str, pretrain: str | None, ablation: str,
-                precision: str, nt: int, steps: int, eval_episodes: int, seed: int, env: str,
-                env_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _run_config(
+    spec: SweepSpec,
+    quick: bool,
+    method: str,
+    pretrain: str | None,
+    ablation: str,
+    precision: str,
+    nt: int,
+    steps: int,
+    eval_episodes: int,
+    seed: int,
+    env: str,
+    env_kwargs: dict[str, Any],
+) -> dict[str, Any]:
     """The run function's config (see :class:`RunSpec`)."""
     offline: dict[str, Any] | None = None
     if pretrain is not None:
         own = spec.overrides.get(pretrain, MethodOverrides())
         own_quick = spec.quick.overrides.get(pretrain, MethodOverrides()) if quick else MethodOverrides()
-        train = _merged(spec.train, own.train, spec.quick.train if quick else {}, own_quick.train,
-                        {"steps": steps, "seed": seed, "num_trajectories": nt},
-                        {"precision": precision} if precision else {})
-        evaluation = _merged(spec.eval, own.eval, spec.quick.eval if quick else {}, own_quick.eval,
-                             {"episodes": eval_episodes})
+        train = _merged(
+            spec.train,
+            own.train,
+            spec.quick.train if quick else {},
+            own_quick.train,
+            {"steps": steps, "seed": seed, "num_trajectories": nt},
+            {"precision": precision} if precision else {},
+        )
+        evaluation = _merged(
+            spec.eval, own.eval, spec.quick.eval if quick else {}, own_quick.eval, {"episodes": eval_episodes}
+        )
         algo = _merged(own.algo, own_quick.algo, {"ablation": ablation} if ablation else {})
         offline = {"method": pretrain, "train": train, "eval": evaluation, "algo": algo}
     if spec.kind == "offline":
@@ -785,10 +944,18 @@ def _run_config(spec: SweepSpec, quick: bool, method: str, pretrain: str | None,
         return offline
     overrides = spec.overrides.get(method, MethodOverrides())
     finetune = _merged(spec.finetune, spec.quick.finetune if quick else {})
-    evaluation = _merged(spec.eval, overrides.eval, spec.quick.eval if quick else {},
-                         {"episodes": eval_episodes})
-    return {"init": method, "pretrain": offline, "finetune": finetune, "env": env,
-            "env_kwargs": dict(env_kwargs), "seed": seed, "eval": evaluation}
+    evaluation = _merged(
+        spec.eval, overrides.eval, spec.quick.eval if quick else {}, {"episodes": eval_episodes}
+    )
+    return {
+        "init": method,
+        "pretrain": offline,
+        "finetune": finetune,
+        "env": env,
+        "env_kwargs": dict(env_kwargs),
+        "seed": seed,
+        "eval": evaluation,
+    }
 
 
 def offline_config(run: RunSpec) -> dict[str, Any] | None:
@@ -821,14 +988,23 @@ def teacher_group(run: RunSpec) -> str:
     return canonical_json({"dataset": run.dataset.to_dict(), "config": {**offline, "algo": algo}})
 
 
-def select_runs(runs: Iterable[RunSpec], envs: Sequence[str] = (),
-                methods: Sequence[str] = (), max_seeds: int | None = None) -> list[RunSpec]:
+def select_runs(
+    runs: Iterable[RunSpec],
+    envs: Sequence[str] = (),
+    methods: Sequence[str] = (),
+    max_seeds: int | None = None,
+) -> list[RunSpec]:
     """The runs whose environment is in ``envs`` and method in ``methods`` (empty: no filter), and, with
     ``max_seeds``, whose seed is among the first ``max_seeds`` distinct seeds of the grid."""
     runs = list(runs)
     seeds = set(list(dict.fromkeys(run.seed for run in runs))[:max_seeds]) if max_seeds else None
-    return [run for run in runs if (not envs or run.env in envs) and (not methods or run.method in methods)
-            and (seeds is None or run.seed in seeds)]
+    return [
+        run
+        for run in runs
+        if (not envs or run.env in envs)
+        and (not methods or run.method in methods)
+        and (seeds is None or run.seed in seeds)
+    ]
 
 
 def check_against_registry(spec: SweepSpec, runs: Sequence[RunSpec] | None = None) -> None:
@@ -845,12 +1021,16 @@ def check_against_registry(spec: SweepSpec, runs: Sequence[RunSpec] | None = Non
     known_envs = set(list_envs())
     for env in spec.envs:
         if env not in known_envs:
-            raise ConfigError(f"spec {spec.source}: grid.envs: unknown environment {env!r}; known: "
-                              f"{', '.join(sorted(known_envs))}")
+            raise ConfigError(
+                f"spec {spec.source}: grid.envs: unknown environment {env!r}; known: "
+                f"{', '.join(sorted(known_envs))}"
+            )
     for method in spec.methods:
         if method not in ALGOS and not (spec.kind == "finetune" and method == SCRATCH):
-            raise ConfigError(f"spec {spec.source}: grid.methods: unknown method {method!r}; registered: "
-                              f"{', '.join(sorted(ALGOS))}")
+            raise ConfigError(
+                f"spec {spec.source}: grid.methods: unknown method {method!r}; registered: "
+                f"{', '.join(sorted(ALGOS))}"
+            )
     runs = list(runs if runs is not None else expand(spec))
     missing: dict[str, str] = {}
     for env in dict.fromkeys(run.env for run in runs):
@@ -862,15 +1042,18 @@ def check_against_registry(spec: SweepSpec, runs: Sequence[RunSpec] | None = Non
         kept = [env for env in dict.fromkeys(run.env for run in runs) if env not in missing]
         hint = f"; or leave them out: --only-env {' '.join(kept)}" if kept else ""
         reasons = "; ".join(dict.fromkeys(missing.values()))
-        raise ConfigError(f"spec {spec.source}: cannot make environment(s) {', '.join(missing)}: "
-                          f"{reasons}{hint}")
+        raise ConfigError(
+            f"spec {spec.source}: cannot make environment(s) {', '.join(missing)}: {reasons}{hint}"
+        )
     seen: set[str] = set()
     for run in runs:
         offline = offline_config(run)
         if offline is None:
             continue
-        key = canonical_json({k: v for k, v in offline.items() if k != "train"} | {
-            "train": {k: v for k, v in offline["train"].items() if k != "seed"}})
+        key = canonical_json(
+            {k: v for k, v in offline.items() if k != "train"}
+            | {"train": {k: v for k, v in offline["train"].items() if k != "seed"}}
+        )
         if key in seen:
             continue
         seen.add(key)

@@ -73,8 +73,11 @@ class DTConfig:
         ):
             check(getattr(self, name) >= 1, f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
         check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
-        check(self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0, "model.attn_dropout",
-              f"must be in [0, 1), got {self.attn_dropout}")
+        check(
+            self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0,
+            "model.attn_dropout",
+            f"must be in [0, 1), got {self.attn_dropout}",
+        )
 
 
 class CausalSelfAttention(nn.Module):
