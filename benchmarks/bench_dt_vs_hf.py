@@ -71,6 +71,25 @@ def ours_step(dtype, attn_dropout=None):
     return step
 
 
+def with_torch_dropout(step):
+    """The step with PyTorch's own dropout in place of marlkd's CPU dropout (the state before it)."""
+    from marlkd.models import decision_transformer, layers
+
+    fast = layers.dropout
+
+    def torch_dropout(x, p, training=True):
+        return F.dropout(x, p, training)
+
+    def wrapped():
+        layers.dropout = decision_transformer.dropout = torch_dropout
+        try:
+            step()
+        finally:
+            layers.dropout = decision_transformer.dropout = fast
+
+    return wrapped
+
+
 def hf_step(dtype):
     from transformers import DecisionTransformerConfig, DecisionTransformerModel
 
@@ -121,6 +140,9 @@ def main() -> None:
         "HF DecisionTransformerModel, bf16 autocast": hf_step(torch.bfloat16),
         "marlkd DecisionTransformer, fp32": ours_step(None),
         "marlkd DecisionTransformer, bf16 autocast": ours_step(torch.bfloat16),
+        "marlkd DecisionTransformer, bf16 autocast, PyTorch's dropout": with_torch_dropout(
+            ours_step(torch.bfloat16)
+        ),
         "marlkd DecisionTransformer, bf16 autocast, no attention-probability dropout": ours_step(
             torch.bfloat16, attn_dropout=0.0
         ),

@@ -15,7 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlkd.config import check
-from marlkd.models.layers import EnsembleEmbedding, EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
+from marlkd.models.layers import (
+    Dropout,
+    EnsembleEmbedding,
+    EnsembleLayerNorm,
+    EnsembleLinear,
+    EnsembleMLP,
+    dropout,
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = cfg.dropout if cfg.attn_dropout is None else cfg.attn_dropout
         self.qkv = EnsembleLinear(cfg.members, cfg.width, 3 * cfg.width)
         self.proj = EnsembleLinear(cfg.members, cfg.width, cfg.width)
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         M, B, L, D = x.shape
@@ -95,12 +102,28 @@ class CausalSelfAttention(nn.Module):
         # members folded into the batch: 4-D inputs let PyTorch pick its fused (flash) CPU kernel
         q, k, v = (t.view(M * B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
         drop = self.attn_dropout if self.training else 0.0
-        if attn_mask is None:
+        if drop > 0.0 and x.device.type == "cpu":
+            y = self._attention_with_dropout(q, k, v, attn_mask, drop)
+        elif attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
         y = y.transpose(1, 2).reshape(M, B, L, D)  # (M, B, L, D)
         return self.resid_drop(self.proj(y))
+
+    @staticmethod
+    def _attention_with_dropout(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, p: float
+    ) -> torch.Tensor:
+        """Softmax attention with dropout on its probabilities, as ``scaled_dot_product_attention``'s
+        unfused path computes it, but with :func:`dropout`'s mask (PyTorch's CPU dropout is slow)."""
+        L = q.shape[-2]
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (MB, heads, L, L)
+        if attn_mask is None:
+            attn_mask = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        return dropout(probs, p).to(v.dtype) @ v
 
 
 class Block(nn.Module):
@@ -110,7 +133,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = EnsembleLayerNorm(cfg.members, cfg.width)
         self.mlp = EnsembleMLP(cfg.members, cfg.width, 4 * cfg.width, cfg.width)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), attn_mask)
@@ -136,7 +159,7 @@ class DecisionTransformer(nn.Module):
         self.embed_action = EnsembleLinear(M, cfg.action_dim, D)
         self.embed_time = EnsembleEmbedding(M, cfg.max_timestep, D)
         self.embed_ln = EnsembleLayerNorm(M, D)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = EnsembleLayerNorm(M, D)
         if cfg.head_hidden > 0:
