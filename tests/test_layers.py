@@ -53,7 +53,7 @@ def test_dropout_draws_from_torch_generator():
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(monkeypatch, padded):
+def test_attention_unfused_equals_sdpa_when_nothing_is_dropped(monkeypatch, padded):
     """The unfused training path is scaled dot-product attention, causal, with left padding hidden."""
     torch.manual_seed(0)
     MB, H, L, Dh = 6, 2, 9, 4
@@ -64,7 +64,7 @@ def test_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(monkeypatch,
         valid[0, :3, 0] = False  # three sequences with their first step padded
         mask = DecisionTransformer._attention_mask(valid)
     monkeypatch.setattr(decision_transformer, "dropout", lambda x, p, training=True: x)
-    ours = CausalSelfAttention._attention_with_dropout(q, k, v, mask, 0.1)
+    ours = CausalSelfAttention._attention_unfused(q, k, v, mask, 0.1)
     if mask is None:
         reference = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:

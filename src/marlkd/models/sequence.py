@@ -41,8 +41,8 @@ class DTModelConfig:
         return_scale: returns-to-go are divided by this; None takes the dataset's largest absolute
             per-agent episode return (recorded in the run's checkpoint and results).
         head_hidden: hidden width of the teacher's per-agent MLP heads (its features f^i).
-        attn_dropout: dropout on attention probabilities; None: ``dropout``. 0 lets PyTorch use its fused
-            attention kernel, a faster training step on the CPU.
+        attn_dropout: dropout on attention probabilities; None: ``dropout``. On a GPU, 0 lets PyTorch use
+            its fused attention kernel.
     """
 
     context: int = 20
