@@ -101,3 +101,26 @@ def test_dt_training_mode_is_stochastic_and_eval_mode_deterministic():
     c, _ = model(*inputs)
     d, _ = model(*inputs)
     assert torch.equal(c, d)
+
+
+def test_make_optimizer_is_fused_on_the_cpu_and_steps_like_plain_adamw():
+    from types import SimpleNamespace
+
+    from marlkd.optim import make_optimizer
+
+    train = SimpleNamespace(lr=1e-2, weight_decay=0.1, warmup_steps=1)
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 3)
+    b = torch.nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    fused, _ = make_optimizer(a.parameters(), train)
+    plain = torch.optim.AdamW(b.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    assert fused.defaults["fused"] is True
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        for model, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
