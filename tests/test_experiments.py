@@ -1164,3 +1164,33 @@ def test_quick_overrides_apply_to_the_quick_variant_only() -> None:
     assert {r.split("/")[1] for r in before - after} == {"idt"}  # only the overridden method's ids change
     with pytest.raises(ConfigError, match=r"quick\.overrides\.bc: 'bc' is not one of grid\.methods"):
         parse_spec(MINI + "\n[quick.overrides.bc.algo]\nx = 1\n")
+
+
+def test_each_run_records_the_code_revision_of_the_process_that_trained_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep's driver can outlive commits (an editable install: each worker imports the code anew): the
+    revision in the results is the one the run's worker read when it started, not the driver's at the end."""
+    from marlkd.experiments import runner
+
+    head = {"n": 0}
+
+    def current() -> dict[str, str]:
+        return {"marlkd_version": "0.1.0", "torch_version": "2.13.0", "code_revision": f"rev{head['n']}"}
+
+    def run_then_commit(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+        (run_dir / "started_at.txt").write_text(f"rev{head['n']}")
+        result = fake_run(run, run_dir, dataset)
+        head["n"] += 1  # a commit lands while the run trains
+        return result
+
+    monkeypatch.setattr(runner, "provenance", current)
+    spec = parse_spec(MINI)
+    summary = run_sweep(
+        spec, tmp_path, workers=0, run_fn=run_then_commit, dataset_fn=fake_dataset, progress=False
+    )
+    assert summary.ok and summary.done == 8
+    table = load_results(tmp_path, spec)
+    for run in expand(spec):
+        started = (run_dir_for(tmp_path, run) / "started_at.txt").read_text()
+        assert set(table.loc[table["run_id"] == run.run_id, "code_revision"]) == {started}

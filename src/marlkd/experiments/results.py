@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import functools
 import importlib.metadata
 import math
 import os
@@ -88,9 +87,9 @@ def results_path(root: str | Path, sweep: str) -> Path:
     return sweep_dir(root, sweep) / RESULTS_FILE
 
 
-@functools.cache
 def provenance() -> dict[str, str]:
-    """marlkd and torch versions and the code's git revision (``unknown`` outside a git checkout)."""
+    """marlkd and torch versions and the code's git revision (``unknown`` outside a git checkout), read
+    anew at each call: a long sweep's driver outlives commits, and each run records its worker's."""
 
     def version(package: str) -> str:
         try:
@@ -186,7 +185,8 @@ def result_rows(
     ``source`` is the provenance (versions, code revision) of the process that trained the run; default:
     this process's :func:`provenance`."""
     stamp = timestamp or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    origin = {**provenance(), **(source or {})}
+    keys = ("marlkd_version", "torch_version", "code_revision")
+    origin = dict(source) if source and all(k in source for k in keys) else {**provenance(), **(source or {})}
     base = {**run_columns(run), **origin, "timestamp": stamp}
     final_steps = _number(result.get("train_steps", result.get("steps", run.steps)))
     wall = _number(result.get("wall_time_s"))

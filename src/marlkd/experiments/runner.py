@@ -227,6 +227,7 @@ def _run_job(
     _limit_threads(threads)
     start = time.perf_counter()
     directory = Path(run_dir)
+    origin = provenance()  # of the code this process runs (the driver's may be older, or on another node)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with _working(), _captured(directory / LOG_FILE, capture):
@@ -240,6 +241,7 @@ def _run_job(
             "result": _jsonable({k: v for k, v in result.items() if k != "curve"}),
             "curve": curve,
             "elapsed_s": time.perf_counter() - start,
+            "provenance": origin,
         }
     except Exception as exc:
         return _failure(exc, start)
@@ -873,7 +875,7 @@ def run_sweep(
             "run": run.to_dict(),
             "result": outcome["result"],
             "curve": outcome["curve"],
-            "provenance": provenance(),
+            "provenance": outcome.get("provenance") or provenance(),
             "elapsed_s": outcome.get("elapsed_s"),
             "dataset": job.dataset,
             "finished": _now(),
