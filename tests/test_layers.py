@@ -124,3 +124,15 @@ def test_make_optimizer_is_fused_on_the_cpu_and_steps_like_plain_adamw():
             opt.step()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_make_optimizer_keeps_parameters_given_as_generators_in_groups():
+    from types import SimpleNamespace
+
+    from marlkd.optim import make_optimizer
+
+    train = SimpleNamespace(lr=1e-2, weight_decay=0.1, warmup_steps=1)
+    model = torch.nn.Linear(4, 3)
+    optimizer, _ = make_optimizer([{"params": (p for p in model.parameters()), "weight_decay": 0.0}], train)
+    assert [p for group in optimizer.param_groups for p in group["params"]] == list(model.parameters())
+    assert optimizer.defaults["fused"] is True

@@ -16,7 +16,11 @@ def make_optimizer(
     PyTorch's fused AdamW where every parameter lives on a CPU or CUDA device (one kernel for all
     parameters: a few percent of a decision transformer's step on this CPU, ``benchmarks/bench_cost.py``).
     """
-    params_or_groups = list(params_or_groups)
+    # Materialize parameters (and each group's, which may be a generator) before looking at their devices.
+    params_or_groups = [
+        {**item, "params": _as_list(item["params"])} if isinstance(item, dict) else item
+        for item in params_or_groups
+    ]
     tensors = [p for item in params_or_groups for p in (item["params"] if isinstance(item, dict) else [item])]
     fused = bool(tensors) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in tensors)
     optimizer = torch.optim.AdamW(
@@ -25,6 +29,11 @@ def make_optimizer(
     warmup = max(1, train.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     return optimizer, scheduler
+
+
+def _as_list(params: torch.Tensor | Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """A parameter group's ``params`` as a list (PyTorch also takes a single tensor)."""
+    return [params] if isinstance(params, torch.Tensor) else list(params)
 
 
 def optimizer_step(

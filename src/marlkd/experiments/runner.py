@@ -311,9 +311,10 @@ class _LocalBackend:
             alive = [process for process in processes if process.is_alive()]
             if not alive:
                 break
-            for process in alive if stop is not None else ():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, stop)
+            if stop is not None:  # the first phase only waits: the workers may be stopping already
+                for process in alive:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, stop)
             deadline = time.monotonic() + grace
             for process in alive:
                 process.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -116,7 +116,7 @@ class CausalSelfAttention(nn.Module):
         q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, p: float
     ) -> torch.Tensor:
         """Causal softmax attention with dropout ``p`` on its probabilities, unfused: on the CPU, at a
-        decision transformer's sequence lengths (3K tokens), two matmuls and a softmax run 2-2.5x faster
+        decision transformer's sequence lengths (3K tokens), two matmuls and a softmax run 2.3-2.7x faster
         forward and backward than ``scaled_dot_product_attention``'s fused kernel, and the mask comes from
         :func:`dropout` (PyTorch's CPU dropout is slow). ``benchmarks/bench_attention.py`` measures it."""
         L = q.shape[-2]
