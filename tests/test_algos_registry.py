@@ -16,8 +16,9 @@ import pytest
 
 import tiny_envs
 from marlkd.algos import ALGOS
-from marlkd.config import EvalConfig, RunConfig, TrainConfig
+from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset
+from marlkd.run_config import RunConfig
 from marlkd.training import load_policy, train
 
 # Small sizes for whichever of these fields a method's config has (others keep their defaults).

@@ -17,11 +17,12 @@ import torch
 
 import tiny_envs
 from marlkd.algos import ALGOS, BuildContext
+from marlkd.algos._value import double_q_target
 from marlkd.algos.adversarial import Batch, discriminator_loss
 from marlkd.algos.airl import AIRLDiscriminator
 from marlkd.algos.bc import bc_loss
 from marlkd.algos.bcq import allowed_actions, filtered_q
-from marlkd.algos.cql import conservative_penalty, double_q_target
+from marlkd.algos.cql import conservative_penalty
 from marlkd.algos.gail import GAILDiscriminator
 from marlkd.algos.icq import LinearMixer, batch_softmax_weights
 from marlkd.config import TrainConfig

@@ -20,14 +20,15 @@ from marlkd.algos.ppo import (
     build_actor,
     collect_rollout,
     gather_history,
-    masked_logits,
     train_ppo,
 )
 from marlkd.cli import main
-from marlkd.config import EvalConfig, RunConfig, TrainConfig
+from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset
 from marlkd.errors import ConfigError
 from marlkd.finetune import DTActor, pretrained_actor, run_experiment
+from marlkd.models.layouts import masked_logits
+from marlkd.run_config import RunConfig
 from marlkd.training import load_run, train
 
 DT_SMALL = {"context": 3, "width": 16, "layers": 1}

@@ -16,11 +16,13 @@ import marlkd
 from marlkd.algos import ALGOS, BuildContext
 from marlkd.algos.ours import Config as OursConfig
 from marlkd.algos.ours import Ours, angles, kl_loss, relational_loss
-from marlkd.config import EvalConfig, RunConfig, TrainConfig
+from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset, load_dataset
-from marlkd.data.windows import Layout, WindowSampler, per_agent_logits, returns_to_go, to_inputs
+from marlkd.data.windows import WindowSampler, returns_to_go
 from marlkd.errors import ConfigError
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
+from marlkd.models.layouts import Layout, per_agent_logits, to_inputs
+from marlkd.run_config import RunConfig
 
 SMALL = dict(context=4, width=16, layers=1, heads=2, dropout=0.0, head_hidden=16)
 

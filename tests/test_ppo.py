@@ -20,11 +20,11 @@ from marlkd.algos.ppo import (
     clipped_surrogate_loss,
     compute_gae,
     load_ppo_policy,
-    masked_logits,
     sample_categorical,
     train_ppo,
 )
 from marlkd.errors import ConfigError, MarlkdError
+from marlkd.models.layouts import masked_logits
 
 ENV = tiny_envs.ENV_ID
 RANDOM_RETURN = 8 / 3  # max_steps / n_actions

@@ -10,8 +10,22 @@ Python API (the CLI is a thin layer over it)::
 
 __version__ = "0.1.0"
 
-from marlkd.config import EvalConfig, RunConfig, TrainConfig  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+from marlkd.config import EvalConfig, TrainConfig  # noqa: E402
 from marlkd.envs import env_spec, list_envs, make, make_batched, register  # noqa: E402
+
+if TYPE_CHECKING:
+    from marlkd.run_config import RunConfig
+
+
+def __getattr__(name: str):
+    # RunConfig checks its method against the algorithm registry, which imports torch: load it on first use
+    if name == "RunConfig":
+        from marlkd.run_config import RunConfig
+
+        return RunConfig
+    raise AttributeError(f"module 'marlkd' has no attribute {name!r}")
 
 
 def train(config: "RunConfig", *, progress: bool = True) -> dict:

@@ -1,19 +1,18 @@
-"""Typed run configuration: frozen dataclasses, validated once, shared by the Python API and the CLI.
+"""Typed configuration: frozen dataclasses, validated once, shared by the Python API and the CLI.
 
-``RunConfig`` nests a :class:`TrainConfig`, an :class:`EvalConfig` and the algorithm's own config
-dataclass (defined in its file under ``marlkd.algos``). :func:`add_dataclass_arguments` turns any of
-these into argparse options, so the CLI cannot drift from the API.
+:class:`TrainConfig` and :class:`EvalConfig` are what every run shares; ``marlkd.run_config.RunConfig``
+nests them with the algorithm's own config dataclass. :func:`add_dataclass_arguments` turns any of these
+into argparse options, so the CLI cannot drift from the API. This module depends on nothing else in the
+package but :mod:`marlkd.errors`, so every layer may use :func:`check`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import types
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from marlkd.errors import ConfigError
@@ -102,43 +101,6 @@ class EvalConfig:
         check(self.episodes >= 0, "eval.episodes", f"must be >= 0, got {self.episodes}")
         check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
         check(self.target_scale > 0, "eval.target_scale", "must be > 0")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """One training run: a method on a dataset, written to ``out``."""
-
-    method: str
-    data: str
-    out: str
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    algo: Any = None  # the method's own frozen config dataclass; None: its defaults
-
-    def __post_init__(self) -> None:
-        from marlkd.algos import ALGOS  # late: algos import models and torch
-
-        check(self.method in ALGOS, "method", f"unknown method {self.method!r}; known: {sorted(ALGOS)}")
-        cls = ALGOS[self.method].config_cls
-        if self.algo is None:
-            object.__setattr__(self, "algo", cls())
-        elif isinstance(self.algo, dict):
-            object.__setattr__(self, "algo", from_dict(cls, self.algo, where="algo"))
-        check(isinstance(self.algo, cls), "algo", f"must be a {cls.__name__} for method {self.method!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return from_dict(cls, data)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def to_dict(obj: Any) -> Any:

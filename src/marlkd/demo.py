@@ -16,7 +16,8 @@ from typing import Any
 
 from marlkd import atomic
 from marlkd.algos import ALGOS
-from marlkd.config import EvalConfig, RunConfig, TrainConfig, check
+from marlkd.config import EvalConfig, TrainConfig, check
+from marlkd.run_config import RunConfig
 
 
 @dataclass(frozen=True)

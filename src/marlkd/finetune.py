@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from marlkd import atomic
+from marlkd.algos._dt import DTPolicy
 from marlkd.algos.ppo import (
     History,
     PPOConfig,
@@ -36,13 +37,14 @@ from marlkd.algos.ppo import (
     mappo_config,
     train_ppo,
 )
-from marlkd.config import EvalConfig, RunConfig, check, from_dict
-from marlkd.data.windows import Layout, Window, per_agent_logits, to_inputs
+from marlkd.config import EvalConfig, check, from_dict
+from marlkd.data.windows import Window
 from marlkd.errors import ConfigError
 from marlkd.evaluate import evaluate
 from marlkd.models.decision_transformer import DecisionTransformer
-from marlkd.models.sequence import DTPolicy
+from marlkd.models.layouts import Layout, per_agent_logits, to_inputs
 from marlkd.optim import autocast
+from marlkd.run_config import RunConfig
 from marlkd.training import load_run, resolve_device, train
 
 SCRATCH = "scratch"
@@ -89,7 +91,7 @@ class DTActor(nn.Module):
     """A decision transformer as a PPO sequence actor: :class:`History` -> logits ``(M, N, A)``.
 
     The return-to-go at each step is ``(target_return - reward received before it) / return_scale`` per
-    agent, as in :class:`marlkd.models.sequence.DTPolicy`, and the model runs under the same autocast
+    agent, as in :class:`marlkd.algos._dt.DTPolicy`, and the model runs under the same autocast
     precision as that policy (bf16 where the run trained in bf16). Dropout stays off in training mode too:
     PPO's probability ratio must compare one function at collection and at update.
     """

@@ -22,10 +22,11 @@ import torch
 import marlkd
 from marlkd import atomic
 from marlkd.algos import ALGOS, BuildContext
-from marlkd.config import EvalConfig, RunConfig, to_dict
+from marlkd.config import EvalConfig, to_dict
 from marlkd.errors import ConfigError, MarlkdError
 from marlkd.evaluate import evaluate, record_gif
 from marlkd.optim import resolve_precision
+from marlkd.run_config import RunConfig
 
 CHECKPOINT, RESULTS, CONFIG, METRICS = "checkpoint.pt", "results.json", "config.json", "metrics.csv"
 

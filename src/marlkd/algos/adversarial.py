@@ -32,13 +32,13 @@ from marlkd.algos.ppo import (
     check_mappo_settings,
     collect_rollout,
     mappo_config,
-    masked_logits,
     ppo_update,
 )
 from marlkd.config import check
 from marlkd.data.transitions import TransitionSampler
 from marlkd.envs import make_batched
 from marlkd.errors import ConfigError
+from marlkd.models.layouts import masked_logits
 
 
 @dataclass(frozen=True)

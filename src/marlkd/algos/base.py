@@ -13,6 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch import nn
+
+from marlkd.models.layouts import masked_logits
 
 
 @runtime_checkable
@@ -98,3 +101,36 @@ def load_checkpoint_state(parts: dict[str, Any], generator: torch.Generator, sta
     for name, part in parts.items():
         part.load_state_dict(state[name])
     generator.set_state(state["generator"])
+
+
+class GreedyPolicy:
+    """A memoryless decentralized policy: each agent takes the best available action of its own scores.
+
+    ``scores(obs (B, N, O), action_mask (B, N, A) bool) -> (B, N, A)`` gives per-agent logits or Q-values
+    (a filtered Q for BCQ); agent i's row may depend only on its own observation. Actions are the argmax
+    over available actions (the :class:`Policy` protocol); the MLP baselines act with it.
+    """
+
+    def __init__(
+        self,
+        scores: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+        modules: list[nn.Module],
+        device: torch.device,
+    ) -> None:
+        self.scores, self.modules, self.device = scores, modules, device
+
+    def reset(self, num_envs: int) -> None:
+        """Nothing to reset: the policy is memoryless."""
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
+        for module in self.modules:
+            module.eval()
+        # copies: environments may hand out read-only arrays (SMAX's zero-copy views of JAX buffers)
+        obs_t = torch.tensor(obs, dtype=torch.float32, device=self.device)  # (B, N, O)
+        mask = None if action_mask is None else torch.tensor(action_mask, device=self.device)
+        scores = masked_logits(self.scores(obs_t, mask).float(), mask)  # (B, N, A)
+        return scores.argmax(-1).cpu().numpy().astype(np.int64)
+
+    def observe(self, rewards: np.ndarray, done: np.ndarray) -> None:
+        """Rewards are not used: the policy is memoryless."""

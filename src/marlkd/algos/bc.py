@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from marlkd.algos import AlgoEntry, register
+from marlkd.algos.base import GreedyPolicy
 from marlkd.data.transitions import Transitions, TransitionSampler
-from marlkd.models.agent_nets import AgentMLP, GreedyPolicy, MLPConfig
-from marlkd.models.sequence import masked_logits
+from marlkd.models.agent_nets import AgentMLP, MLPConfig
+from marlkd.models.layouts import masked_logits
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 

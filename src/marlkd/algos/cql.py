@@ -20,18 +20,12 @@ from typing import Any
 import torch
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos.base import checkpoint_state, load_checkpoint_state
+from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, soft_update
+from marlkd.algos.base import GreedyPolicy, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
-from marlkd.models.agent_nets import (
-    AgentMLP,
-    GreedyPolicy,
-    ValueConfig,
-    double_q_target,
-    frozen_copy,
-    soft_update,
-)
-from marlkd.models.sequence import masked_logits
+from marlkd.models.agent_nets import AgentMLP
+from marlkd.models.layouts import masked_logits
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 

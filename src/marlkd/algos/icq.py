@@ -35,12 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos.base import checkpoint_state, load_checkpoint_state
+from marlkd.algos._value import ValueConfig, frozen_copy, soft_update
+from marlkd.algos.base import GreedyPolicy, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
-from marlkd.models.agent_nets import AgentMLP, GreedyPolicy, ValueConfig, frozen_copy, soft_update
+from marlkd.models.agent_nets import AgentMLP
 from marlkd.models.layers import MLP
-from marlkd.models.sequence import NEG_INF, masked_logits
+from marlkd.models.layouts import NEG_INF, masked_logits
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 

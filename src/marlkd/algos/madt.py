@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.data.windows import Layout
-from marlkd.models.sequence import DTLearner, DTModelConfig
+from marlkd.algos._dt import DTLearner, DTModelConfig
+from marlkd.models.layouts import Layout
 
 
 @dataclass(frozen=True)

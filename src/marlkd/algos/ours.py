@@ -28,12 +28,12 @@ import torch.nn.functional as F
 
 from marlkd import atomic
 from marlkd.algos import AlgoEntry, register
+from marlkd.algos._dt import DTLearner, DTModelConfig
 from marlkd.algos.teacher import teacher_outputs
 from marlkd.config import check
-from marlkd.data.windows import Layout
 from marlkd.errors import ConfigError
 from marlkd.models.layers import MLP
-from marlkd.models.sequence import DTLearner, DTModelConfig, masked_logits
+from marlkd.models.layouts import Layout, masked_logits
 from marlkd.optim import make_optimizer, optimizer_step
 
 ABLATIONS = ("full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping")

@@ -66,13 +66,13 @@ from marlkd import atomic
 from marlkd.config import check
 from marlkd.envs import EnvSpec, make_batched
 from marlkd.errors import ConfigError, MarlkdError
+from marlkd.models.layouts import masked_logits
 
 MODES = ("centralized", "mappo")
 ADVANTAGES = ("per_agent", "team")
 CRITIC_INPUTS = ("auto", "joint_obs", "state")
 CHECKPOINT_FORMAT = "marlkd-ppo"
 CHECKPOINT_VERSION = 1
-_MASKED_LOGIT = -1e9
 
 
 @dataclass(frozen=True)
@@ -249,13 +249,6 @@ def build_actor(config: PPOConfig, spec: EnvSpec) -> nn.Module:
     """The built-in actor of ``config.mode`` for an environment of shape ``spec``."""
     cls = CentralizedActor if config.mode == "centralized" else SharedActor
     return cls(spec.n_agents, spec.obs_dim, spec.n_actions, config.hidden)
-
-
-def masked_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
-    """Give unavailable actions (``action_mask`` False, ``(..., A)`` bool) a vanishing probability."""
-    if action_mask is None:
-        return logits
-    return logits.masked_fill(~action_mask, _MASKED_LOGIT)
 
 
 class RunningNorm(nn.Module):

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.data.windows import Layout, WindowSampler
-from marlkd.models.sequence import DTLearner, DTModelConfig
+from marlkd.algos._dt import DTLearner, DTModelConfig
+from marlkd.data.windows import WindowSampler
+from marlkd.models.layouts import Layout
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from pathlib import Path
 from marlkd.algos import ALGOS
 from marlkd.config import (
     EvalConfig,
-    RunConfig,
     TrainConfig,
     add_dataclass_arguments,
     dataclass_from_arguments,
 )
 from marlkd.errors import MarlkdError
+from marlkd.run_config import RunConfig
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 

@@ -1,28 +1,17 @@
-"""K-step windows of an offline dataset for decision transformers, and the three agent layouts.
+"""K-step windows of an offline dataset for decision transformers.
 
 A window ends at a valid step t of an episode and covers steps t-K+1 .. t; steps before the episode's
 start are left padding (mask False, zeros). Sampling gathers from tensors built once per dataset, never
-copying the dataset per batch. The layouts turn a window into model inputs with a member axis M first:
-
-- ``independent``: M = N members, member i sees only agent i (IDT, the students);
-- ``shared``: M = 1, agents folded into the batch, one-hot agent id appended to o^i (MADT);
-- ``centralized``: M = 1, all agents' R, o, a concatenated per timestep (the teacher).
+copying the dataset per batch. How a window becomes model inputs under each agent layout is
+:mod:`marlkd.models.layouts`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-
-
-class Layout(StrEnum):
-    INDEPENDENT = "independent"
-    SHARED = "shared"
-    CENTRALIZED = "centralized"
 
 
 @dataclass
@@ -37,17 +26,6 @@ class Window:
     action_mask: torch.Tensor | None  # (B, K, N, A) bool, or None when the env has no masks
     episode: torch.Tensor  # (B,) int64 episode index in the dataset
     step: torch.Tensor  # (B, K) int64 dataset step index of each position (clipped at 0 on padding)
-
-
-@dataclass
-class DTInputs:
-    """Model inputs with the member axis first (see ``DecisionTransformer.forward``)."""
-
-    returns: torch.Tensor  # (M, B', K, R)
-    obs: torch.Tensor  # (M, B', K, O')
-    actions: torch.Tensor  # (M, B', K, A') one-hot float
-    timesteps: torch.Tensor  # (M, B', K)
-    mask: torch.Tensor  # (M, B', K)
 
 
 def returns_to_go(rewards: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -114,59 +92,3 @@ class WindowSampler:
     def all_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(episode, step) of every valid step, for computing per-step caches."""
         return self.valid_episode, self.valid_step
-
-
-def to_inputs(window: Window, layout: Layout, n_actions: int) -> DTInputs:
-    """Model inputs for ``layout`` from a window (see the module docstring)."""
-    B, K, N = window.actions.shape
-    onehot = F.one_hot(window.actions, n_actions).float()  # (B, K, N, A)
-    if layout == Layout.INDEPENDENT:
-        return DTInputs(
-            returns=window.returns.permute(2, 0, 1).unsqueeze(-1),  # (N, B, K, 1)
-            obs=window.obs.permute(2, 0, 1, 3),  # (N, B, K, O)
-            actions=onehot.permute(2, 0, 1, 3),  # (N, B, K, A)
-            timesteps=window.timesteps.expand(N, B, K),
-            mask=window.mask.expand(N, B, K),
-        )
-    if layout == Layout.SHARED:
-        ids = torch.eye(N, device=window.obs.device).expand(B, K, N, N)
-        obs = torch.cat((window.obs, ids), dim=-1)  # (B, K, N, O+N)
-        return DTInputs(
-            returns=window.returns.permute(0, 2, 1).reshape(1, B * N, K, 1),
-            obs=obs.permute(0, 2, 1, 3).reshape(1, B * N, K, -1),
-            actions=onehot.permute(0, 2, 1, 3).reshape(1, B * N, K, n_actions),
-            timesteps=window.timesteps.repeat_interleave(N, dim=0).unsqueeze(0),
-            mask=window.mask.repeat_interleave(N, dim=0).unsqueeze(0),
-        )
-    return DTInputs(
-        returns=window.returns.unsqueeze(0),  # (1, B, K, N)
-        obs=window.obs.reshape(1, B, K, -1),  # (1, B, K, N*O)
-        actions=onehot.reshape(1, B, K, N * n_actions),
-        timesteps=window.timesteps.unsqueeze(0),
-        mask=window.mask.unsqueeze(0),
-    )
-
-
-def per_agent_logits(logits: torch.Tensor, layout: Layout, n_agents: int) -> torch.Tensor:
-    """Model output ``(M, B', K, H, A)`` back to ``(B, K, N, A)`` for any layout."""
-    if layout == Layout.INDEPENDENT:
-        return logits[..., 0, :].permute(1, 2, 0, 3)  # (N, B, K, A) -> (B, K, N, A)
-    if layout == Layout.SHARED:
-        _, BN, K, _, A = logits.shape
-        return logits[0, :, :, 0].reshape(BN // n_agents, n_agents, K, A).permute(0, 2, 1, 3)
-    return logits[0]  # (B, K, N heads, A)
-
-
-def model_input_sizes(layout: Layout, n_agents: int, obs_dim: int, n_actions: int) -> dict[str, int]:
-    """``DTConfig`` sizes (return_dim, obs_dim, action_dim, n_heads_out, members) for a layout."""
-    if layout == Layout.INDEPENDENT:
-        return dict(return_dim=1, obs_dim=obs_dim, action_dim=n_actions, n_heads_out=1, members=n_agents)
-    if layout == Layout.SHARED:
-        return dict(return_dim=1, obs_dim=obs_dim + n_agents, action_dim=n_actions, n_heads_out=1, members=1)
-    return dict(
-        return_dim=n_agents,
-        obs_dim=n_agents * obs_dim,
-        action_dim=n_agents * n_actions,
-        n_heads_out=n_agents,
-        members=1,
-    )

@@ -94,7 +94,7 @@ def train_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, An
     import torch
 
     import marlkd
-    from marlkd.config import RunConfig
+    from marlkd.run_config import RunConfig
 
     if dataset is None:
         raise MarlkdError(f"run {run.run_id}: an offline run needs a dataset")

@@ -1014,9 +1014,9 @@ def check_against_registry(spec: SweepSpec, runs: Sequence[RunSpec] | None = Non
     run starts, with the config field named. Imports torch (through the algorithm registry).
     """
     from marlkd.algos import ALGOS
-    from marlkd.config import RunConfig
     from marlkd.envs import list_envs
     from marlkd.envs.registry import describe
+    from marlkd.run_config import RunConfig
 
     known_envs = set(list_envs())
     for env in spec.envs:

@@ -7,7 +7,7 @@ environment, conditioned on a target return-to-go decremented by the rewards rec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,24 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from marlkd.config import check
-from marlkd.data.windows import (
-    Layout,
-    Window,
-    WindowSampler,
-    default_return_scale,
-    model_input_sizes,
-    per_agent_logits,
-    to_inputs,
-)
+from marlkd.data.windows import Window, WindowSampler, default_return_scale
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
+from marlkd.models.layouts import Layout, masked_logits, model_input_sizes, per_agent_logits, to_inputs
 from marlkd.optim import autocast, make_optimizer, optimizer_step
-
-NEG_INF = -1e9
 
 
 @dataclass(frozen=True)
 class DTModelConfig:
-    """Decision-transformer hyperparameters (DESIGN.md section 1 defaults).
+    """Decision-transformer hyperparameters of IDT, MADT, the teacher and the students.
 
     Attributes:
         context: K, timesteps per window.
@@ -68,11 +59,6 @@ class DTModelConfig:
         )
 
 
-def model_config_fields(cfg: Any) -> dict[str, Any]:
-    """The :class:`DTModelConfig` fields of ``cfg`` (algorithm configs extend DTModelConfig)."""
-    return {f.name: getattr(cfg, f.name) for f in fields(DTModelConfig)}
-
-
 def build_model(layout: Layout, dataset, cfg: DTModelConfig, mlp_heads: bool = False) -> DecisionTransformer:
     """A decision transformer sized for ``dataset`` under ``layout``."""
     sizes = model_input_sizes(layout, dataset.n_agents, dataset.obs_dim, dataset.n_actions)
@@ -90,11 +76,6 @@ def build_model(layout: Layout, dataset, cfg: DTModelConfig, mlp_heads: bool = F
             **sizes,
         )
     )
-
-
-def masked_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
-    """Unavailable actions get a logit of -1e9 (``logits`` (..., A), ``action_mask`` (..., A) bool)."""
-    return logits if action_mask is None else logits.masked_fill(~action_mask, NEG_INF)
 
 
 def action_loss(logits: torch.Tensor, window: Window) -> torch.Tensor:

@@ -1,0 +1,73 @@
+"""What the value-based baselines (CQL, BCQ, ICQ) share: their config, target networks and the
+double-Q target."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from marlkd.config import check
+from marlkd.data.transitions import TRUNCATION_RULES
+from marlkd.models.agent_nets import MLPConfig
+from marlkd.models.layouts import masked_logits
+
+
+@dataclass(frozen=True)
+class ValueConfig(MLPConfig):
+    """What the value-based baselines (CQL, BCQ, ICQ) share.
+
+    Attributes:
+        gamma: discount factor.
+        target_tau: Polyak rate of the target networks per update (1.0: copy every update).
+        truncation: how a truncated episode end is treated (``marlkd.data.transitions.TRUNCATION_RULES``):
+            ``final`` (no value after it, the finite-horizon return evaluation measures) or ``drop``.
+    """
+
+    gamma: float = 0.99
+    target_tau: float = 0.005
+    truncation: str = "final"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0.0 <= self.gamma <= 1.0, "algo.gamma", f"must be in [0, 1], got {self.gamma}")
+        check(0.0 < self.target_tau <= 1.0, "algo.target_tau", f"must be in (0, 1], got {self.target_tau}")
+        check(
+            self.truncation in TRUNCATION_RULES,
+            "algo.truncation",
+            f"must be one of {TRUNCATION_RULES}, got {self.truncation!r}",
+        )
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging ``target <- (1 - tau) * target + tau * source`` (tau = 1: copy)."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
+            t.lerp_(s, tau)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A target network: a deep copy of ``module`` without gradients."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+def double_q_target(
+    online_next: torch.Tensor,
+    target_next: torch.Tensor,
+    next_avail: torch.Tensor | None,
+    rewards: torch.Tensor,
+    bootstrap: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """``r + gamma * bootstrap * Qbar(o', argmax_{a' available} Q(o', a'))``: ``(B, N)``.
+
+    The online Q-values pick the next action, the target network values it. Q-values ``(B, N, A)``;
+    rewards, bootstrap ``(B, N)``; next_avail ``(B, N, A)`` bool, or None when ``online_next`` already
+    carries -1e9 for the actions it may not pick (BCQ's filter)."""
+    next_action = masked_logits(online_next, next_avail).argmax(-1, keepdim=True)  # (B, N, 1)
+    return rewards + gamma * bootstrap * target_next.gather(-1, next_action)[..., 0]
