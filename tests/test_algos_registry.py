@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 import tiny_envs
-from marlkd.algos import ALGOS
+from marlkd.algos import ALGOS, Algorithm
+from marlkd.algos.base import BaseAlgorithm
 from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset
 from marlkd.run_config import RunConfig
-from marlkd.training import load_policy, train
+from marlkd.training import load_policy, load_run, train
 
 # Small sizes for whichever of these fields a method's config has (others keep their defaults).
 SMALL = {
@@ -85,6 +86,12 @@ def test_registered_algorithm_trains_evaluates_and_resumes(
     stamps = {name: (run_dir / name).stat().st_mtime_ns for name in ("checkpoint.pt", "results.json")}
     assert train(config, progress=False) == results
     assert {name: (run_dir / name).stat().st_mtime_ns for name in stamps} == stamps
+    # the method declares the whole interface the loop uses (the protocol, defaults from the base class)
+    _, algo, _ = load_run(run_dir)
+    assert isinstance(algo, Algorithm) and isinstance(algo, BaseAlgorithm)
+    assert algo.num_updates == on_disk["train_steps"] and algo.env_steps == on_disk["env_steps"]
+    assert (algo.return_scale is not None) == ("return_scale" in on_disk)
+    assert set(algo.extra_policies()) == {k.split("/")[0] for k in on_disk if k.endswith("/return_mean")}
     # the trained policy is rebuilt from the run directory and acts decentralized
     policy = load_policy(run_dir)
     policy.reset(2)

@@ -27,6 +27,7 @@ from torch import nn
 
 from marlkd import atomic
 from marlkd.algos._dt import DTPolicy
+from marlkd.algos.base import Algorithm
 from marlkd.algos.ppo import (
     History,
     PPOConfig,
@@ -144,10 +145,11 @@ class DTActor(nn.Module):
         )
 
 
-def pretrained_actor(algo: Any, method: str) -> nn.Module:
+def pretrained_actor(algo: Algorithm, method: str) -> nn.Module:
     """The trained decentralized policy network of ``algo`` as a PPO actor (see the module docstring)."""
-    if hasattr(algo, "policy_network"):
-        return algo.policy_network()
+    network = algo.policy_network()
+    if network is not None:
+        return network
     policy = algo.policy()
     if isinstance(policy, DTPolicy):
         return DTActor(policy)

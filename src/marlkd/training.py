@@ -21,7 +21,8 @@ import torch
 
 import marlkd
 from marlkd import atomic
-from marlkd.algos import ALGOS, BuildContext
+from marlkd.algos import ALGOS, Algorithm, BuildContext
+from marlkd.algos.base import ReturnConditioned
 from marlkd.config import EvalConfig, to_dict
 from marlkd.errors import ConfigError, MarlkdError
 from marlkd.evaluate import evaluate, record_gif
@@ -61,7 +62,7 @@ def load_training_dataset(config: RunConfig):
     return dataset
 
 
-def build_algorithm(config: RunConfig, run_dir: Path, dataset=None):
+def build_algorithm(config: RunConfig, run_dir: Path, dataset=None) -> tuple[Algorithm, Any, BuildContext]:
     """(algorithm, dataset, context) for a run, with seeds set."""
     dataset = dataset if dataset is not None else load_training_dataset(config)
     device = resolve_device(config.train.device)
@@ -137,8 +138,7 @@ def _env_of(dataset) -> tuple[str, dict[str, Any]]:
 
 def run_evaluation(policy, dataset, eval_cfg: EvalConfig) -> dict[str, float]:
     env_id, env_kwargs = _env_of(dataset)
-    target = getattr(policy, "target_return", None)
-    if target is not None:
+    if isinstance(policy, ReturnConditioned):
         if eval_cfg.target_return is not None:
             policy.target_return[:] = eval_cfg.target_return
         else:
@@ -168,7 +168,7 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         start, train_time = int(state["step"]), float(state["train_time_s"])
-    total = int(getattr(algo, "num_updates", config.train.steps))  # after loading: it may be restored
+    total = int(algo.num_updates)  # after loading: it may be restored
 
     def save(step: int) -> None:
         atomic.torch_save(
@@ -223,18 +223,16 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         "seed": config.train.seed,
         "precision": str(ctx.autocast_dtype or "fp32").replace("torch.", ""),
         "dataset_episodes": dataset.n_episodes,
-        "env_steps": 0,
+        "env_steps": int(algo.env_steps),
     }
-    env_steps = getattr(algo, "env_steps", 0)
-    results["env_steps"] = int(env_steps)
-    if hasattr(algo, "return_scale") or hasattr(getattr(algo, "students", None), "return_scale"):
-        results["return_scale"] = float(getattr(algo, "return_scale", None) or algo.students.return_scale)
+    if algo.return_scale is not None:
+        results["return_scale"] = float(algo.return_scale)
     if config.eval.episodes > 0:
         t0 = time.perf_counter()
         policy = algo.policy()
         results.update(run_evaluation(policy, dataset, config.eval))
         # diagnostic policies a method carries besides its deployable one (ours: its centralized teacher)
-        for name, extra in getattr(algo, "extra_policies", dict)().items():
+        for name, extra in algo.extra_policies().items():
             summary = run_evaluation(extra, dataset, config.eval)
             results[f"{name}/return_mean"] = summary["return_mean"]
             results[f"{name}/return_std"] = summary["return_std"]

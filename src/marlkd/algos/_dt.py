@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from marlkd.algos.base import BaseAlgorithm
 from marlkd.config import check
 from marlkd.data.windows import Window, WindowSampler, default_return_scale
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
@@ -88,11 +89,12 @@ def action_loss(logits: torch.Tensor, window: Window) -> torch.Tensor:
     return (ce * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-class DTLearner:
+class DTLearner(BaseAlgorithm):
     """A decision transformer under one layout trained on the action loss (IDT, MADT, the teacher)."""
 
     def __init__(self, ctx, layout: Layout, cfg: DTModelConfig, mlp_heads: bool = False) -> None:
-        self.ctx, self.layout, self.cfg = ctx, layout, cfg
+        super().__init__(ctx)
+        self.layout, self.cfg = layout, cfg
         dataset = ctx.dataset
         self.n_agents, self.n_actions = dataset.n_agents, dataset.n_actions
         self.return_scale = cfg.return_scale or default_return_scale(dataset)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marlkd.algos.base import BaseAlgorithm
 from marlkd.algos.ppo import (
     Critic,
     PPOConfig,
@@ -129,12 +130,13 @@ def discriminator_loss(
     return (data_mean + policy_mean).sum()
 
 
-class AdversarialImitation:
+class AdversarialImitation(BaseAlgorithm):
     """MAPPO trained on a discriminator's rewards (see the module docstring)."""
 
     def __init__(self, ctx, discriminator: nn.Module) -> None:
         cfg: AdversarialConfig = ctx.config
-        self.ctx, self.cfg, self.device = ctx, cfg, ctx.device
+        super().__init__(ctx)
+        self.cfg, self.device = cfg, ctx.device
         dataset = ctx.dataset
         env_id, env_kwargs = dataset.metadata.env_id, dict(dataset.metadata.env_kwargs)
         self.env = make_batched(env_id, cfg.num_envs, **env_kwargs)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
+from marlkd.config import TrainConfig
 from marlkd.models.layouts import masked_logits
+
+if TYPE_CHECKING:
+    from marlkd.data.format import OfflineDataset
 
 
 @runtime_checkable
@@ -39,16 +44,69 @@ class Policy(Protocol):
 
 
 @runtime_checkable
+class ReturnConditioned(Protocol):
+    """A policy conditioned on a per-agent target return ``(N,)`` that evaluation may set in place."""
+
+    target_return: np.ndarray
+
+
+@runtime_checkable
 class Algorithm(Protocol):
-    """A trainable method. ``update`` samples its own batch and takes one optimisation step."""
+    """A trainable method: everything the training loop (``marlkd.training``) uses of it.
 
-    def update(self, step: int) -> dict[str, float]: ...
+    :class:`BaseAlgorithm` gives the defaults of everything but ``update``, ``policy``, ``state_dict`` and
+    ``load_state_dict``.
 
-    def policy(self) -> Policy: ...
+    Attributes:
+        num_updates: updates the run takes in all (``train.steps``; ``ours`` adds its teacher's; the
+            adversarial methods derive it from their environment-step budget). Read after a resume.
+        env_steps: environment steps the method itself has taken (0 for offline methods).
+        return_scale: what returns-to-go are divided by (sequence models), recorded in results.json;
+            None for methods without one.
+    """
+
+    num_updates: int
+    env_steps: int
+    return_scale: float | None
+
+    def update(self, step: int) -> dict[str, float]:
+        """Sample a batch and take one optimisation step; returns the metrics to log."""
+        ...
+
+    def policy(self) -> Policy:
+        """The deployable (decentralized) policy."""
+        ...
+
+    def extra_policies(self) -> dict[str, Policy]:
+        """Diagnostic policies evaluated beside the deployable one, by name (ours: its teacher)."""
+        ...
+
+    def policy_network(self) -> nn.Module | None:
+        """The decentralized policy network online finetuning trains as a PPO actor, when the method has
+        one that maps ``obs (M, N, O)`` to logits ``(M, N, A)``; None otherwise."""
+        ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class BaseAlgorithm:
+    """The defaults of :class:`Algorithm`: ``train.steps`` updates, no environment steps, no return
+    scale, no extra policies, no policy network. A method calls ``super().__init__(ctx)`` first."""
+
+    return_scale: float | None = None
+
+    def __init__(self, ctx: BuildContext) -> None:
+        self.ctx = ctx
+        self.num_updates = ctx.train.steps
+        self.env_steps = 0
+
+    def extra_policies(self) -> dict[str, Policy]:
+        return {}
+
+    def policy_network(self) -> nn.Module | None:
+        return None
 
 
 @dataclass
@@ -66,12 +124,12 @@ class BuildContext:
         seed: the run's seed.
     """
 
-    dataset: Any
+    dataset: OfflineDataset
     config: Any
-    train: Any
+    train: TrainConfig
     device: torch.device
     autocast_dtype: torch.dtype | None
-    run_dir: Any
+    run_dir: Path
     seed: int
 
 

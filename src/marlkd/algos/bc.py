@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos.base import GreedyPolicy
+from marlkd.algos.base import BaseAlgorithm, GreedyPolicy
 from marlkd.data.transitions import Transitions, TransitionSampler
 from marlkd.models.agent_nets import AgentMLP, MLPConfig
 from marlkd.models.layouts import masked_logits
@@ -41,12 +41,12 @@ def bc_loss(logits: torch.Tensor, batch: Transitions) -> tuple[torch.Tensor, tor
     return per_agent.sum(), accuracy
 
 
-class BC:
+class BC(BaseAlgorithm):
     """Per-agent behaviour cloning (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
         cfg: Config = ctx.config
-        self.ctx = ctx
+        super().__init__(ctx)
         dataset = ctx.dataset
         self.sampler = TransitionSampler(dataset, ctx.device)
         self.net = AgentMLP(dataset.n_agents, dataset.obs_dim, cfg.hidden, dataset.n_actions, cfg.layers)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, soft_update
-from marlkd.algos.base import GreedyPolicy, checkpoint_state, load_checkpoint_state
+from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
 from marlkd.models.agent_nets import AgentMLP
@@ -68,12 +68,13 @@ def filtered_q(
     return q.masked_fill(~allowed_actions(g_logits, avail, threshold), NEG_INF)
 
 
-class BCQ:
+class BCQ(BaseAlgorithm):
     """Independent discrete BCQ learners (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
         cfg: Config = ctx.config
-        self.ctx, self.cfg = ctx, cfg
+        super().__init__(ctx)
+        self.cfg = cfg
         dataset = ctx.dataset
         self.sampler = TransitionSampler(dataset, ctx.device)
         N, O, A = dataset.n_agents, dataset.obs_dim, dataset.n_actions

@@ -21,7 +21,7 @@ import torch
 
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, soft_update
-from marlkd.algos.base import GreedyPolicy, checkpoint_state, load_checkpoint_state
+from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
 from marlkd.models.agent_nets import AgentMLP
@@ -51,12 +51,13 @@ def conservative_penalty(q: torch.Tensor, actions: torch.Tensor, avail: torch.Te
     return soft_max - q.gather(-1, actions[..., None])[..., 0]
 
 
-class CQL:
+class CQL(BaseAlgorithm):
     """Independent discrete CQL learners (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
         cfg: Config = ctx.config
-        self.ctx, self.cfg = ctx, cfg
+        super().__init__(ctx)
+        self.cfg = cfg
         dataset = ctx.dataset
         self.sampler = TransitionSampler(dataset, ctx.device)
         self.q = AgentMLP(dataset.n_agents, dataset.obs_dim, cfg.hidden, dataset.n_actions, cfg.layers)

@@ -36,7 +36,7 @@ from torch import nn
 
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos._value import ValueConfig, frozen_copy, soft_update
-from marlkd.algos.base import GreedyPolicy, checkpoint_state, load_checkpoint_state
+from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
 from marlkd.models.agent_nets import AgentMLP
@@ -94,12 +94,13 @@ class LinearMixer(nn.Module):
         return (self.agent_weights(state) * agent_q).sum(-1) + self.bias(state)[..., 0]
 
 
-class ICQ:
+class ICQ(BaseAlgorithm):
     """Multi-agent ICQ (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
         cfg: Config = ctx.config
-        self.ctx, self.cfg = ctx, cfg
+        super().__init__(ctx)
+        self.cfg = cfg
         dataset = ctx.dataset
         self.sampler = TransitionSampler(dataset, ctx.device)
         N, O, A = dataset.n_agents, dataset.obs_dim, dataset.n_actions

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from marlkd import atomic
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos._dt import DTLearner, DTModelConfig
+from marlkd.algos.base import BaseAlgorithm
 from marlkd.algos.teacher import teacher_outputs
 from marlkd.config import check
 from marlkd.errors import ConfigError
@@ -145,12 +146,13 @@ def kl_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch
     return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
 
 
-class Ours:
+class Ours(BaseAlgorithm):
     """Teacher, then relational distillation into an ensemble of n students (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
         cfg: Config = ctx.config
-        self.ctx, self.cfg, self.switch = ctx, cfg, switches(cfg)
+        super().__init__(ctx)
+        self.cfg, self.switch = cfg, switches(cfg)
         self.teacher = DTLearner(ctx, Layout.CENTRALIZED, cfg, mlp_heads=True)
         self.students = DTLearner(ctx, Layout.INDEPENDENT, cfg)
         self.teacher_steps = cfg.teacher_steps if cfg.teacher_steps is not None else ctx.train.steps
@@ -300,6 +302,11 @@ class Ours:
 
     def policy(self):
         return self.students.policy()
+
+    @property
+    def return_scale(self) -> float:
+        """The students' return scale (the teacher's is the same)."""
+        return self.students.return_scale
 
     def extra_policies(self) -> dict:
         """The centralized teacher, evaluated beside the students for reference (needs all agents' data)."""
