@@ -14,6 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "marlkd"
 
 # module (file or package directory, relative to src/marlkd) -> the marlkd modules it may import
 ALLOWED = {
+    "errors.py": (),
+    "names.py": (),
     "config.py": ("marlkd.errors",),
     "models": ("marlkd.models", "marlkd.config", "marlkd.errors"),
 }

@@ -42,8 +42,8 @@ from marlkd.data.collect import collect_episodes, random_act_fn
 from marlkd.data.format import load_dataset, write_dataset
 from marlkd.envs import env_spec
 from marlkd.errors import ConfigError, DatasetError, MarlkdError
+from marlkd.names import QUALITIES
 
-QUALITIES = ("good", "normal", "poor", "random")
 # Normalized score each tier aims at; good is the expert itself (about 1), random is the zero point.
 TIER_TARGETS = {"normal": 0.5, "poor": 0.25}
 EXPERT_INFO_FILE = "expert.json"

@@ -44,11 +44,11 @@ from marlkd.errors import ConfigError
 from marlkd.evaluate import evaluate
 from marlkd.models.decision_transformer import DecisionTransformer
 from marlkd.models.layouts import Layout, per_agent_logits, to_inputs
+from marlkd.names import SCRATCH
 from marlkd.optim import autocast
 from marlkd.run_config import RunConfig
 from marlkd.training import load_run, resolve_device, train
 
-SCRATCH = "scratch"
 RESULTS = "results.json"
 
 

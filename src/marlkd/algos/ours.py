@@ -35,9 +35,8 @@ from marlkd.config import check
 from marlkd.errors import ConfigError
 from marlkd.models.layers import MLP
 from marlkd.models.layouts import Layout, masked_logits
+from marlkd.names import ABLATIONS
 from marlkd.optim import make_optimizer, optimizer_step
-
-ABLATIONS = ("full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping")
 
 
 @dataclass(frozen=True)

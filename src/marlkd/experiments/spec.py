@@ -22,14 +22,10 @@ from typing import Any
 
 from marlkd.config import PRECISIONS
 from marlkd.errors import ConfigError, MarlkdError
+from marlkd.names import ABLATIONS, QUALITIES, SCRATCH
 
 KINDS = ("offline", "finetune")
-QUALITIES = ("good", "normal", "poor", "random")
-# The ablation switch of ``ours`` (its config field ``ablation``), in the order of the paper's Table 3.
-ABLATIONS = ("full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping")
 ABLATION_METHOD = "ours"
-# The pseudo-method of a finetuning sweep that starts MAPPO from random weights.
-SCRATCH = "scratch"
 DEFAULT_RUN_FN = "marlkd.experiments.runner:train_run"
 # With ``share_teacher``, ours's runs keep their teachers in this folder of the sweep's directory.
 TEACHERS_DIR = "teachers"
