@@ -20,7 +20,7 @@ import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -30,12 +30,10 @@ from marlkd.algos._dt import DTPolicy
 from marlkd.algos.base import Algorithm
 from marlkd.algos.ppo import (
     History,
-    PPOConfig,
+    MAPPOSettings,
     PPOPolicy,
     PPOResult,
-    check_mappo_settings,
     load_ppo_policy,
-    mappo_config,
     train_ppo,
 )
 from marlkd.config import EvalConfig, check, from_dict
@@ -53,39 +51,24 @@ RESULTS = "results.json"
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """MAPPO settings of a finetuning comparison (the same for the pretrained and the scratch run).
+class FinetuneConfig(MAPPOSettings):
+    """MAPPO settings of a finetuning comparison (the same for the pretrained and the scratch run): those of
+    ``MAPPOSettings`` (``hidden`` sizes the critic and the scratch actor) with a smaller actor ``lr``.
 
     Attributes:
-        env_steps: environment-step budget of each run (one step of one copy).
-        num_envs: environment copies per rollout.
-        hidden: width of the critic (and of the scratch actor).
-        lr: actor learning rate. critic_lr: critic learning rate (both decay linearly to 0).
-        gamma, gae_lambda, clip, ent_coef, epochs, minibatches: PPO's (see ``PPOConfig``).
         eval_episodes: greedy evaluation episodes of each final policy (0: none).
         seed: seeds PPO (initialisation of new networks, sampling, environment resets).
     """
 
-    env_steps: int = 200_000
-    num_envs: int = 32
-    hidden: int = 128
+    SECTION: ClassVar[str] = "finetune"
+
     lr: float = 1e-4
-    critic_lr: float = 1e-3
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    ent_coef: float = 0.01
-    epochs: int = 4
-    minibatches: int = 4
     eval_episodes: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
         check(self.eval_episodes >= 0, "finetune.eval_episodes", f"must be >= 0, got {self.eval_episodes}")
-        check_mappo_settings(self, "finetune")  # PPO validates its own fields, which have the same names here
-
-    def ppo_config(self, device: str) -> PPOConfig:
-        return mappo_config(self, self.seed, device)
+        super().__post_init__()
 
 
 class DTActor(nn.Module):
@@ -181,7 +164,7 @@ def run_mappo(
     Returns the PPO result and the summary of a greedy evaluation of the final policy on the evaluation
     episodes of seed ``eval_seed`` (empty when ``config.eval_episodes`` is 0).
     """
-    ppo_config = config.ppo_config(device.type)
+    ppo_config = config.ppo_config(config.seed, device.type)
     result = train_ppo(env_id, ppo_config, out_dir, env_kwargs, progress=progress, actor=actor)
     evaluation: dict[str, float] = {}
     if config.eval_episodes > 0:

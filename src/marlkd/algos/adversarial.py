@@ -26,13 +26,11 @@ from torch import nn
 from marlkd.algos.base import BaseAlgorithm
 from marlkd.algos.ppo import (
     Critic,
-    PPOConfig,
+    MAPPOSettings,
     PPOPolicy,
     RunningNorm,
     build_actor,
-    check_mappo_settings,
     collect_rollout,
-    mappo_config,
     ppo_update,
 )
 from marlkd.config import check
@@ -43,49 +41,28 @@ from marlkd.models.layouts import masked_logits
 
 
 @dataclass(frozen=True)
-class AdversarialConfig:
-    """Settings GAIL and AIRL share: the budget, MAPPO's hyperparameters and the discriminator's.
+class AdversarialConfig(MAPPOSettings):
+    """Settings GAIL and AIRL share: the budget and MAPPO's hyperparameters (``MAPPOSettings``; both
+    learning rates decay linearly to 0; ``gamma`` is also AIRL's shaping discount) and the discriminator's.
 
     Attributes:
-        env_steps: environment-step budget (one step of one copy).
-        num_envs: environment copies per rollout.
-        hidden: width of the MAPPO actor's and critic's hidden layers.
-        lr: actor learning rate. critic_lr: critic learning rate (both decay linearly to 0).
-        gamma: discount (PPO's and AIRL's shaping). gae_lambda: GAE lambda. clip: PPO ratio clip.
-        ent_coef: entropy bonus. epochs, minibatches: PPO passes over each rollout and its minibatches.
         disc_hidden: width of the discriminator's two hidden layers.
         disc_lr: discriminator Adam learning rate.
         disc_steps: discriminator steps per iteration.
         disc_batch: transitions per discriminator step from each side (dataset, rollout).
     """
 
-    env_steps: int = 200_000
-    num_envs: int = 32
-    hidden: int = 128
-    lr: float = 3e-4
-    critic_lr: float = 1e-3
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    ent_coef: float = 0.01
-    epochs: int = 4
-    minibatches: int = 4
     disc_hidden: int = 128
     disc_lr: float = 3e-4
     disc_steps: int = 4
     disc_batch: int = 256
 
     def __post_init__(self) -> None:
-        check(self.env_steps >= 1, "algo.env_steps", f"must be >= 1, got {self.env_steps}")
         check(self.disc_hidden >= 1, "algo.disc_hidden", f"must be >= 1, got {self.disc_hidden}")
         check(self.disc_lr > 0, "algo.disc_lr", f"must be > 0, got {self.disc_lr}")
         check(self.disc_steps >= 0, "algo.disc_steps", f"must be >= 0, got {self.disc_steps}")
         check(self.disc_batch >= 1, "algo.disc_batch", f"must be >= 1, got {self.disc_batch}")
-        check_mappo_settings(self, "algo")  # PPO validates its own fields, which have the same names here
-
-    def ppo_config(self, seed: int, device: str) -> PPOConfig:
-        """The MAPPO configuration these settings stand for."""
-        return mappo_config(self, seed, device)
+        super().__post_init__()
 
 
 @dataclass

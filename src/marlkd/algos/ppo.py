@@ -55,7 +55,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -157,35 +157,67 @@ class PPOConfig:
         return self.critic_input
 
 
-def mappo_config(settings: Any, seed: int, device: str) -> PPOConfig:
-    """The MAPPO configuration of a method's PPO ``settings``: a config whose fields ``num_envs``, ``hidden``,
-    ``lr``, ``critic_lr``, ``gamma``, ``gae_lambda``, ``clip``, ``ent_coef``, ``epochs`` and
-    ``minibatches`` are PPO's, and ``env_steps`` is PPO's ``total_steps``."""
-    return PPOConfig(
-        mode="mappo",
-        total_steps=settings.env_steps,
-        num_envs=settings.num_envs,
-        hidden=settings.hidden,
-        lr=settings.lr,
-        critic_lr=settings.critic_lr,
-        gamma=settings.gamma,
-        gae_lambda=settings.gae_lambda,
-        clip=settings.clip,
-        ent_coef=settings.ent_coef,
-        epochs=settings.epochs,
-        minibatches=settings.minibatches,
-        seed=seed,
-        device=device,
-    )
+@dataclass(frozen=True)
+class MAPPOSettings:
+    """The MAPPO settings a method or a finetuning run exposes: a subset of :class:`PPOConfig` under the
+    same names, with ``env_steps`` for its ``total_steps`` (GAIL/AIRL's and finetuning's configs extend
+    it). Validated by PPO's own checks; an error names the field under ``SECTION``.
 
+    Attributes:
+        env_steps: environment-step budget (one step of one copy).
+        num_envs: environment copies per rollout.
+        hidden: width of the MAPPO actor's and critic's hidden layers.
+        lr: actor learning rate (decays linearly to 0).
+        critic_lr: critic learning rate (decays linearly to 0).
+        gamma: discount factor.
+        gae_lambda: GAE lambda.
+        clip: PPO ratio clip epsilon.
+        ent_coef: entropy bonus coefficient.
+        epochs: PPO passes over each rollout.
+        minibatches: minibatches per pass.
+    """
 
-def check_mappo_settings(settings: Any, section: str) -> None:
-    """Validate ``settings`` (see :func:`mappo_config`) by PPO's own checks; an error names the field as
-    ``<section>.<name>`` instead of ``ppo.<name>``."""
-    try:
-        mappo_config(settings, 0, "cpu")
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("config field ppo.", f"config field {section}.")) from None
+    SECTION: ClassVar[str] = "algo"
+
+    env_steps: int = 200_000
+    num_envs: int = 32
+    hidden: int = 128
+    lr: float = 3e-4
+    critic_lr: float = 1e-3
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    ent_coef: float = 0.01
+    epochs: int = 4
+    minibatches: int = 4
+
+    def __post_init__(self) -> None:
+        check(self.env_steps >= 1, f"{self.SECTION}.env_steps", f"must be >= 1, got {self.env_steps}")
+        try:
+            self.ppo_config(0, "cpu")
+        except ConfigError as exc:
+            raise ConfigError(
+                str(exc).replace("config field ppo.", f"config field {self.SECTION}.")
+            ) from None
+
+    def ppo_config(self, seed: int, device: str) -> PPOConfig:
+        """The MAPPO configuration these settings stand for."""
+        return PPOConfig(
+            mode="mappo",
+            total_steps=self.env_steps,
+            num_envs=self.num_envs,
+            hidden=self.hidden,
+            lr=self.lr,
+            critic_lr=self.critic_lr,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            clip=self.clip,
+            ent_coef=self.ent_coef,
+            epochs=self.epochs,
+            minibatches=self.minibatches,
+            seed=seed,
+            device=device,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- networks
