@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Extras: `setup` installs SMAX (jaxmarl, so that every built-in sweep runs); the tests add the Ray backend.
-EXTRAS      ?= dev,smax
-TEST_EXTRAS ?= dev,smax,ray
+# Extras: `setup` installs Highway, SMAX and the Vault reader (so that every built-in sweep runs and
+# OG-MARL datasets import); the tests add flashbax (to write reference Vaults) and the Ray backend.
+# torch is installed first at the tested version (pyproject.toml accepts a range).
+TORCH       ?= torch==2.13.0
+EXTRAS      ?= dev,all
+TEST_EXTRAS ?= test,ray
 
 .PHONY: setup setup-test demo test test-fast lint bench clean
 
@@ -13,12 +16,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 setup: $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]" "$(TORCH)"
 
 setup-test: $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[$(TEST_EXTRAS)]"
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[$(TEST_EXTRAS)]" "$(TORCH)"
 
 demo: setup
 	$(BIN)/marlkd demo --out demo_out

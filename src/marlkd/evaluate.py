@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,40 @@ from typing import Any
 import numpy as np
 
 from marlkd.envs import make, make_batched
+
+# env_id -> evaluator(policy, env_kwargs, episodes, seed) -> EvalResult, for environments marlkd does not
+# run itself (data imported from elsewhere, evaluated in its own simulator).
+_EVALUATORS: dict[str, Callable[..., EvalResult]] = {}
+
+
+def register_evaluator(env_id: str, evaluator: Callable[..., EvalResult], *, overwrite: bool = False) -> None:
+    """Evaluate policies of datasets recorded with ``env_id`` by ``evaluator`` instead of marlkd's loop.
+
+    ``evaluator(policy, env_kwargs, episodes, seed)`` plays ``episodes`` episodes with the policy
+    (``policy.reset(B)``, ``policy.act(obs (B, N, O), mask (B, N, A) or None) -> actions (B, N)``,
+    ``policy.observe(rewards (B, N), done (B, N))``) and returns an :class:`EvalResult`. Register it in a
+    module that ``--import`` or the ``marlkd.envs`` entry points load, so that the command line, sweeps and
+    their workers see it.
+    """
+    if env_id in _EVALUATORS and not overwrite:
+        raise ValueError(f"an evaluator for {env_id!r} is already registered")
+    _EVALUATORS[env_id] = evaluator
+
+
+def can_evaluate(env_id: str) -> bool:
+    """Whether policies trained on ``env_id``'s data can be evaluated: an evaluator or the environment is
+    registered (an environment whose optional extra is missing counts: evaluating it says what to install)."""
+    from marlkd.envs.registry import UnknownEnvironmentError, describe
+
+    if env_id in _EVALUATORS:
+        return True
+    try:
+        describe(env_id)
+    except UnknownEnvironmentError:
+        return False
+    except Exception:  # known, but its optional dependency is missing: evaluation reports it
+        return True
+    return True
 
 
 @dataclass
@@ -60,9 +95,12 @@ def evaluate(
     """Run ``episodes`` episodes of ``policy`` in ``env_id``, ``batch_size`` copies at a time (default: all).
 
     The policy sees each agent's observation and action mask; invalid actions are never sent (masked
-    environments check them). Returns the per-agent episode returns.
+    environments check them). Returns the per-agent episode returns. An evaluator registered for
+    ``env_id`` (:func:`register_evaluator`) runs instead.
     """
     env_kwargs = dict(env_kwargs or {})
+    if env_id in _EVALUATORS:
+        return _EVALUATORS[env_id](policy, env_kwargs, episodes, seed)
     batch_size = min(episodes, batch_size or episodes)
     all_returns, all_lengths, env_steps = [], [], 0
     for start in range(0, episodes, batch_size):

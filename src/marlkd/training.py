@@ -12,6 +12,7 @@ import csv
 import json
 import platform
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from marlkd.algos import ALGOS, Algorithm, BuildContext
 from marlkd.algos.base import ReturnConditioned
 from marlkd.config import EvalConfig, to_dict
 from marlkd.errors import ConfigError, MarlkdError
-from marlkd.evaluate import evaluate, record_gif
+from marlkd.evaluate import can_evaluate, evaluate, record_gif
 from marlkd.optim import resolve_precision
 from marlkd.run_config import RunConfig
 
@@ -183,6 +184,14 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             checkpoint_path,
         )
 
+    # data of an environment marlkd cannot run (imported from elsewhere) trains with evaluation off
+    evaluating = config.eval.episodes > 0 and can_evaluate(dataset.metadata.env_id)
+    if config.eval.episodes > 0 and not evaluating:
+        print(
+            f"marlkd: environment {dataset.metadata.env_id!r} of {config.data} is not registered: training "
+            "with evaluation off (register the environment or an evaluator to evaluate)",
+            file=sys.stderr,
+        )
     log = MetricsLog(run_dir)
     bar = None
     if progress and start < total:
@@ -199,7 +208,7 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
                 log.log(done, train_time, metrics)
                 if bar is not None:
                     bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(metrics.items())[:3]})
-            if config.eval.every and done % config.eval.every == 0 and done < total and config.eval.episodes:
+            if config.eval.every and done % config.eval.every == 0 and done < total and evaluating:
                 summary = run_evaluation(algo.policy(), dataset, config.eval)
                 log.log(
                     done,
@@ -227,7 +236,7 @@ def train(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     }
     if algo.return_scale is not None:
         results["return_scale"] = float(algo.return_scale)
-    if config.eval.episodes > 0:
+    if evaluating:
         t0 = time.perf_counter()
         policy = algo.policy()
         results.update(run_evaluation(policy, dataset, config.eval))
@@ -279,6 +288,11 @@ def load_policy(run_dir: str | Path):
 def evaluate_run(run_dir: str | Path, eval_cfg: EvalConfig | None = None, gif: str | None = None) -> dict:
     """Evaluate a trained run again (e.g. with more episodes or another target return)."""
     config, algo, dataset = load_run(run_dir)
+    if not can_evaluate(dataset.metadata.env_id):
+        raise MarlkdError(
+            f"{run_dir}: environment {dataset.metadata.env_id!r} is not registered and has no evaluator; "
+            "register one (marlkd.evaluate.register_evaluator) in a module loaded with --import"
+        )
     eval_cfg = eval_cfg or config.eval
     policy = algo.policy()
     summary = run_evaluation(policy, dataset, eval_cfg)

@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("files", nargs="+", metavar="FILE", help="dataset files (.h5)")
     validate.set_defaults(func=_validate)
 
+    from marlkd.cli.interop import register_dataset_commands
+
+    register_dataset_commands(commands)  # import / export in other projects' formats
+
 
 def summarize(dataset: OfflineDataset) -> dict[str, Any]:
     """The metadata plus what is computed from the arrays: steps, optional fields, per-agent mean returns."""

@@ -55,8 +55,8 @@ try:
     from pettingzoo import ParallelEnv
 except ImportError as exc:  # pragma: no cover - exercised only without the package
     raise MarlkdError(
-        f"the highway environments need highway-env ({exc}); install it with "
-        "`pip install 'highway-env>=1.10'` (a dependency of marlkd: `pip install marlkd` installs it)"
+        f"the highway environments need highway-env ({exc}); install the extra: "
+        "`pip install 'marlkd[highway]'`"
     ) from exc
 
 __all__ = [
