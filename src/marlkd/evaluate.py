@@ -150,6 +150,12 @@ def record_gif(
         last_obs.update(obs)
         stacked = np.stack([last_obs[a] for a in agents])[None]  # (1, N, O)
         masks = [infos.get(a, {}).get("action_mask") for a in agents]
+        if any(m is not None for m in masks):  # an agent that has left may only "choose" action 0
+            no_op = np.zeros_like(np.asarray(next(m for m in masks if m is not None), dtype=bool))
+            no_op[0] = True
+            masks = [
+                no_op if m is None and a not in env.agents else m for m, a in zip(masks, agents, strict=True)
+            ]
         mask = None if any(m is None for m in masks) else np.stack(masks)[None].astype(bool)
         actions = policy.act(stacked.astype(np.float32), mask)[0]
         obs, rewards, terms, truncs, infos = env.step(

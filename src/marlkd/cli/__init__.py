@@ -29,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="marlkd",
         description="Offline multi-agent RL by sequence modelling and knowledge distillation.",
     )
+    parser.add_argument(  # taken out of the arguments by main() before parsing; here for --help
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE first (it registers your environments or evaluators; also in sweep workers); "
+        "repeatable, accepted anywhere on the line",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -42,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from marlkd.envs.plugins import import_modules, pop_import_options
+
+    try:
+        argv, modules = pop_import_options(list(sys.argv[1:] if argv is None else argv))
+        import_modules(modules)
+    except MarlkdError as exc:
+        print(f"marlkd: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):

@@ -1,7 +1,8 @@
 """The environment registry: ``make(env_id)`` for the PettingZoo form, ``make_batched`` for the NumPy form.
 
-An environment module registers itself with :func:`register`; users register their own the same way
-(see docs/adding_an_environment.md).
+An environment module registers itself with :func:`register`; users register their own the same way, or
+a PettingZoo ``ParallelEnv`` with :func:`marlkd.envs.pettingzoo.register_parallel_env` (see
+docs/adding_an_environment.md). Modules of the user's are found through ``marlkd.envs.plugins``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def register(entry: EnvEntry, *, overwrite: bool = False) -> None:
 def _entry(env_id: str) -> EnvEntry:
     if env_id not in _REGISTRY and env_id in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[env_id])
+    if env_id not in _REGISTRY:  # perhaps a user's: entry points and --import modules (once)
+        from marlkd.envs.plugins import load_plugins
+
+        load_plugins()
     if env_id not in _REGISTRY:
         known = ", ".join(sorted(set(_REGISTRY) | set(_BUILTIN_MODULES)))
         raise UnknownEnvironmentError(f"unknown environment {env_id!r}; known environments: {known}")
@@ -82,7 +87,10 @@ def env_spec(env_id: str, **kwargs: Any) -> EnvSpec:
 
 
 def list_envs(include_optional: bool = True) -> list[str]:
-    """Registered and built-in environment ids."""
+    """Registered, built-in and user (entry point, ``--import``) environment ids."""
+    from marlkd.envs.plugins import load_plugins
+
+    load_plugins()
     ids = set(_REGISTRY)
     if include_optional:
         ids |= set(_BUILTIN_MODULES)

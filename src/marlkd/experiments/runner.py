@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from marlkd import atomic
+from marlkd.envs.plugins import IMPORT_ENV, import_modules
 from marlkd.errors import ConfigError, MarlkdError
 from marlkd.experiments.results import (
     append_rows,
@@ -344,10 +345,16 @@ class _RayBackend:
         self._ray = ray
         self._owner = not ray.is_initialized()
         if self._owner:
+            # workers elsewhere import the user's environment modules too (their code must be installed
+            # or on their PYTHONPATH)
+            imports = os.environ.get(IMPORT_ENV)
+            runtime_env = {"env_vars": {IMPORT_ENV: imports}} if imports else None
             if address == "local":
-                ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+                ray.init(
+                    address="local", include_dashboard=False, logging_level="WARNING", runtime_env=runtime_env
+                )
             else:
-                ray.init(address=address, logging_level="WARNING")
+                ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.slots = workers or cpus
         self.threads = max(1, cpus // self.slots)
@@ -704,9 +711,10 @@ def run_sweep(
     started = time.monotonic()
     spec = _resolve_spec(spec)
     runs = _selected(spec, quick, only_envs, only_methods, max_seeds)
+    import_modules(spec.imports)  # the user's environments, here and (MARLKD_IMPORT) in the workers
     if run_fn is None:
+        run_fn = resolve_callable(spec.run_fn)  # first: its module may register the environments
         check_against_registry(spec, runs)
-        run_fn = resolve_callable(spec.run_fn)
     dataset_fn = dataset_fn or make_dataset
     if workers is not None and workers < 0:
         raise ConfigError(f"workers must be >= 0, got {workers}")

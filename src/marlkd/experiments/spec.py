@@ -215,6 +215,8 @@ class SweepSpec:
             what the teacher does not depend on (the ablation, the distillation weights) train one teacher
             and share it. Not part of the run ids (it does not change what a run computes).
         run_fn: ``module:function`` that executes one run (see ``marlkd.experiments.runner.RunFn``).
+        imports: modules to import before the spec is checked, in the driver and in every worker (they
+            register the user's environments; see ``marlkd.envs.plugins``).
         report: the report layout.
         source: where the spec was read from.
     """
@@ -236,6 +238,7 @@ class SweepSpec:
     dataset_seed: int = 0
     share_teacher: bool = False
     run_fn: str = DEFAULT_RUN_FN
+    imports: tuple[str, ...] = ()
     report: ReportSpec = field(default_factory=ReportSpec)
     source: str = ""
 
@@ -392,6 +395,7 @@ _TOP_KEYS = (
     "dataset_seed",
     "share_teacher",
     "run_fn",
+    "imports",
     "grid",
     "per_env",
     "train",
@@ -706,6 +710,7 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
         dataset_seed=top.integer("dataset_seed", 0),
         share_teacher=share_teacher,
         run_fn=run_fn,
+        imports=top.values("imports", str, allow_empty=True) if "imports" in top.table else (),
         report=report,
         source=source,
     )
