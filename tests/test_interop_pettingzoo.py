@@ -13,10 +13,11 @@ import pytest
 
 import pz_envs
 from marlkd.cli import main
-from marlkd.config import EvalConfig, RunConfig, TrainConfig
+from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset, load_dataset
 from marlkd.envs import env_spec, make, make_batched, plugins
 from marlkd.errors import MarlkdError
+from marlkd.run_config import RunConfig
 
 SMALL_DT = {"context": 3, "width": 16, "layers": 1, "heads": 2, "dropout": 0.0, "head_hidden": 16}
 

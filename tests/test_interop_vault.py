@@ -16,11 +16,12 @@ import pytest
 pytest.importorskip("tensorstore", reason="Vaults need the vault extra (pip install 'marlkd[vault]')")
 
 from marlkd.cli import main  # noqa: E402
-from marlkd.config import EvalConfig, RunConfig, TrainConfig  # noqa: E402
+from marlkd.config import EvalConfig, TrainConfig  # noqa: E402
 from marlkd.data.flat import import_d4rl  # noqa: E402
 from marlkd.data.format import load_dataset, write_dataset  # noqa: E402
 from marlkd.data.vault import VaultError, export_vault, import_vault, read_vault  # noqa: E402
 from marlkd.errors import DatasetError  # noqa: E402
+from marlkd.run_config import RunConfig  # noqa: E402
 
 N, O, A, S = 3, 4, 5, 6
 LENGTHS = (7, 3, 11, 5)  # the last episode is cut off: the recording stopped in its middle
