@@ -28,12 +28,19 @@ def test_envs_lists_every_environment_and_names_missing_extras(
         return real_describe(env_id)
 
     monkeypatch.setattr(envs_command, "describe", describe)
+    monkeypatch.setattr(envs_command, "_declared_extras", lambda: {"highway", "smax", "vault", "all"})
     lines = _listing(capsys)
     for env_id, sizes in NATIVE_SIZES.items():
         assert lines[env_id][1:4] == sizes
     smax = [" ".join(words) for env_id, words in lines.items() if env_id.startswith("smax")]
     assert len(smax) == 4 and all("needs extra smax" in line for line in smax)
-    assert "highway_env is not installed" in " ".join(lines["highway"])
+    assert "needs extra highway" in " ".join(lines["highway"])
+    # an environment of no extra names the module it misses
+    missing = ModuleNotFoundError("No module named 'foo'", name="foo")
+    assert (
+        envs_command._missing_requirement("my-env", missing, set())
+        == "unavailable: module foo is not installed"
+    )
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from marlkd.envs import describe, env_spec, list_envs
+from marlkd.errors import MarlkdError
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,12 @@ def env_rows() -> list[EnvRow]:
         try:
             entry = describe(env_id)
             spec = env_spec(env_id)
-        except ImportError as error:
-            rows.append(EnvRow(env_id, "-", "-", "-", "", _missing_requirement(env_id, error, extras)))
+        except (ImportError, MarlkdError) as error:
+            # the optional environments' modules raise MarlkdError from the ImportError of their package
+            missing = error if isinstance(error, ImportError) else error.__cause__
+            if not isinstance(missing, ImportError):
+                raise
+            rows.append(EnvRow(env_id, "-", "-", "-", "", _missing_requirement(env_id, missing, extras)))
             continue
         mask = " (masked)" if spec.has_action_mask else ""
         rows.append(
