@@ -30,7 +30,7 @@ def expert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("expert")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(experts.EXPERT_RECIPES, ENV, QUICK_RECIPE)
-        experts.train_expert(ENV, directory, progress=False, checkpoints=3)
+        experts.train_expert(ENV, directory, progress=False, checkpoints=3, checkpoint_growth=0)
     return directory
 
 

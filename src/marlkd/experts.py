@@ -43,6 +43,7 @@ from marlkd.data.format import load_dataset, write_dataset
 from marlkd.envs import env_spec
 from marlkd.errors import ConfigError, DatasetError, MarlkdError
 from marlkd.names import QUALITIES
+from marlkd.tiers import CALIBRATED_TIERS, CHECKPOINT_TIERS, checkpoint_tier
 
 # Normalized score each tier aims at; good is the expert itself (about 1), random is the zero point.
 TIER_TARGETS = {"normal": 0.5, "poor": 0.25}
@@ -55,6 +56,9 @@ CALIBRATION_EPISODES = 512
 CALIBRATION_STEPS = 10
 CALIBRATION_SEED_OFFSET = 7_919
 COLLECT_NUM_ENVS = 256
+# Experts keep checkpoints at iterations 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, ...: the native experts pass a
+# quarter and half of their final score within their first 8-54 PPO iterations.
+CHECKPOINT_GROWTH = 1.2
 
 # Per-environment PPO recipes: overrides of PPOConfig's defaults. Native ones are tuned and measured
 # (docs/experts.md); Highway's and SMAX's follow the same hyperparameters with budgets sized to their cost.
@@ -84,7 +88,12 @@ def default_episodes(env_id: str) -> int:
 
 
 def expert_config(
-    env_id: str, steps: int | None = None, seed: int = 0, mode: str | None = None, checkpoints: int = 10
+    env_id: str,
+    steps: int | None = None,
+    seed: int = 0,
+    mode: str | None = None,
+    checkpoints: int = 10,
+    checkpoint_growth: float = CHECKPOINT_GROWTH,
 ) -> PPOConfig:
     """The PPO configuration that trains ``env_id``'s expert.
 
@@ -94,6 +103,8 @@ def expert_config(
         seed: PPO seed.
         mode: ``centralized`` or ``mappo`` to override the recipe's mode.
         checkpoints: how many intermediate checkpoints to keep, evenly spaced over the budget.
+        checkpoint_growth: also keep geometrically spaced early checkpoints (``PPOConfig``'s field of the
+            same name; 0: none). The checkpoint tiers (:mod:`marlkd.tiers`) choose among all kept ones.
     """
     recipe = dict(_SMAX_RECIPE if env_id.startswith("smax-") else EXPERT_RECIPES.get(env_id, _NATIVE_RECIPE))
     if steps is not None:
@@ -103,6 +114,7 @@ def expert_config(
     if checkpoints < 0:
         raise ConfigError(f"config field checkpoints: must be >= 0, got {checkpoints}")
     recipe["checkpoint_every"] = recipe["total_steps"] // checkpoints if checkpoints else 0
+    recipe["checkpoint_growth"] = checkpoint_growth
     return PPOConfig(seed=seed, **recipe)
 
 
@@ -188,6 +200,7 @@ def train_expert(
     progress: bool = True,
     checkpoints: int = 10,
     reference_episodes: int | None = None,
+    checkpoint_growth: float = CHECKPOINT_GROWTH,
 ) -> ExpertInfo:
     """Train ``env_id``'s expert into ``out_dir`` and measure its return and the random policy's.
 
@@ -200,7 +213,14 @@ def train_expert(
     if episodes < 1:
         raise ConfigError(f"config field reference_episodes: must be >= 1, got {episodes}")
     kwargs = _full_kwargs(env_id, env_kwargs)
-    config = expert_config(env_id, steps=steps, seed=seed, mode=mode, checkpoints=checkpoints)
+    config = expert_config(
+        env_id,
+        steps=steps,
+        seed=seed,
+        mode=mode,
+        checkpoints=checkpoints,
+        checkpoint_growth=checkpoint_growth,
+    )
     out = Path(out_dir)
     result = train_ppo(env_id, config, out, env_kwargs=kwargs, progress=progress)
     returns = {}
@@ -379,15 +399,16 @@ def make_dataset(
     """Collect ``episodes`` episodes of ``quality`` on ``env_id`` and write them to the HDF5 file ``out``.
 
     Args:
-        quality: ``good``, ``normal``, ``poor`` (need ``expert_dir``) or ``random`` (uses the expert only
-            to compute the normalized score, which is NaN without one).
+        quality: ``good``, ``normal``, ``poor``, the checkpoint tiers ``medium``, ``early``, ``replay``,
+            ``mixed`` (:mod:`marlkd.tiers`; all need ``expert_dir``) or ``random`` (uses the expert only to
+            compute the normalized score, which is NaN without one).
         expert_dir: a directory written by :func:`train_expert` for the same environment arguments.
         seed: collection seed (environment resets and every random draw); the epsilon search of normal
             and poor uses its own episodes derived from it.
         env_kwargs: environment constructor arguments.
         progress: show a progress bar while collecting.
-        calibration_episodes: episodes per measurement of normal's and poor's epsilon search (None:
-            :data:`CALIBRATION_EPISODES`).
+        calibration_episodes: episodes per measurement of normal's and poor's epsilon search and of the
+            checkpoint scores of medium, early and mixed (None: :data:`CALIBRATION_EPISODES`).
 
     Returns:
         The path written. The same arguments (and the same expert checkpoint) give the same file.
@@ -438,6 +459,18 @@ def make_dataset(
     elif quality == "good":
         recipe.update(mechanism="expert", description="the expert")
         act_fn = policy.act_fn
+    elif quality in CHECKPOINT_TIERS:
+        calibration_seed = seed + CALIBRATION_SEED_OFFSET
+
+        def score(fn: Any) -> float:
+            return info.normalized(mean_return(env_id, kwargs, fn, calibration, calibration_seed)[0])
+
+        act_fn, details = checkpoint_tier(
+            quality, expert_dir, policy.act_fn, env_spec(env_id, **kwargs).n_agents, episodes, score, _sha256
+        )
+        recipe.update(details)
+        if quality in CALIBRATED_TIERS:
+            recipe["calibration"] = {"episodes": calibration, "seed": calibration_seed}
     else:
         calibration_seed = seed + CALIBRATION_SEED_OFFSET
         epsilon, trace = calibrate_epsilon(
@@ -453,7 +486,14 @@ def make_dataset(
         )
         act_fn = epsilon_mix_act_fn(policy, epsilon)
     arrays = collect_episodes(
-        env_id, kwargs, act_fn, episodes, seed, num_envs=COLLECT_NUM_ENVS, progress=progress
+        env_id,
+        kwargs,
+        act_fn,
+        episodes,
+        seed,
+        num_envs=COLLECT_NUM_ENVS,
+        progress=progress,
+        on_reset=act_fn.on_reset if quality in CHECKPOINT_TIERS else None,
     )
     measured = float(arrays["rewards"].sum(axis=1).mean())
     metadata = {
@@ -481,7 +521,8 @@ def _budget_tag(
     if quality == "random":
         return ""
     tag = _expert_tag(env_id, steps, reference_episodes)
-    if quality in TIER_TARGETS and calibration_episodes not in (None, CALIBRATION_EPISODES):
+    calibrated = quality in TIER_TARGETS or quality in CALIBRATED_TIERS
+    if calibrated and calibration_episodes not in (None, CALIBRATION_EPISODES):
         tag += f"-c{calibration_episodes}"
     return tag
 
@@ -549,7 +590,7 @@ def ensure_dataset(
                 expected["reference_episodes"] = (
                     REFERENCE_EPISODES if reference_episodes is None else reference_episodes
                 )
-            if quality in TIER_TARGETS and "calibration" in recorded:
+            if (quality in TIER_TARGETS or quality in CALIBRATED_TIERS) and "calibration" in recorded:
                 found["calibration_episodes"] = recorded["calibration"]["episodes"]
                 expected["calibration_episodes"] = (
                     CALIBRATION_EPISODES if calibration_episodes is None else calibration_episodes

@@ -102,6 +102,9 @@ class PPOConfig:
         reward_scale: multiplies rewards for learning only (curves report unscaled returns).
         checkpoint_every: environment steps between kept checkpoints in ``checkpoints/``; 0 keeps only
             the final one.
+        checkpoint_growth: when above 1, also keep the checkpoints of iterations 1, 2, 3, ... spaced
+            geometrically by this factor (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, ... for 1.2): dense early,
+            where the return changes fastest (the checkpoint dataset tiers pick from them); 0 disables.
         seed: seeds network initialisation, action sampling and the environment resets.
         device: torch device of the networks (the environments are NumPy).
     """
@@ -125,6 +128,7 @@ class PPOConfig:
     value_norm: bool = True
     reward_scale: float = 1.0
     checkpoint_every: int = 0
+    checkpoint_growth: float = 0.0
     seed: int = 0
     device: str = "cpu"
 
@@ -146,6 +150,11 @@ class PPOConfig:
         check(self.critic_input in CRITIC_INPUTS, "ppo.critic_input", f"must be one of {CRITIC_INPUTS}")
         check(self.reward_scale > 0, "ppo.reward_scale", f"must be > 0, got {self.reward_scale}")
         check(self.checkpoint_every >= 0, "ppo.checkpoint_every", "must be >= 0")
+        check(
+            self.checkpoint_growth == 0 or self.checkpoint_growth > 1,
+            "ppo.checkpoint_growth",
+            f"must be 0 (off) or > 1, got {self.checkpoint_growth}",
+        )
         check(self.device in ("cpu", "cuda"), "ppo.device", f"must be cpu or cuda, got {self.device!r}")
 
     def resolved_critic_input(self, spec: EnvSpec) -> str:
@@ -846,7 +855,7 @@ def train_ppo(
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerow(_CURVE_FIELDS)
 
-    env_steps, iteration, next_keep = 0, 0, config.checkpoint_every
+    env_steps, iteration, next_keep, next_keep_iteration = 0, 0, config.checkpoint_every, 1
     curve: list[tuple[int, float]] = []
     start = time.perf_counter()
     bar = tqdm(total=config.total_steps, disable=not progress, unit="step", desc=f"ppo {env_id}")
@@ -899,17 +908,24 @@ def train_ppo(
                 )
             bar.update(min(new_steps, config.total_steps - bar.n))
             bar.set_postfix(ret=f"{mean_return:.3f}")
-            if config.checkpoint_every and env_steps >= next_keep:
+            by_steps = bool(config.checkpoint_every) and env_steps >= next_keep
+            by_iteration = config.checkpoint_growth > 1 and iteration >= next_keep_iteration
+            if by_steps or by_iteration:
                 save(mean_return, keep=True)
-                while next_keep <= env_steps:
+                while config.checkpoint_every and next_keep <= env_steps:
                     next_keep += config.checkpoint_every
+                if by_iteration:
+                    next_keep_iteration = max(
+                        iteration + 1, math.ceil(next_keep_iteration * config.checkpoint_growth)
+                    )
             if callback is not None and callback(
                 PPOIteration(iteration, env_steps, mean_return, stats, rollout)
             ):
                 break
     finally:
         bar.close()
-    checkpoint = save(curve[-1][1] if curve else float("nan"), keep=config.checkpoint_every > 0)
+    keep_last = config.checkpoint_every > 0 or config.checkpoint_growth > 1
+    checkpoint = save(curve[-1][1] if curve else float("nan"), keep=keep_last)
     plot_learning_curve(csv_path, out / "learning_curve.png", f"PPO ({config.mode}) on {env_id}")
     tail = [r for _, r in curve[-max(1, len(curve) // 10) :]]
     return PPOResult(

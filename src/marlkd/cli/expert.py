@@ -32,12 +32,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     collect = subparsers.add_parser(
         "collect",
-        help="collect a dataset of one quality (good, normal, poor, random)",
+        help="collect a dataset of one quality (good, normal, poor, medium, early, replay, mixed, random)",
         description="Collect EPISODES episodes on ENV with the behaviour of --quality into FILE. Without "
         "--expert, the expert is trained first (or reused) in experts/ENV next to FILE.",
     )
     collect.add_argument("env", metavar="ENV", help="environment id")
-    collect.add_argument("--quality", required=True, choices=experts.QUALITIES)
+    collect.add_argument(
+        "--quality",
+        required=True,
+        choices=experts.QUALITIES,
+        help="good: the expert; normal/poor: the expert mixed with random actions (normalized score ~1/2, "
+        "~1/4); medium/early: the expert's training checkpoint closest to 1/2, 1/4; replay: every kept "
+        "checkpoint in equal shares; mixed: each agent of an episode from expert, medium, early or random",
+    )
     collect.add_argument("--episodes", type=int, required=True, metavar="N")
     collect.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.h5)")
     collect.add_argument("--expert", default=None, metavar="DIR", help="a trained expert directory")

@@ -19,6 +19,8 @@ from marlkd.envs import env_spec, make_batched
 
 # act_fn(obs (B,N,O) float32, action_mask (B,N,A) bool, rng) -> actions (B,N) int64
 ActFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+# on_reset(first episode index of the chunk, B, rng): a chunk of B episodes starts
+ResetFn = Callable[[int, int, np.random.Generator], None]
 
 
 def random_act_fn(obs: np.ndarray, action_mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -42,6 +44,7 @@ def collect_episodes(
     seed: int,
     num_envs: int = 256,
     progress: bool = False,
+    on_reset: ResetFn | None = None,
 ) -> dict[str, np.ndarray]:
     """Roll out ``act_fn`` in ``env_id`` until ``episodes`` episodes are done, ``num_envs`` at a time.
 
@@ -55,6 +58,8 @@ def collect_episodes(
             Chunk c of copies is reset with seed ``base + c * num_envs``, ``base`` derived from ``seed``.
         num_envs: copies stepped together; the last chunk runs all copies and keeps the first ones needed.
         progress: show a progress bar over episodes.
+        on_reset: called as ``on_reset(start, B, rng)`` before each chunk of B episodes starts (``start``:
+            the index of its first episode), for behaviour policies that fix something per episode.
 
     Returns:
         The arrays of the dataset format with T = the environment's ``max_steps``: ``obs (E,T,N,O)``,
@@ -92,6 +97,8 @@ def collect_episodes(
         for array in chunk.values():
             array.fill(0)
         obs = env.reset(seed=env_base + start)
+        if on_reset is not None:
+            on_reset(start, batch, rng)
         for t in range(steps):
             active = ~env.done()  # (B,)
             if not active.any():
