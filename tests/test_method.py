@@ -130,12 +130,14 @@ def test_layouts_round_trip_logits(grid_data, layout):
     elif layout == Layout.SHARED:
         assert inputs.obs.shape == (1, 4 * N, 3, dataset.obs_dim + N)
         assert torch.equal(inputs.obs[0, 1, :, -N:], torch.eye(N)[1].expand(3, N))
+    elif layout == Layout.FACTORED:
+        assert inputs.obs.shape == (1, 4, 3, N, dataset.obs_dim)
     else:
         assert inputs.obs.shape == (1, 4, 3, N * dataset.obs_dim)
     # per-agent logits put agent i's output back at position i: use the one-hot actions as fake logits
     M, Bp, K = inputs.mask.shape
-    heads = N if layout == Layout.CENTRALIZED else 1
-    fake = inputs.actions[..., :A] if layout != Layout.CENTRALIZED else inputs.actions.view(M, Bp, K, N, A)
+    heads = N if layout in (Layout.CENTRALIZED, Layout.FACTORED) else 1
+    fake = inputs.actions[..., :A] if heads == 1 else inputs.actions.reshape(M, Bp, K, N, A)
     fake = fake.reshape(M, Bp, K, heads, A)
     back = per_agent_logits(fake, layout, N)
     assert torch.equal(back.argmax(-1), w.actions)

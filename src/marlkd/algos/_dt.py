@@ -92,7 +92,16 @@ def action_loss(logits: torch.Tensor, window: Window) -> torch.Tensor:
 class DTLearner(BaseAlgorithm):
     """A decision transformer under one layout trained on the action loss (IDT, MADT, the teacher)."""
 
-    def __init__(self, ctx, layout: Layout, cfg: DTModelConfig, mlp_heads: bool = False) -> None:
+    def __init__(
+        self,
+        ctx,
+        layout: Layout,
+        cfg: DTModelConfig,
+        mlp_heads: bool = False,
+        model: torch.nn.Module | None = None,
+    ) -> None:
+        """``model``: a network that follows the decision transformer's call contract, built by the caller
+        (the factored teacher); None builds a :class:`DecisionTransformer` for ``layout``."""
         super().__init__(ctx)
         self.layout, self.cfg = layout, cfg
         dataset = ctx.dataset
@@ -100,7 +109,9 @@ class DTLearner(BaseAlgorithm):
         self.return_scale = cfg.return_scale or default_return_scale(dataset)
         self.target_return = dataset.episode_returns().max(axis=0).astype(np.float32)  # (N,)
         self.sampler = WindowSampler(dataset, cfg.context, self.return_scale, ctx.device)
-        self.model = build_model(layout, dataset, cfg, mlp_heads).to(ctx.device)
+        self.model = (model if model is not None else build_model(layout, dataset, cfg, mlp_heads)).to(
+            ctx.device
+        )
         self.optimizer, self.scheduler = make_optimizer(
             self.model.optimizer_groups(ctx.train.weight_decay), ctx.train
         )

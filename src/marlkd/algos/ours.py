@@ -28,9 +28,10 @@ import torch.nn.functional as F
 
 from marlkd import atomic
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._dt import DTLearner, DTModelConfig
+from marlkd.algos._dt import DTLearner
 from marlkd.algos.base import BaseAlgorithm
 from marlkd.algos.teacher import teacher_outputs
+from marlkd.algos.teacher_models import TeacherModelConfig, build_teacher
 from marlkd.config import check
 from marlkd.errors import ConfigError
 from marlkd.models.layers import MLP
@@ -40,8 +41,9 @@ from marlkd.optim import make_optimizer, optimizer_step
 
 
 @dataclass(frozen=True)
-class Config(DTModelConfig):
-    """Distillation settings (the model fields are shared by the teacher and the students).
+class Config(TeacherModelConfig):
+    """Distillation settings (the model fields are shared by the teacher and the students; ``teacher`` and
+    ``agent_ids`` choose the teacher's network).
 
     Attributes:
         alpha: weight of the relational loss L_rel.
@@ -152,7 +154,7 @@ class Ours(BaseAlgorithm):
         cfg: Config = ctx.config
         super().__init__(ctx)
         self.cfg, self.switch = cfg, switches(cfg)
-        self.teacher = DTLearner(ctx, Layout.CENTRALIZED, cfg, mlp_heads=True)
+        self.teacher = build_teacher(ctx, cfg)
         self.students = DTLearner(ctx, Layout.INDEPENDENT, cfg)
         self.teacher_steps = cfg.teacher_steps if cfg.teacher_steps is not None else ctx.train.steps
         if cfg.teacher_run is not None:
@@ -206,6 +208,8 @@ class Ours(BaseAlgorithm):
             },
             "teacher_steps": self.teacher_steps,
         }
+        if self.cfg.teacher != "concat":  # concatenation teachers keep their earlier file names
+            key["teacher"] = {"teacher": self.cfg.teacher, "agent_ids": self.cfg.agent_ids}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         return f"teacher-{digest}.pt"
 

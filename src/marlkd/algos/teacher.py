@@ -1,7 +1,8 @@
 """The centralized teacher: one decision transformer over the concatenated (R^{1:n}, o^{1:n}, a^{1:n})
 of all agents, predicting every agent's action through n per-agent MLP heads. The hidden layer of head i
 is the teacher's feature f^i for agent i. Its policy needs every agent's data (centralized execution);
-``ours`` distills it into decentralized students."""
+``ours`` distills it into decentralized students. ``algo.teacher = factored`` swaps the network for the
+factored (time x agent) teacher of ``marlkd.algos.teacher_models``."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ from dataclasses import dataclass
 import torch
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._dt import DTLearner, DTModelConfig
+from marlkd.algos._dt import DTLearner
+from marlkd.algos.teacher_models import TeacherModelConfig, build_teacher
 from marlkd.data.windows import WindowSampler
-from marlkd.models.layouts import Layout
 
 
 @dataclass(frozen=True)
-class Config(DTModelConfig):
+class Config(TeacherModelConfig):
     """The teacher uses the decision-transformer defaults, with MLP heads of width ``head_hidden``."""
 
 
 def build(ctx) -> DTLearner:
-    return DTLearner(ctx, Layout.CENTRALIZED, ctx.config, mlp_heads=True)
+    return build_teacher(ctx, ctx.config)
 
 
 @torch.no_grad()

@@ -1,9 +1,11 @@
-"""The three agent layouts: how a team's K-step window becomes decision-transformer inputs, and how the
+"""The agent layouts: how a team's K-step window becomes decision-transformer inputs, and how the
 model's logits become per-agent logits again. Inputs carry a member axis M first:
 
 - ``independent``: M = N members, member i sees only agent i (IDT, the students);
 - ``shared``: M = 1, agents folded into the batch, one-hot agent id appended to o^i (MADT);
-- ``centralized``: M = 1, all agents' R, o, a concatenated per timestep (the teacher).
+- ``centralized``: M = 1, all agents' R, o, a concatenated per timestep (the teacher);
+- ``factored``: M = 1, agents kept on their own axis, ``(1, B, K, N, ...)`` (the factored teacher,
+  :mod:`marlkd.models.factored_teacher`).
 
 A window is anything with the tensors of :class:`StepWindow` (the sampler's ``marlkd.data.windows.Window``
 and a policy's rolling buffers both are).
@@ -25,6 +27,7 @@ class Layout(StrEnum):
     INDEPENDENT = "independent"
     SHARED = "shared"
     CENTRALIZED = "centralized"
+    FACTORED = "factored"
 
 
 class StepWindow(Protocol):
@@ -60,6 +63,14 @@ def to_inputs(window: StepWindow, layout: Layout, n_actions: int) -> DTInputs:
             timesteps=window.timesteps.expand(N, B, K),
             mask=window.mask.expand(N, B, K),
         )
+    if layout == Layout.FACTORED:
+        return DTInputs(
+            returns=window.returns.unsqueeze(0),  # (1, B, K, N)
+            obs=window.obs.unsqueeze(0),  # (1, B, K, N, O)
+            actions=onehot.unsqueeze(0),  # (1, B, K, N, A)
+            timesteps=window.timesteps.unsqueeze(0),
+            mask=window.mask.unsqueeze(0),
+        )
     if layout == Layout.SHARED:
         ids = torch.eye(N, device=window.obs.device).expand(B, K, N, N)
         obs = torch.cat((window.obs, ids), dim=-1)  # (B, K, N, O+N)
@@ -86,11 +97,13 @@ def per_agent_logits(logits: torch.Tensor, layout: Layout, n_agents: int) -> tor
     if layout == Layout.SHARED:
         _, BN, K, _, A = logits.shape
         return logits[0, :, :, 0].reshape(BN // n_agents, n_agents, K, A).permute(0, 2, 1, 3)
-    return logits[0]  # (B, K, N heads, A)
+    return logits[0]  # centralized, factored: (B, K, N heads, A)
 
 
 def model_input_sizes(layout: Layout, n_agents: int, obs_dim: int, n_actions: int) -> dict[str, int]:
     """``DTConfig`` sizes (return_dim, obs_dim, action_dim, n_heads_out, members) for a layout."""
+    if layout == Layout.FACTORED:
+        raise ValueError("the factored layout feeds a FactoredTeacher, whose sizes do not depend on n")
     if layout == Layout.INDEPENDENT:
         return dict(return_dim=1, obs_dim=obs_dim, action_dim=n_actions, n_heads_out=1, members=n_agents)
     if layout == Layout.SHARED:

@@ -1,0 +1,108 @@
+"""The teacher's network, chosen by ``algo.teacher`` (the ``teacher`` and ``ours`` methods share it).
+
+- ``concat`` (the paper's): one decision transformer over each timestep's concatenated
+  (R^{1:n}, o^{1:n}, a^{1:n}), n per-agent MLP heads; its size grows with n and it runs one team size.
+- ``factored``: one token per (timestep, agent), causal attention over time and full attention over the
+  agents of a step, every weight shared across agents (``marlkd.models.factored_teacher``); its size does
+  not depend on n, permuting the agents permutes its outputs, and one checkpoint runs teams of other sizes
+  where the observation size allows (:func:`team_policy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from marlkd.algos._dt import DTLearner, DTModelConfig, DTPolicy
+from marlkd.config import check
+from marlkd.errors import ConfigError
+from marlkd.models.factored_teacher import FactoredConfig, FactoredTeacher
+from marlkd.models.layouts import Layout
+
+TEACHERS = ("concat", "factored")
+
+
+@dataclass(frozen=True)
+class TeacherModelConfig(DTModelConfig):
+    """The decision-transformer fields plus the teacher's architecture.
+
+    Attributes:
+        teacher: ``concat`` (the paper's concatenation teacher) or ``factored`` (time x agent attention,
+            parameters independent of the number of agents).
+        agent_ids: factored only: size of its agent-id embedding table (0: none, for teams of exchangeable
+            agents; otherwise at least the number of agents).
+    """
+
+    teacher: str = "concat"
+    agent_ids: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.teacher in TEACHERS, "algo.teacher", f"must be one of {TEACHERS}, got {self.teacher!r}")
+        check(self.agent_ids >= 0, "algo.agent_ids", f"must be >= 0, got {self.agent_ids}")
+        check(
+            self.agent_ids == 0 or self.teacher == "factored",
+            "algo.agent_ids",
+            f"applies to the factored teacher only (algo.teacher is {self.teacher!r})",
+        )
+
+
+def factored_config(
+    cfg: TeacherModelConfig, obs_dim: int, n_actions: int, max_timestep: int
+) -> FactoredConfig:
+    """The factored teacher's sizes: the run's model fields and the environment's per-agent sizes."""
+    return FactoredConfig(
+        obs_dim=obs_dim,
+        n_actions=n_actions,
+        head_hidden=cfg.head_hidden,
+        context=cfg.context,
+        max_timestep=max_timestep,
+        width=cfg.width,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        attn_dropout=cfg.attn_dropout,
+        agent_ids=cfg.agent_ids,
+    )
+
+
+def build_teacher(ctx, cfg: TeacherModelConfig) -> DTLearner:
+    """The teacher learner for ``cfg.teacher`` on ``ctx.dataset``."""
+    if cfg.teacher == "concat":
+        return DTLearner(ctx, Layout.CENTRALIZED, cfg, mlp_heads=True)
+    data = ctx.dataset
+    if 0 < cfg.agent_ids < data.n_agents:
+        raise ConfigError(
+            f"config field algo.agent_ids: {cfg.agent_ids} agent ids for a dataset of {data.n_agents} agents"
+        )
+    model = FactoredTeacher(factored_config(cfg, data.obs_dim, data.n_actions, data.max_steps + 1))
+    return DTLearner(ctx, Layout.FACTORED, cfg, model=model)
+
+
+def team_policy(
+    learner: DTLearner, n_agents: int, target_return: float | np.ndarray | None = None
+) -> DTPolicy:
+    """The factored teacher's (centralized) policy for a team of ``n_agents``, which may differ from the
+    training data's; ``target_return``: per-agent target return-to-go (None: the mean over agents of the
+    training data's best episode returns)."""
+    if learner.layout != Layout.FACTORED:
+        raise ConfigError(
+            "only the factored teacher (algo.teacher = 'factored') runs teams of another size; "
+            f"this one is {learner.layout.value!r}"
+        )
+    agent_ids = learner.model.cfg.agent_ids
+    if 0 < agent_ids < n_agents:
+        raise ConfigError(f"the teacher has {agent_ids} agent-id embeddings, too few for {n_agents} agents")
+    target = float(np.mean(learner.target_return)) if target_return is None else target_return
+    return DTPolicy(
+        learner.model,
+        Layout.FACTORED,
+        n_agents,
+        learner.n_actions,
+        learner.cfg.context,
+        learner.return_scale,
+        np.broadcast_to(np.asarray(target, np.float32), (n_agents,)).copy(),
+        learner.ctx.device,
+        learner.ctx.autocast_dtype,
+    )
