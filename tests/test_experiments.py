@@ -30,16 +30,12 @@ from marlkd.experiments import (
     run_sweep,
     sweep_status,
 )
-from marlkd.experiments.report import (
-    cell_stats,
-    iqm,
-    stratified_bootstrap_ci,
-    summarize,
-    write_report,
-)
+from marlkd.experiments.report import write_report
 from marlkd.experiments.results import RESULT_COLUMNS, append_rows, marker_rows
 from marlkd.experiments.runner import MARKER_FILE, read_marker, run_dir_for
 from marlkd.experiments.spec import DatasetKey, RunSpec
+from marlkd.experiments.stats import cell_stats, iqm, stratified_bootstrap_ci
+from marlkd.experiments.tables import summarize
 
 MINI = """
 name = "mini"
@@ -832,15 +828,15 @@ def test_convergence_report_draws_curves_from_eval_rows(
     assert sorted(set(curve[curve["method"] == "idt"]["train_steps"])) == list(range(20, 201, 20))
 
     figures: dict[str, Any] = {}
-    import marlkd.experiments.report as report_module
+    import marlkd.experiments.plots as plots_module
 
-    real_save = report_module._save
+    real_save = plots_module._save
 
     def keep(fig: Any, path: Path) -> None:
         figures[path.name] = fig
         real_save(fig, path)
 
-    monkeypatch.setattr(report_module, "_save", keep)
+    monkeypatch.setattr(plots_module, "_save", keep)
     text = write_report(spec, tmp_path, quick=True, bootstrap_reps=50).read_text()
     assert "![Learning curves against training updates](curve_vs_train_steps.png)" in text
     assert "![Learning curves against wall-clock training time](curve_vs_wall_time_s.png)" in text

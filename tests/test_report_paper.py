@@ -14,9 +14,12 @@ import pytest
 
 from marlkd.errors import ConfigError
 from marlkd.experiments import expand, load_results, load_spec, parse_spec
-from marlkd.experiments.report import compare_with_paper, kendall_tau, summarize, write_report
+from marlkd.experiments.paper import compare_with_paper
+from marlkd.experiments.report import write_report
 from marlkd.experiments.results import append_rows
 from marlkd.experiments.spec import PaperCell, SweepSpec
+from marlkd.experiments.stats import kendall_tau
+from marlkd.experiments.tables import summarize
 
 GRID = """
 name = "paper"

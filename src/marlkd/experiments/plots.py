@@ -1,0 +1,152 @@
+"""The report's matplotlib plots: the final metric against a setting, and learning curves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from marlkd import atomic
+from marlkd.experiments.results import CURVE_PREFIX
+from marlkd.experiments.schema import SweepSpec
+from marlkd.experiments.tables import order_key, value_label
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _figure(n_panels: int) -> tuple[Any, list[Any]]:
+    from matplotlib.figure import Figure
+
+    ncols = min(4, max(1, n_panels))
+    nrows = math.ceil(max(1, n_panels) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _save(fig: Any, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    handles, labels = [], []
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:  # as many legend columns as the figure's width holds (about 1.9 inches each)
+        ncols = max(1, min(len(labels), int(fig.get_figwidth() // 1.9)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="small")
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+
+
+def _facets(frame: pd.DataFrame, spec: SweepSpec, columns: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    if not columns:
+        return [("", frame)]
+    key_fns = [order_key(spec, c) for c in columns]
+    groups = list(frame.groupby(list(columns), sort=False, dropna=False))
+    groups.sort(key=lambda item: tuple(f(v) for f, v in zip(key_fns, item[0], strict=True)))
+    return [
+        (" / ".join(value_label(c, v) for c, v in zip(columns, values, strict=True)), part)
+        for values, part in groups
+    ]
+
+
+def plot_against_setting(
+    frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, axis: str, path: Path
+) -> Path | None:
+    """``metric`` (mean ± std over runs) against a numeric setting (``num_trajectories``: 0 is plotted
+    at the dataset's size), one panel per other report column, one line per row value."""
+    data = frame[frame["metric"] == metric].copy()
+    if data.empty:
+        return None
+    if axis == "num_trajectories":
+        data[axis] = data[axis].where(data[axis] > 0, data["dataset_episodes"])
+    facet_columns = [c for c in spec.report.columns if c != axis]
+    facets = _facets(data, spec, facet_columns)
+    fig, axes = _figure(len(facets))
+    key = order_key(spec, rows)
+    for ax, (title, part) in zip(axes, facets, strict=True):
+        for value in sorted(part[rows].unique(), key=key):
+            stats = part[part[rows] == value].groupby(axis)["value"].agg(["mean", "std"]).sort_index()
+            x = stats.index.to_numpy(dtype=float)
+            mean, std = stats["mean"].to_numpy(), stats["std"].fillna(0).to_numpy()
+            ax.plot(x, mean, marker="o", label=value_label(rows, value) if rows != "variant" else value)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        xs = data[axis].dropna()
+        if len(xs) and xs.min() > 0 and xs.max() / xs.min() >= 10:
+            ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel(axis.replace("_", " "))
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def _mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std over runs' curves; runs sampled at different x are interpolated onto a shared grid."""
+    xs = [x for x, _ in curves]
+    if all(len(x) == len(xs[0]) and np.allclose(x, xs[0]) for x in xs):
+        grid = xs[0]
+        ys = np.stack([y for _, y in curves])
+    else:
+        low, high = max(x.min() for x in xs), min(x.max() for x in xs)
+        if not high > low:
+            low, high = min(x.min() for x in xs), max(x.max() for x in xs)
+        grid = np.linspace(low, high, 100)
+        ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, ys.mean(axis=0), ys.std(axis=0)
+
+
+def curve_metric_of(frame: pd.DataFrame, spec: SweepSpec) -> str | None:
+    """The learning-curve metric to plot: the spec's, or the first ``curve:`` metric about returns."""
+    names = sorted(m for m in frame["metric"].unique() if str(m).startswith(CURVE_PREFIX))
+    if spec.report.curve_metric:
+        return spec.report.curve_metric if spec.report.curve_metric in names else None
+    for wanted in ("return_mean", "return"):
+        for name in names:
+            if wanted in name:
+                return name
+    return None
+
+
+def plot_curves(
+    frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, axis: str, path: Path
+) -> Path | None:
+    """Learning curves: ``metric`` (a ``curve:`` metric) against ``axis`` (``train_steps``, ``wall_time_s``
+    or ``env_steps``), mean ± std over runs, one panel per report column, one line per row value."""
+    data = frame[(frame["metric"] == metric) & frame[axis].notna()]
+    if data.empty:
+        return None
+    facets = _facets(data, spec, spec.report.columns)
+    fig, axes = _figure(len(facets))
+    key = order_key(spec, rows)
+    for ax, (title, part) in zip(axes, facets, strict=True):
+        for value in sorted(part[rows].unique(), key=key):
+            curves = []
+            for _, run in part[part[rows] == value].groupby("run_id"):
+                run = run.sort_values(axis)
+                curves.append((run[axis].to_numpy(dtype=float), run["value"].to_numpy(dtype=float)))
+            grid, mean, std = _mean_curve(curves)
+            ax.plot(grid, mean, label=value_label(rows, value) if rows != "variant" else value)
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+        ax.set_title(title)
+        ax.set_xlabel(
+            {
+                "train_steps": "training updates",
+                "wall_time_s": "wall-clock time (s)",
+                "env_steps": "environment steps",
+            }[axis]
+        )
+        ax.set_ylabel(metric[len(CURVE_PREFIX) :])
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
