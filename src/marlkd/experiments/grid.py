@@ -77,7 +77,6 @@ def expand(spec: SweepSpec, quick: bool = False) -> list[RunSpec]:
     sweeps gets the same id. The sweep's name and its run function are not part of it.
     """
     seeds = spec.quick.seeds if quick and spec.quick.seeds is not None else spec.seeds
-    sweep = spec.sweep_name(quick)
     runs: list[RunSpec] = []
     for env in spec.envs:
         settings, env_kwargs = _env_settings(spec, env, quick)
@@ -97,65 +96,76 @@ def expand(spec: SweepSpec, quick: bool = False) -> list[RunSpec]:
                 expert_budget(spec, env, quick),
             )
             for method in spec.methods:
-                pretrain = method if method != SCRATCH else None
-                sweeps_ablation = pretrain == ABLATION_METHOD and settings.ablation
-                ablations = settings.ablation if sweeps_ablation else ("",)
-                precisions = settings.precision if pretrain is not None and settings.precision else ("",)
-                combos = itertools.product(
-                    ablations,
-                    precisions,
-                    settings.num_trajectories,
-                    settings.steps,
-                    settings.eval_episodes,
-                    seeds,
-                )
-                for ablation, precision, nt, steps, eval_episodes, seed in combos:
-                    config = _run_config(
-                        spec,
-                        quick,
-                        method,
-                        pretrain,
-                        ablation,
-                        precision,
-                        nt,
-                        steps,
-                        eval_episodes,
-                        seed,
-                        env,
-                        env_kwargs,
-                    )
-                    identity = {
-                        "kind": spec.kind,
-                        "env": env,
-                        "method": method,
-                        "seed": seed,
-                        "dataset": dataset.to_dict(),
-                        "config": config,
-                    }
-                    prefix = _run_prefix(env, method, ablation, quality, nt, precision, seed)
-                    runs.append(
-                        RunSpec(
-                            sweep=sweep,
-                            run_id=run_id_for(prefix, identity),
-                            kind=spec.kind,
-                            env=env,
-                            method=method,
-                            seed=seed,
-                            quality=quality,
-                            num_trajectories=nt,
-                            ablation=ablation,
-                            steps=steps,
-                            eval_episodes=eval_episodes,
-                            dataset_episodes=dataset_episodes,
-                            dataset=dataset,
-                            config=config,
-                            run_fn=spec.run_fn,
-                            precision=precision,
-                        )
-                    )
+                runs += _method_runs(spec, quick, method, dataset, settings, seeds)
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"spec {spec.source}: the grid has repeated runs (equal ids); check per_env values")
+    return runs
+
+
+def _method_runs(
+    spec: SweepSpec,
+    quick: bool,
+    method: str,
+    dataset: DatasetKey,
+    settings: Settings,
+    seeds: Sequence[int],
+) -> list[RunSpec]:
+    """The runs of one method on one dataset: ablation x precision x trajectories x steps x evaluation
+    episodes x seed."""
+    env, env_kwargs, quality = dataset.env, dataset.env_kwargs, dataset.quality
+    pretrain = method if method != SCRATCH else None
+    sweeps_ablation = pretrain == ABLATION_METHOD and settings.ablation
+    ablations = settings.ablation if sweeps_ablation else ("",)
+    precisions = settings.precision if pretrain is not None and settings.precision else ("",)
+    combos = itertools.product(
+        ablations, precisions, settings.num_trajectories, settings.steps, settings.eval_episodes, seeds
+    )
+    runs = []
+    for ablation, precision, nt, steps, eval_episodes, seed in combos:
+        config = _run_config(
+            spec,
+            quick,
+            method,
+            pretrain,
+            ablation,
+            precision,
+            nt,
+            steps,
+            eval_episodes,
+            seed,
+            env,
+            env_kwargs,
+        )
+        identity = {
+            "kind": spec.kind,
+            "env": env,
+            "method": method,
+            "seed": seed,
+            "dataset": dataset.to_dict(),
+            "config": config,
+        }
+        prefix = _run_prefix(env, method, ablation, quality, nt, precision, seed)
+        runs.append(
+            RunSpec(
+                sweep=spec.sweep_name(quick),
+                run_id=run_id_for(prefix, identity),
+                kind=spec.kind,
+                env=env,
+                method=method,
+                seed=seed,
+                quality=quality,
+                num_trajectories=nt,
+                ablation=ablation,
+                steps=steps,
+                eval_episodes=eval_episodes,
+                dataset_episodes=dataset.episodes,
+                dataset=dataset,
+                config=config,
+                run_fn=spec.run_fn,
+                precision=precision,
+            )
+        )
     return runs
 
 

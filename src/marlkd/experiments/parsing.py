@@ -261,117 +261,18 @@ def _check_precision_axis(
 def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
     """Validate a parsed spec (the TOML's tables as dicts) and build the :class:`SweepSpec`."""
     top = _Reader(source, dict(data), "", _TOP_KEYS)
-    name = top.text("name")
-    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
-        top.fail("name", f"must be a non-empty name without spaces or slashes, got {name!r}")
-    kind = top.text("kind", "offline")
-    if kind not in KINDS:
-        top.fail("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
-    run_fn = top.text("run_fn", DEFAULT_RUN_FN)
-    if run_fn.count(":") != 1 or not all(run_fn.split(":")):
-        top.fail("run_fn", f"must be 'module:function', got {run_fn!r}")
-
-    if "grid" not in top.table:
-        top.fail("grid", "is required")
-    grid = _Reader(source, top.table["grid"], "grid", _GRID_KEYS)
-    for key in ("envs", "methods", "seeds"):
-        if key not in grid.table:
-            grid.fail(key, "is required")
-    envs = grid.values("envs", str)
-    methods = grid.values("methods", str)
-    seeds = grid.values("seeds", int, allow_count=True, minimum=0)
-    if SCRATCH in methods and kind != "finetune":
-        grid.fail("methods", f"{SCRATCH!r} is a method of finetune sweeps only")
-    settings = replace(Settings(), **_settings_in(grid))
-
-    per_env_table = top.table_of("per_env")
-    per_env: dict[str, dict[str, Any]] = {}
-    for env, table in per_env_table.items():
-        reader = _Reader(source, table, f"per_env.{env}", _PER_ENV_KEYS)
-        if env not in envs:
-            reader.fail("", f"{env!r} is not one of grid.envs")
-        entry: dict[str, Any] = dict(_settings_in(reader))
-        if "env_kwargs" in reader.table:
-            entry["env_kwargs"] = dict(reader.table_of("env_kwargs"))
-        if "expert" in reader.table:
-            entry["expert"] = _expert_budget(reader)
-        per_env[env] = entry
-
-    def method_overrides(reader_of: _Reader, where: str) -> dict[str, MethodOverrides]:
-        found: dict[str, MethodOverrides] = {}
-        for method, table in reader_of.table_of("overrides").items():
-            reader = _Reader(source, table, f"{where}.{method}", _OVERRIDE_KEYS)
-            if method not in methods:
-                reader.fail("", f"{method!r} is not one of grid.methods")
-            found[method] = MethodOverrides(
-                **{section: _config_table(reader, section, section) for section in _OVERRIDE_KEYS}
-            )
-        return found
-
-    overrides = method_overrides(top, "overrides")
-    quick_reader = _Reader(source, top.table_of("quick"), "quick", _QUICK_KEYS)
-    quick_per_env: dict[str, dict[str, Any]] = {}
-    for env, table in quick_reader.table_of("per_env").items():
-        reader = _Reader(source, table, f"quick.per_env.{env}", _QUICK_PER_ENV_KEYS)
-        if env not in envs:
-            reader.fail("", f"{env!r} is not one of grid.envs")
-        quick_per_env[env] = {"expert": _expert_budget(reader)}
-    quick = QuickSpec(
-        seeds=quick_reader.values("seeds", int, allow_count=True, minimum=0)
-        if "seeds" in quick_reader.table
-        else None,
-        settings=_settings_in(quick_reader),
-        train=_config_table(quick_reader, "train", "train"),
-        eval=_config_table(quick_reader, "eval", "eval"),
-        finetune=dict(quick_reader.table_of("finetune")),
-        expert=_expert_budget(quick_reader),
-        per_env=quick_per_env,
-        overrides=method_overrides(quick_reader, "quick.overrides"),
-    )
+    name, kind, run_fn = _identity(top)
+    envs, methods, seeds, settings = _grid(top, kind)
+    per_env = _per_env(top, envs)
+    overrides = _method_overrides(top, "overrides", methods)
+    quick = _quick(top, envs, methods)
     finetune = dict(top.table_of("finetune"))
     if kind != "finetune" and (finetune or quick.finetune):
         top.fail("finetune", "is only for sweeps of kind 'finetune'")
-
-    report_reader = _Reader(source, top.table_of("report"), "report", _REPORT_KEYS)
-    report_values: dict[str, Any] = {}
-    for key in ("metric", "rows", "curve_metric", "aggregate_metric"):
-        if key in report_reader.table:
-            report_values[key] = report_reader.text(key)
-    for key in ("columns", "extra_metrics", "plots"):
-        if key in report_reader.table:
-            report_values[key] = report_reader.values(key, str, allow_empty=key != "columns")
-    report = ReportSpec(**report_values)
-    if report.rows not in GROUP_COLUMNS:
-        report_reader.fail("rows", f"must be one of {', '.join(GROUP_COLUMNS)}, got {report.rows!r}")
-    for column in report.columns:
-        if column not in GROUP_COLUMNS or column == report.rows:
-            report_reader.fail(
-                "columns", f"{column!r} must be one of {', '.join(GROUP_COLUMNS)} and differ from report.rows"
-            )
-    for axis in report.plots:
-        if axis not in PLOT_AXES:
-            report_reader.fail("plots", f"unknown plot axis {axis!r} (choose from {', '.join(PLOT_AXES)})")
-    paper_reader = (
-        _Reader(source, report_reader.table_of("paper"), "report.paper", _PAPER_KEYS)
-        if "paper" in report_reader.table
-        else None
-    )
-
+    report, paper_reader = _report(top)
     train = _config_table(top, "train", "train")
     _check_precision_axis(top, settings, per_env, quick, train, overrides)
-    share_teacher = top.boolean("share_teacher", False)
-    if share_teacher:
-        if ABLATION_METHOD not in methods:
-            top.fail(
-                "share_teacher", f"needs {ABLATION_METHOD!r} in grid.methods (only its runs train a teacher)"
-            )
-        own = overrides.get(ABLATION_METHOD, MethodOverrides()).algo
-        if "teacher_cache" in own:
-            top.fail(
-                "share_teacher",
-                f"the runner sets algo.teacher_cache: remove overrides.{ABLATION_METHOD}.algo.teacher_cache",
-            )
-
+    share_teacher = _share_teacher(top, methods, overrides)
     spec = SweepSpec(
         name=name,
         description=top.text("description", ""),
@@ -399,6 +300,134 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SweepSpec
     if paper_reader is not None:
         spec = replace(spec, report=replace(report, paper=_paper_values(paper_reader, report, runs)))
     return spec
+
+
+def _identity(top: _Reader) -> tuple[str, str, str]:
+    """The spec's ``name``, ``kind`` and ``run_fn``."""
+    name = top.text("name")
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        top.fail("name", f"must be a non-empty name without spaces or slashes, got {name!r}")
+    kind = top.text("kind", "offline")
+    if kind not in KINDS:
+        top.fail("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    run_fn = top.text("run_fn", DEFAULT_RUN_FN)
+    if run_fn.count(":") != 1 or not all(run_fn.split(":")):
+        top.fail("run_fn", f"must be 'module:function', got {run_fn!r}")
+    return name, kind, run_fn
+
+
+def _grid(top: _Reader, kind: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], Settings]:
+    """``[grid]``: environments, methods, seeds and the setting axes."""
+    if "grid" not in top.table:
+        top.fail("grid", "is required")
+    grid = _Reader(top.source, top.table["grid"], "grid", _GRID_KEYS)
+    for key in ("envs", "methods", "seeds"):
+        if key not in grid.table:
+            grid.fail(key, "is required")
+    envs = grid.values("envs", str)
+    methods = grid.values("methods", str)
+    seeds = grid.values("seeds", int, allow_count=True, minimum=0)
+    if SCRATCH in methods and kind != "finetune":
+        grid.fail("methods", f"{SCRATCH!r} is a method of finetune sweeps only")
+    return envs, methods, seeds, replace(Settings(), **_settings_in(grid))
+
+
+def _per_env(top: _Reader, envs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``[per_env.<env>]``: per-environment setting axes, ``env_kwargs`` and expert budget."""
+    per_env: dict[str, dict[str, Any]] = {}
+    for env, table in top.table_of("per_env").items():
+        reader = _Reader(top.source, table, f"per_env.{env}", _PER_ENV_KEYS)
+        if env not in envs:
+            reader.fail("", f"{env!r} is not one of grid.envs")
+        entry: dict[str, Any] = dict(_settings_in(reader))
+        if "env_kwargs" in reader.table:
+            entry["env_kwargs"] = dict(reader.table_of("env_kwargs"))
+        if "expert" in reader.table:
+            entry["expert"] = _expert_budget(reader)
+        per_env[env] = entry
+    return per_env
+
+
+def _method_overrides(reader_of: _Reader, where: str, methods: Sequence[str]) -> dict[str, MethodOverrides]:
+    """``[<where>.<method>]`` tables of fixed ``train``, ``eval`` and ``algo`` values."""
+    found: dict[str, MethodOverrides] = {}
+    for method, table in reader_of.table_of("overrides").items():
+        reader = _Reader(reader_of.source, table, f"{where}.{method}", _OVERRIDE_KEYS)
+        if method not in methods:
+            reader.fail("", f"{method!r} is not one of grid.methods")
+        found[method] = MethodOverrides(
+            **{section: _config_table(reader, section, section) for section in _OVERRIDE_KEYS}
+        )
+    return found
+
+
+def _quick(top: _Reader, envs: Sequence[str], methods: Sequence[str]) -> QuickSpec:
+    """``[quick]``: the quick variant's replacements."""
+    quick_reader = _Reader(top.source, top.table_of("quick"), "quick", _QUICK_KEYS)
+    quick_per_env: dict[str, dict[str, Any]] = {}
+    for env, table in quick_reader.table_of("per_env").items():
+        reader = _Reader(top.source, table, f"quick.per_env.{env}", _QUICK_PER_ENV_KEYS)
+        if env not in envs:
+            reader.fail("", f"{env!r} is not one of grid.envs")
+        quick_per_env[env] = {"expert": _expert_budget(reader)}
+    return QuickSpec(
+        seeds=quick_reader.values("seeds", int, allow_count=True, minimum=0)
+        if "seeds" in quick_reader.table
+        else None,
+        settings=_settings_in(quick_reader),
+        train=_config_table(quick_reader, "train", "train"),
+        eval=_config_table(quick_reader, "eval", "eval"),
+        finetune=dict(quick_reader.table_of("finetune")),
+        expert=_expert_budget(quick_reader),
+        per_env=quick_per_env,
+        overrides=_method_overrides(quick_reader, "quick.overrides", methods),
+    )
+
+
+def _report(top: _Reader) -> tuple[ReportSpec, _Reader | None]:
+    """``[report]``: the layout, and a reader of ``[report.paper]`` when there is one (read once the runs
+    are known)."""
+    report_reader = _Reader(top.source, top.table_of("report"), "report", _REPORT_KEYS)
+    report_values: dict[str, Any] = {}
+    for key in ("metric", "rows", "curve_metric", "aggregate_metric"):
+        if key in report_reader.table:
+            report_values[key] = report_reader.text(key)
+    for key in ("columns", "extra_metrics", "plots"):
+        if key in report_reader.table:
+            report_values[key] = report_reader.values(key, str, allow_empty=key != "columns")
+    report = ReportSpec(**report_values)
+    if report.rows not in GROUP_COLUMNS:
+        report_reader.fail("rows", f"must be one of {', '.join(GROUP_COLUMNS)}, got {report.rows!r}")
+    for column in report.columns:
+        if column not in GROUP_COLUMNS or column == report.rows:
+            report_reader.fail(
+                "columns", f"{column!r} must be one of {', '.join(GROUP_COLUMNS)} and differ from report.rows"
+            )
+    for axis in report.plots:
+        if axis not in PLOT_AXES:
+            report_reader.fail("plots", f"unknown plot axis {axis!r} (choose from {', '.join(PLOT_AXES)})")
+    paper_reader = (
+        _Reader(top.source, report_reader.table_of("paper"), "report.paper", _PAPER_KEYS)
+        if "paper" in report_reader.table
+        else None
+    )
+    return report, paper_reader
+
+
+def _share_teacher(top: _Reader, methods: Sequence[str], overrides: Mapping[str, MethodOverrides]) -> bool:
+    share_teacher = top.boolean("share_teacher", False)
+    if share_teacher:
+        if ABLATION_METHOD not in methods:
+            top.fail(
+                "share_teacher", f"needs {ABLATION_METHOD!r} in grid.methods (only its runs train a teacher)"
+            )
+        own = overrides.get(ABLATION_METHOD, MethodOverrides()).algo
+        if "teacher_cache" in own:
+            top.fail(
+                "share_teacher",
+                f"the runner sets algo.teacher_cache: remove overrides.{ABLATION_METHOD}.algo.teacher_cache",
+            )
+    return share_teacher
 
 
 _PAPER_KEYS = ("source", "values")

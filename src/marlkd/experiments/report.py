@@ -7,8 +7,9 @@ matplotlib plots (:mod:`~marlkd.experiments.plots`).
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from marlkd.errors import MarlkdError
 from marlkd.experiments.grid import expand
@@ -75,6 +76,33 @@ def write_report(
     """
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     sweep = spec.sweep_name(quick)
+    frame, excluded = _report_rows(spec, root, quick, all_runs)
+    folder = Path(out) if out is not None else sweep_dir(root, sweep) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = _StatArgs(bootstrap_reps, confidence, seed, use_rliable)
+    lines = _header_lines(spec, sweep, frame, results_path(root, sweep), excluded)
+    lines += _metric_sections(spec, frame, quick, stats)
+    lines += _plot_section(spec, frame, folder)
+    report = folder / "report.md"
+    report.write_text("\n".join(lines).rstrip() + "\n")
+    return report
+
+
+@dataclass(frozen=True)
+class _StatArgs:
+    """The report's bootstrap settings (see :func:`write_report`)."""
+
+    reps: int
+    confidence: float
+    seed: int
+    use_rliable: bool
+
+    def common(self) -> dict[str, Any]:
+        return {"reps": self.reps, "confidence": self.confidence, "seed": self.seed}
+
+
+def _report_rows(spec: SweepSpec, root: str | Path, quick: bool, all_runs: bool) -> tuple[pd.DataFrame, int]:
+    """The results rows to report and the number of runs left out (not in the spec's current grid)."""
     frame = load_results(root, spec, quick=quick)
     excluded = 0
     if not all_runs:
@@ -83,20 +111,20 @@ def write_report(
         frame = frame[current].reset_index(drop=True)
     if frame.empty:
         raise MarlkdError(
-            f"{results_path(root, sweep)} has no rows of the spec's runs yet"
+            f"{results_path(root, spec.sweep_name(quick))} has no rows of the spec's runs yet"
             + (f" ({excluded} other runs; --all-runs reports them)" if excluded else "")
         )
-    folder = Path(out) if out is not None else sweep_dir(root, sweep) / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    layout = spec.report
-    stat_args = {"reps": bootstrap_reps, "confidence": confidence, "seed": seed}
+    return frame, excluded
+
+
+def _header_lines(spec: SweepSpec, sweep: str, frame: pd.DataFrame, source: Path, excluded: int) -> list[str]:
+    """Title, description, provenance, compute and the count of runs left out."""
     lines = [f"# {sweep}", ""]
     if spec.description:
         lines += [spec.description, ""]
     runs = frame["run_id"].nunique()
-    paper_lines: list[str] = []
     lines += [
-        f"From `{results_path(root, sweep)}`: {runs} finished runs, {len(frame)} rows. Provenance: "
+        f"From `{source}`: {runs} finished runs, {len(frame)} rows. Provenance: "
         f"{_provenance_line(frame)}. Generated {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} "
         "by `marlkd experiment report`.",
         "",
@@ -110,10 +138,18 @@ def write_report(
             "changed) and are left out; `--all-runs` reports them too.",
             "",
         ]
+    return lines
 
+
+def _metric_sections(spec: SweepSpec, frame: pd.DataFrame, quick: bool, stats: _StatArgs) -> list[str]:
+    """One table per metric (mean ± std), the main metric's IQM table, the aggregate over tasks and the
+    paper's values beside ours."""
+    layout = spec.report
+    lines: list[str] = []
+    paper_lines: list[str] = []
     for metric in (layout.metric, *layout.extra_metrics):
         summary = summarize(
-            frame, spec, metric, layout.rows, layout.columns, use_rliable=use_rliable, **stat_args
+            frame, spec, metric, layout.rows, layout.columns, use_rliable=stats.use_rliable, **stats.common()
         )
         lines += [f"## {metric}: mean ± std (n)", ""]
         if summary.empty:
@@ -127,65 +163,66 @@ def write_report(
             + (" Bold: the highest mean of the column." if main_metric else ""),
             "",
         ]
-        if metric == layout.metric:
+        if main_metric:
             paper_lines = paper_section(summary, frame, spec, quick)
-            method = "the rliable package" if use_rliable else "NumPy"
-            lines += [
-                f"## {metric}: interquartile mean [{confidence:.0%} CI]",
-                "",
-                markdown_table(summary, layout.rows, layout.columns, robust=True),
-                "",
-                "IQM: the mean of the middle 50 % of runs (25 % trimmed from each end). Interval: "
-                f"percentile bootstrap over runs, {bootstrap_reps} resamples, seed {seed}, computed "
-                f"with {method}, as rliable does.",
-                "",
-            ]
+            lines += _iqm_section(summary, spec, metric, stats)
     if layout.aggregate_metric and (frame["metric"] == layout.aggregate_metric).any():
         lines += [
             f"## Aggregate over tasks: {layout.aggregate_metric}",
             "",
-            aggregate_table(frame, spec, layout.aggregate_metric, layout.rows, **stat_args),
+            aggregate_table(frame, spec, layout.aggregate_metric, layout.rows, **stats.common()),
             "",
             "IQM over all runs of all tasks (environment and setting combinations); interval: "
             "stratified bootstrap (runs resampled within each task), as rliable computes it.",
             "",
         ]
-    lines += paper_lines
+    return lines + paper_lines
 
-    plots = []
+
+def _iqm_section(summary: pd.DataFrame, spec: SweepSpec, metric: str, stats: _StatArgs) -> list[str]:
+    method = "the rliable package" if stats.use_rliable else "NumPy"
+    return [
+        f"## {metric}: interquartile mean [{stats.confidence:.0%} CI]",
+        "",
+        markdown_table(summary, spec.report.rows, spec.report.columns, robust=True),
+        "",
+        "IQM: the mean of the middle 50 % of runs (25 % trimmed from each end). Interval: "
+        f"percentile bootstrap over runs, {stats.reps} resamples, seed {stats.seed}, computed "
+        f"with {method}, as rliable does.",
+        "",
+    ]
+
+
+_CURVE_AXIS_TITLES = {
+    "train_steps": "training updates",
+    "wall_time_s": "wall-clock training time",
+    "env_steps": "environment steps",
+}
+
+
+def _plot_section(spec: SweepSpec, frame: pd.DataFrame, folder: Path) -> list[str]:
+    """Draw the spec's plots into ``folder``; their Markdown section."""
+    layout = spec.report
+    plots: list[tuple[str, Path | None]] = []
     for axis in layout.plots:
         if axis == "num_trajectories":
+            path = folder / f"{layout.metric}_vs_num_trajectories.png"
             plots.append(
                 (
                     "Return against the number of training trajectories",
-                    plot_against_setting(
-                        frame,
-                        spec,
-                        layout.metric,
-                        layout.rows,
-                        axis,
-                        folder / f"{layout.metric}_vs_num_trajectories.png",
-                    ),
+                    plot_against_setting(frame, spec, layout.metric, layout.rows, axis, path),
                 )
             )
             continue
         curve = curve_metric_of(frame, spec)
-        title = {
-            "train_steps": "training updates",
-            "wall_time_s": "wall-clock training time",
-            "env_steps": "environment steps",
-        }[axis]
-        path = (
-            None
-            if curve is None
-            else plot_curves(frame, spec, curve, layout.rows, axis, folder / f"curve_vs_{axis}.png")
-        )
-        plots.append((f"Learning curves against {title}", path))
-    if plots:
-        lines += ["## Plots", ""]
-        for title, path in plots:
-            lines += [f"### {title}", ""]
-            lines += [f"![{title}]({path.name})" if path is not None else "_no data for this plot_", ""]
-    report = folder / "report.md"
-    report.write_text("\n".join(lines).rstrip() + "\n")
-    return report
+        path = None
+        if curve is not None:
+            path = plot_curves(frame, spec, curve, layout.rows, axis, folder / f"curve_vs_{axis}.png")
+        plots.append((f"Learning curves against {_CURVE_AXIS_TITLES[axis]}", path))
+    if not plots:
+        return []
+    lines = ["## Plots", ""]
+    for title, path in plots:
+        lines += [f"### {title}", ""]
+        lines += [f"![{title}]({path.name})" if path is not None else "_no data for this plot_", ""]
+    return lines
