@@ -14,7 +14,13 @@ import torch
 from torch import nn
 
 import tiny_envs
-from marlkd.algos.ppo import (
+from marlkd.cli import main
+from marlkd.config import EvalConfig, TrainConfig
+from marlkd.data import collect_random_dataset
+from marlkd.errors import ConfigError
+from marlkd.finetune import DTActor, pretrained_actor, run_experiment
+from marlkd.models.layouts import masked_logits
+from marlkd.ppo import (
     History,
     PPOConfig,
     build_actor,
@@ -22,12 +28,6 @@ from marlkd.algos.ppo import (
     gather_history,
     train_ppo,
 )
-from marlkd.cli import main
-from marlkd.config import EvalConfig, TrainConfig
-from marlkd.data import collect_random_dataset
-from marlkd.errors import ConfigError
-from marlkd.finetune import DTActor, pretrained_actor, run_experiment
-from marlkd.models.layouts import masked_logits
 from marlkd.run_config import RunConfig
 from marlkd.training import load_run, train
 

@@ -23,6 +23,18 @@ ALLOWED = {
 FORBIDDEN = {
     "data": ("marlkd.models", "marlkd.algos", "marlkd.run_config", "marlkd.training", "marlkd.experiments"),
     "envs": ("marlkd.models", "marlkd.algos", "marlkd.run_config", "marlkd.training", "marlkd.experiments"),
+    # online PPO sits below the methods built on it (GAIL, AIRL), the experts and finetuning
+    "ppo": (
+        "marlkd.algos",
+        "marlkd.data",
+        "marlkd.run_config",
+        "marlkd.training",
+        "marlkd.experts",
+        "marlkd.finetune",
+        "marlkd.experiments",
+    ),
+    # the experiments' statistics are a pure module
+    "experiments/stats.py": ("marlkd",),
 }
 
 

@@ -13,7 +13,9 @@ from torch import nn
 
 import tiny_envs
 from marlkd.algos.base import Policy
-from marlkd.algos.ppo import (
+from marlkd.errors import ConfigError, MarlkdError
+from marlkd.models.layouts import masked_logits
+from marlkd.ppo import (
     PPOConfig,
     PPOPolicy,
     SharedActor,
@@ -23,8 +25,6 @@ from marlkd.algos.ppo import (
     sample_categorical,
     train_ppo,
 )
-from marlkd.errors import ConfigError, MarlkdError
-from marlkd.models.layouts import masked_logits
 
 ENV = tiny_envs.ENV_ID
 RANDOM_RETURN = 8 / 3  # max_steps / n_actions

@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 
 from marlkd import atomic
-from marlkd.algos.ppo import PPOConfig, PPOPolicy, load_ppo_policy, train_ppo
 from marlkd.data.collect import collect_episodes, random_act_fn
 from marlkd.data.format import load_dataset, write_dataset
 from marlkd.envs import env_spec
 from marlkd.errors import ConfigError, DatasetError, MarlkdError
 from marlkd.names import QUALITIES
+from marlkd.ppo import PPOConfig, PPOPolicy, load_ppo_policy, train_ppo
 from marlkd.tiers import CALIBRATED_TIERS, CHECKPOINT_TIERS, checkpoint_tier
 
 # Normalized score each tier aims at; good is the expert itself (about 1), random is the zero point.
@@ -204,7 +204,7 @@ def train_expert(
 ) -> ExpertInfo:
     """Train ``env_id``'s expert into ``out_dir`` and measure its return and the random policy's.
 
-    ``out_dir`` receives what :func:`marlkd.algos.ppo.train_ppo` writes (``checkpoint.pt``,
+    ``out_dir`` receives what :func:`marlkd.ppo.train_ppo` writes (``checkpoint.pt``,
     ``checkpoints/step_*.pt``, the learning curve) and then ``expert.json`` (:class:`ExpertInfo`).
     Arguments as :func:`expert_config`; ``env_kwargs`` are the environment's constructor arguments;
     ``reference_episodes``: episodes of each reference measurement (None: :data:`REFERENCE_EPISODES`).

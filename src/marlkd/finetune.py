@@ -3,7 +3,7 @@
 The pretrained policy's own network becomes the MAPPO actor and PPO trains it further (the critic is new):
 
 - decision-transformer methods (``ours``'s students, ``idt``, ``madt``): :class:`DTActor` wraps the model
-  as a sequence actor of :mod:`marlkd.algos.ppo`; at every decision it reads each agent's last K steps
+  as a sequence actor of :mod:`marlkd.ppo`; at every decision it reads each agent's last K steps
   (observations, earlier actions, timesteps) and the return-to-go, the target return minus the reward the
   agent received so far, exactly as the method's evaluation policy does;
 - MLP policies (``bc``, ``icq``'s actors, ``gail``/``airl``'s MAPPO actor): the network itself.
@@ -28,14 +28,6 @@ from torch import nn
 from marlkd import atomic
 from marlkd.algos._dt import DTPolicy
 from marlkd.algos.base import Algorithm
-from marlkd.algos.ppo import (
-    History,
-    MAPPOSettings,
-    PPOPolicy,
-    PPOResult,
-    load_ppo_policy,
-    train_ppo,
-)
 from marlkd.config import EvalConfig, check, from_dict
 from marlkd.data.windows import Window
 from marlkd.errors import ConfigError
@@ -44,6 +36,14 @@ from marlkd.models.decision_transformer import DecisionTransformer
 from marlkd.models.layouts import Layout, per_agent_logits, to_inputs
 from marlkd.names import SCRATCH
 from marlkd.optim import autocast
+from marlkd.ppo import (
+    History,
+    MAPPOSettings,
+    PPOPolicy,
+    PPOResult,
+    load_ppo_policy,
+    train_ppo,
+)
 from marlkd.run_config import RunConfig
 from marlkd.training import load_run, resolve_device, train
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from marlkd.algos.ppo import load_ppo_policy
 from marlkd.data.collect import ActFn, random_act_fn
 from marlkd.errors import MarlkdError
+from marlkd.ppo import load_ppo_policy
 
 # Normalized score the single-checkpoint tiers aim at (the closest kept checkpoint is taken).
 CHECKPOINT_TARGETS = {"medium": 0.5, "early": 0.25}

@@ -1,7 +1,7 @@
 """Multi-agent adversarial imitation (the loop GAIL and AIRL share): MAPPO against a per-agent discriminator.
 
 One update of the training loop is one iteration: a rollout of one episode in each of ``num_envs``
-environment copies with the decentralized MAPPO actor (:mod:`marlkd.algos.ppo`), a PPO update on the
+environment copies with the decentralized MAPPO actor (:mod:`marlkd.ppo`), a PPO update on the
 discriminator's rewards, then ``disc_steps`` discriminator steps separating dataset transitions (label 1)
 from the rollout's (label 0). The discriminator has one member per agent, D^i(o^i, a^i, ...), trained on
 agent i's own transitions; a method defines its logit and the reward it gives (:class:`Discriminator`).
@@ -24,7 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlkd.algos.base import BaseAlgorithm
-from marlkd.algos.ppo import (
+from marlkd.config import check
+from marlkd.data.transitions import TransitionSampler
+from marlkd.envs import make_batched
+from marlkd.errors import ConfigError
+from marlkd.models.layouts import masked_logits
+from marlkd.ppo import (
     Critic,
     MAPPOSettings,
     PPOPolicy,
@@ -33,11 +38,6 @@ from marlkd.algos.ppo import (
     collect_rollout,
     ppo_update,
 )
-from marlkd.config import check
-from marlkd.data.transitions import TransitionSampler
-from marlkd.envs import make_batched
-from marlkd.errors import ConfigError
-from marlkd.models.layouts import masked_logits
 
 
 @dataclass(frozen=True)

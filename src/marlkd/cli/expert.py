@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from marlkd import experts
-from marlkd.algos.ppo import MODES
 from marlkd.data.format import load_dataset
+from marlkd.ppo import MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
