@@ -6,8 +6,8 @@ plus the one-off teacher cache (the frozen teacher's features and logits over th
 
     python benchmarks/bench_cost.py [--data data/grid-world-good.h5] [--threads 2] [--steps 20] [--rounds 3]
 
-Prints ms per update and the ratios of DESIGN.md section 6: distillation / IDT (target <= 1.1) and ours in
-total / IDT at equal steps (target <= 1.1 x (n+1)/n; the teacher is one more DT).
+Prints ms per update and the cost ratios against their targets: distillation / IDT (target <= 1.1) and
+ours in total / IDT at equal steps (target <= 1.1 x (n+1)/n; the teacher is one more DT).
 """
 
 from __future__ import annotations

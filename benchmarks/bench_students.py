@@ -4,7 +4,7 @@ over n separate students with the same weights, for n = 2, 4, 8, at B = 64, K = 
     python benchmarks/bench_students.py [--threads 2] [--precision bf16|fp32] [--repeats 5]
 
 Prints a Markdown table: median seconds per training step (forward, backward, AdamW) of the ensemble, of
-the loop, and of one student alone, and the ratios the targets in DESIGN.md section 6 speak of.
+the loop, and of one student alone, and the ratios the speed targets speak of.
 """
 
 from __future__ import annotations
