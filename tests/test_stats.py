@@ -97,3 +97,26 @@ def test_kendall_tau_and_ranks_by_hand() -> None:
     with pytest.raises(ValueError, match="paired"):
         kendall_tau([1, 2], [1])
     assert ranks([3.0, 5.0, 3.0, 1.0]) == [2, 1, 2, 4]  # competition ranks, ties share the better one
+
+
+def test_probability_of_improvement_counts_ties_half() -> None:
+    from marlkd.experiments.stats import improvement_stat, probability_of_improvement
+
+    # pairs (1,2) loss, (2,2) tie, (3,2) win: (0 + 0.5 + 1) / 3
+    assert probability_of_improvement([1.0, 2.0, 3.0], [2.0]) == 0.5
+    assert probability_of_improvement([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert probability_of_improvement([1.0], [1.0]) == 0.5
+    # 2 x 2 pairs: 5>4 win, 5>6 loss, 1>4 loss, 1>6 loss -> 1/4
+    assert probability_of_improvement([5.0, 1.0], [4.0, 6.0]) == 0.25
+    resampled = improvement_stat(np.array([[5.0, 1.0], [3.0, 3.0]]), np.array([[4.0, 6.0], [3.0, 2.0]]))
+    assert resampled.tolist() == [0.25, 0.75]  # second row: ties 3=3 twice, wins 3>2 twice -> (1 + 2) / 4
+    with pytest.raises(ValueError, match="both sides"):
+        probability_of_improvement([], [1.0])
+
+
+def test_two_sample_interval_of_constant_samples_is_a_point() -> None:
+    from marlkd.experiments.stats import mean_difference_stat, two_sample_bootstrap_ci
+
+    assert two_sample_bootstrap_ci([3.0] * 4, [1.0] * 5, mean_difference_stat) == (2.0, 2.0)
+    low, high = two_sample_bootstrap_ci([0.0, 1.0, 2.0, 3.0], [0.0] * 3, mean_difference_stat, seed=1)
+    assert 0.0 <= low < 1.5 < high <= 3.0  # the difference of means (1.5) lies inside

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from marlkd.errors import MarlkdError
 from marlkd.experiments.grid import expand
+from marlkd.experiments.headroom import headroom_sections
 from marlkd.experiments.paper import paper_section
 from marlkd.experiments.parsing import load_spec
 from marlkd.experiments.plots import curve_metric_of, plot_against_setting, plot_curves
@@ -82,6 +83,7 @@ def write_report(
     stats = _StatArgs(bootstrap_reps, confidence, seed, use_rliable)
     lines = _header_lines(spec, sweep, frame, results_path(root, sweep), excluded)
     lines += _metric_sections(spec, frame, quick, stats)
+    lines += headroom_sections(frame, spec, **stats.common())
     lines += _plot_section(spec, frame, folder)
     report = folder / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n")
