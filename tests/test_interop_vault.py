@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("tensorstore", reason="Vaults need the vault extra (pip install 'marlkd[vault]')")
 
+from marlkd.algos.idt import Config as IDTConfig  # noqa: E402
 from marlkd.cli import main  # noqa: E402
 from marlkd.config import EvalConfig, TrainConfig  # noqa: E402
 from marlkd.data.flat import import_d4rl  # noqa: E402
@@ -24,6 +25,7 @@ from marlkd.errors import DatasetError  # noqa: E402
 from marlkd.run_config import RunConfig  # noqa: E402
 
 N, O, A, S = 3, 4, 5, 6
+SMALL_DT = {"context": 3, "width": 16, "layers": 1, "heads": 2, "dropout": 0.0, "head_hidden": 16}
 LENGTHS = (7, 3, 11, 5)  # the last episode is cut off: the recording stopped in its middle
 
 
@@ -242,6 +244,7 @@ def test_cli_import_train_with_evaluation_off_and_export(flashbax_vault, tmp_pat
         out=str(tmp_path / "run"),
         train=TrainConfig(steps=2, batch_size=4, warmup_steps=1, precision="fp32", log_every=1),
         eval=EvalConfig(episodes=2),
+        algo=IDTConfig(**SMALL_DT),
     )
     results = train(config, progress=False)
     assert "return_mean" not in results and results["train_steps"] == 2
@@ -274,6 +277,7 @@ def test_a_registered_evaluator_evaluates_imported_data(flashbax_vault, tmp_path
             out=str(tmp_path / "run"),
             train=TrainConfig(steps=1, batch_size=4, warmup_steps=1, precision="fp32"),
             eval=EvalConfig(episodes=3),
+            algo=IDTConfig(**SMALL_DT),
         )
         results = train(config, progress=False)
     finally:
