@@ -83,7 +83,6 @@ def write_report(
     stats = _StatArgs(bootstrap_reps, confidence, seed, use_rliable)
     lines = _header_lines(spec, sweep, frame, results_path(root, sweep), excluded)
     lines += _metric_sections(spec, frame, quick, stats)
-    lines += headroom_sections(frame, spec, **stats.common())
     lines += _plot_section(spec, frame, folder)
     report = folder / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n")
@@ -144,8 +143,8 @@ def _header_lines(spec: SweepSpec, sweep: str, frame: pd.DataFrame, source: Path
 
 
 def _metric_sections(spec: SweepSpec, frame: pd.DataFrame, quick: bool, stats: _StatArgs) -> list[str]:
-    """One table per metric (mean ± std), the main metric's IQM table, the aggregate over tasks and the
-    paper's values beside ours."""
+    """One table per metric (mean ± std), the main metric's IQM table, the aggregate over tasks, the
+    headroom and probability-of-improvement tables, and the paper's values beside ours."""
     layout = spec.report
     lines: list[str] = []
     paper_lines: list[str] = []
@@ -178,7 +177,7 @@ def _metric_sections(spec: SweepSpec, frame: pd.DataFrame, quick: bool, stats: _
             "stratified bootstrap (runs resampled within each task), as rliable computes it.",
             "",
         ]
-    return lines + paper_lines
+    return lines + headroom_sections(frame, spec, **stats.common()) + paper_lines
 
 
 def _iqm_section(summary: pd.DataFrame, spec: SweepSpec, metric: str, stats: _StatArgs) -> list[str]:
