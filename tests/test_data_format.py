@@ -355,11 +355,14 @@ def test_cli_info_json(tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_cli_validate(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["dataset", "validate", str(tiny_dataset)]) == 0
+    assert main(["dataset", "validate", "--skip-env", str(tiny_dataset)]) == 0
     assert "ok" in capsys.readouterr().out
+    # its environment (test-tiny) is not registered: only --skip-env lets it pass
+    assert main(["dataset", "validate", str(tiny_dataset)]) == 2
+    assert "unknown environment 'test-tiny'" in capsys.readouterr().err
     broken = tmp_path / "broken.h5"
     broken.write_text("nope")
-    assert main(["dataset", "validate", str(tiny_dataset), str(broken)]) == 2
+    assert main(["dataset", "validate", "--skip-env", str(tiny_dataset), str(broken)]) == 2
     assert f"{broken}: not an HDF5 file" in capsys.readouterr().err
 
 

@@ -311,9 +311,12 @@ def test_finished_run_is_not_redone_and_config_mismatch_is_refused(grid_data, tm
     first = marlkd.train(cfg, progress=False)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["return_mean"] == first["return_mean"]
     assert marlkd.train(cfg, progress=False) == first
-    other = small_run(grid_data, tmp_path / "run", method="idt", steps=3)
+    other = small_run(grid_data, tmp_path / "run", method="idt", steps=2, seed=1)
     with pytest.raises(ConfigError, match="different config"):
         marlkd.train(other, progress=False)
+    shorter = small_run(grid_data, tmp_path / "run", method="idt", steps=1)
+    with pytest.raises(ConfigError, match="cannot be shortened"):
+        marlkd.train(shorter, progress=False)
 
 
 def test_tiny_run_learns(grid_data):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -63,10 +64,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check(self.steps >= 0, "train.steps", f"must be >= 0, got {self.steps}")
         check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
-        check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(math.isfinite(self.lr) and self.lr > 0, "train.lr", f"must be finite and > 0, got {self.lr}")
+        check(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "train.weight_decay",
+            f"must be finite and >= 0, got {self.weight_decay}",
+        )
         check(self.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        check(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        check(
+            math.isfinite(self.grad_clip) and self.grad_clip >= 0,
+            "train.grad_clip",
+            f"must be finite and >= 0, got {self.grad_clip}",
+        )
         check(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
         check(self.device in ("cpu", "cuda", "auto"), "train.device", "must be cpu, cuda or auto")
         check(self.log_every >= 1, "train.log_every", "must be >= 1")
@@ -100,7 +109,12 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check(self.episodes >= 0, "eval.episodes", f"must be >= 0, got {self.episodes}")
         check(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
-        check(self.target_scale > 0, "eval.target_scale", "must be > 0")
+        check(math.isfinite(self.target_scale) and self.target_scale > 0, "eval.target_scale", "must be > 0")
+        check(
+            self.target_return is None or math.isfinite(self.target_return),
+            "eval.target_return",
+            f"must be finite, got {self.target_return}",
+        )
 
 
 def to_dict(obj: Any) -> Any:

@@ -13,11 +13,17 @@ from typing import Any
 
 from marlkd.algos import ALGOS
 from marlkd.config import EvalConfig, TrainConfig, check, from_dict, to_dict
+from marlkd.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run: a method on a dataset, written to ``out``."""
+    """One training run: a method on a dataset, written to ``out``.
+
+    ``data_checksum`` pins the run to its dataset: the SHA-256 of the dataset's arrays (``dataset info``
+    prints it). Training fills it in (with ``data`` made absolute) in the run's config.json, and a resumed
+    or evaluated run refuses a dataset whose checksum differs. None: take the dataset's.
+    """
 
     method: str
     data: str
@@ -25,8 +31,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     algo: Any = None  # the method's own frozen config dataclass; None: its defaults
+    data_checksum: str | None = None
 
     def __post_init__(self) -> None:
+        check(bool(str(self.out).strip()), "out", "must name a run directory, got an empty path")
+        check(bool(str(self.data).strip()), "data", "must name a dataset file, got an empty path")
         check(self.method in ALGOS, "method", f"unknown method {self.method!r}; known: {sorted(ALGOS)}")
         cls = ALGOS[self.method].config_cls
         if self.algo is None:
@@ -47,4 +56,12 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from marlkd import atomic
+from marlkd import checkpoint
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos._dt import DTLearner
 from marlkd.algos.base import BaseAlgorithm
@@ -162,7 +162,9 @@ class Ours(BaseAlgorithm):
             self.teacher_steps = 0
         self.cache_file = None if cfg.teacher_cache is None else Path(cfg.teacher_cache) / self._teacher_key()
         if self.cache_file is not None and self.cache_file.exists():
-            self.teacher.model.load_state_dict(torch.load(self.cache_file, map_location=ctx.device))
+            self.teacher.model.load_state_dict(
+                checkpoint.load(self.cache_file, map_location=ctx.device, what="cached teacher")
+            )
             self.teacher_steps = 0
         self.num_updates = self.teacher_steps + ctx.train.steps
         feature_dim, width = cfg.head_hidden, cfg.mapping_width
@@ -214,8 +216,8 @@ class Ours(BaseAlgorithm):
         return f"teacher-{digest}.pt"
 
     def _load_teacher(self, run_dir: Path) -> None:
-        config_path, checkpoint = run_dir / "config.json", run_dir / "checkpoint.pt"
-        if not config_path.exists() or not checkpoint.exists():
+        config_path, checkpoint_path = run_dir / "config.json", run_dir / "checkpoint.pt"
+        if not config_path.exists() or not checkpoint_path.exists():
             raise ConfigError(
                 f"config field algo.teacher_run: {run_dir} is not a finished teacher run "
                 "(config.json and checkpoint.pt expected)"
@@ -223,7 +225,7 @@ class Ours(BaseAlgorithm):
         method = json.loads(config_path.read_text()).get("method")
         if method != "teacher":
             raise ConfigError(f"config field algo.teacher_run: {run_dir} is a {method!r} run, not 'teacher'")
-        state = torch.load(checkpoint, map_location=self.ctx.device, weights_only=False)
+        state = checkpoint.load(checkpoint_path, map_location=self.ctx.device, what="teacher checkpoint")
         try:
             self.teacher.model.load_state_dict(state["algo"]["model"])
         except RuntimeError as exc:
@@ -238,7 +240,7 @@ class Ours(BaseAlgorithm):
         if self.cache is None:
             if self.cache_file is not None and not self.cache_file.exists():
                 self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-                atomic.torch_save(self.teacher.model.state_dict(), self.cache_file)
+                checkpoint.save(self.teacher.model.state_dict(), self.cache_file)
             self.cache = teacher_outputs(self.teacher, self.teacher.sampler)
         return self._student_update()
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
+import traceback
 
 from marlkd.errors import MarlkdError
 
@@ -50,27 +53,73 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; every error ends in one line on stderr and a non-zero exit status.
+
+    A user's mistake (a :class:`MarlkdError`, a file system error, running out of memory) prints one
+    line and exits 2. An unexpected internal error prints one line and the file its full traceback was
+    written to, and exits 1 (``MARLKD_TRACEBACK=1`` prints the traceback instead)."""
     from marlkd.envs.plugins import import_modules, pop_import_options
 
     try:
         argv, modules = pop_import_options(list(sys.argv[1:] if argv is None else argv))
         import_modules(modules)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return 2
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside this handler
+        return code
     except MarlkdError as exc:
-        print(f"marlkd: error: {exc}", file=sys.stderr)
-        return 2
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except MarlkdError as exc:
-        print(f"marlkd: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     except KeyboardInterrupt:
         print("marlkd: interrupted; finished work and the last checkpoint are kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (``marlkd ... | head``): stop quietly
+        _silence_stdout()
+        return 141
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}")
+    except MemoryError:
+        return _fail("out of memory; lower the batch size, context or number of episodes")
+    except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch
+            return _fail(f"out of memory ({str(exc).splitlines()[0]}); lower the batch size or context")
+        return _internal_error(exc)
+
+
+def _fail(message: str) -> int:
+    print(f"marlkd: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _internal_error(exc: BaseException) -> int:
+    text = traceback.format_exc()
+    if os.environ.get("MARLKD_TRACEBACK"):
+        print(text, file=sys.stderr, end="")
+        return 1
+    try:
+        fd, path = tempfile.mkstemp(prefix="marlkd-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"marlkd {' '.join(sys.argv[1:])}\n{text}")
+        where = f"full traceback in {path}"
+    except OSError:
+        where = "set MARLKD_TRACEBACK=1 to see the traceback"
+    first = (str(exc).splitlines() or [""])[0]
+    print(f"marlkd: internal error: {type(exc).__name__}: {first} ({where})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

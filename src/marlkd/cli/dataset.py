@@ -8,7 +8,7 @@ import math
 import sys
 from typing import Any
 
-from marlkd.data.format import OfflineDataset, load_dataset
+from marlkd.data.format import OfflineDataset, check_environment, load_dataset
 from marlkd.errors import DatasetError
 
 
@@ -23,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     validate = commands.add_parser("validate", help="check dataset files completely (exit 2 if any is bad)")
     validate.add_argument("files", nargs="+", metavar="FILE", help="dataset files (.h5)")
+    validate.add_argument(
+        "--skip-env",
+        action="store_true",
+        help="check the files alone, not that their environment is registered and its sizes match",
+    )
     validate.set_defaults(func=_validate)
 
     from marlkd.cli.interop import register_dataset_commands
@@ -100,6 +105,8 @@ def _validate(args: argparse.Namespace) -> int:
     for file in args.files:
         try:
             dataset = load_dataset(file)
+            if not args.skip_env:
+                check_environment(dataset.metadata, file)
         except DatasetError as exc:
             print(f"marlkd: error: {exc}", file=sys.stderr)
             failed += 1

@@ -10,6 +10,7 @@ import torch
 
 from marlkd import experts
 from marlkd.data.format import load_dataset
+from marlkd.errors import MarlkdError
 from marlkd.ppo import MODES
 
 
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--expert", default=None, metavar="DIR", help="a trained expert directory")
     collect.add_argument("--seed", type=int, default=0, help="collection seed (default: 0)")
     collect.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    collect.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     collect.set_defaults(func=_collect)
 
 
@@ -74,6 +76,14 @@ def _train(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     out = Path(args.out)
+    if not str(args.out).strip():
+        raise MarlkdError("--out: an empty path; name the dataset file to write")
+    if out.is_dir():
+        raise MarlkdError(f"--out {out}: is a directory; name the dataset file to write")
+    if out.exists() and not args.overwrite:
+        raise MarlkdError(f"--out {out}: exists; pass --overwrite to replace it")
+    if args.episodes < 1:
+        raise MarlkdError(f"--episodes: must be >= 1, got {args.episodes}")
     expert_dir = args.expert
     if expert_dir is None and args.quality != "random":
         default = experts.default_expert_dir(args.env, out.parent)

@@ -113,6 +113,7 @@ def _eval(args: argparse.Namespace) -> int:
     gif = run_dir / "eval.gif" if eval_cfg.gif else None
     summary = evaluate_run(run_dir, eval_cfg, gif=gif)
     print(json.dumps(summary, indent=2))
+    print(f"written to {run_dir / 'eval.json'}")
     if gif is not None:
         print(f"episode GIF: {gif}")
     return 0

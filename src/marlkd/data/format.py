@@ -601,6 +601,99 @@ def _read_metadata(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     return values
 
 
+# The metadata attribute that states each axis's size (T, the padded length, is stated by none).
+_AXIS_ATTRIBUTES = {"E": "n_episodes", "N": "n_agents", "O": "obs_dim", "S": "state_dim", "A": "n_actions"}
+
+
+def _check_declared(nodes: Mapping[str, Any], values: Mapping[str, Any], where: str) -> None:
+    """Check the arrays' declared dtypes and shapes against the metadata before any array is read, and
+    that reading them fits in memory: a file cannot make the reader allocate what its attributes do not
+    announce. The array that disagrees is named (for T, the one that differs from the others)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, node in nodes.items():
+        dtype, axes = ARRAY_FIELDS[name]
+        if node.dtype != dtype:
+            raise DatasetError(f"{where}: field {name!r}: dtype {node.dtype} where {dtype} is required")
+        shape = tuple(int(n) for n in node.shape or ())
+        if len(shape) != len(axes):
+            raise DatasetError(
+                f"{where}: field {name!r}: shape {shape} has {len(shape)} dimensions, "
+                f"expected ({', '.join(axes)})"
+            )
+        for axis, size in zip(axes, shape, strict=True):
+            attribute = _AXIS_ATTRIBUTES.get(axis)
+            if attribute is not None and size != values[attribute]:
+                raise DatasetError(
+                    f"{where}: field {name!r}: shape {shape} has {axis} = {size}, but attribute "
+                    f"{attribute!r} says {values[attribute]}"
+                )
+        shapes[name] = shape
+    lengths = [shape[1] for shape in shapes.values()]
+    common = max(set(lengths), key=lengths.count)
+    for name, shape in shapes.items():
+        if shape[1] != common:
+            raise DatasetError(
+                f"{where}: field {name!r}: shape {shape} has T = {shape[1]}, "
+                f"but the other fields have T = {common}"
+            )
+    need = sum(math.prod(shape) * ARRAY_FIELDS[name][0].itemsize for name, shape in shapes.items())
+    have = _available_memory()
+    if have and need > have:
+        raise DatasetError(
+            f"{where}: its arrays need {need / 2**30:.1f} GiB of memory, more than the "
+            f"{have / 2**30:.1f} GiB available; the file is damaged, or too large for this machine"
+        )
+
+
+def _available_memory() -> int:
+    """Bytes of memory available now (Linux ``MemAvailable``; else physical memory; 0 when unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_environment(metadata: DatasetMetadata, where: str, needed: bool = True) -> None:
+    """Check that the dataset's environment is registered and that its sizes (agents, observation size,
+    actions, state size) are the environment's; raises :class:`DatasetError` naming the file.
+
+    With ``needed`` False (nothing will run the environment: training without evaluation), an unknown
+    environment passes; sizes are still checked when it is known."""
+    from marlkd.envs import env_spec
+    from marlkd.envs.registry import UnknownEnvironmentError
+
+    try:
+        spec = env_spec(metadata.env_id, **metadata.env_kwargs)
+    except UnknownEnvironmentError as exc:
+        if not needed:
+            return
+        raise DatasetError(
+            f"{where}: attribute 'env_id': {exc}; evaluation needs it (train with --eval-episodes 0 to "
+            "train without evaluation)"
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(
+            f"{where}: attribute 'env_kwargs': {metadata.env_id} cannot be made with "
+            f"{json.dumps(metadata.env_kwargs, sort_keys=True)} ({exc})"
+        ) from exc
+    for attribute in ("n_agents", "obs_dim", "n_actions", "state_dim"):
+        mine, theirs = getattr(metadata, attribute), getattr(spec, attribute)
+        if attribute == "state_dim" and mine == 0:
+            continue  # no stored state: the environment's is not needed
+        if mine != theirs:
+            raise DatasetError(
+                f"{where}: attribute {attribute!r}: the dataset has {mine}, but environment "
+                f"{metadata.env_id} has {theirs}; the data was not made in this environment"
+            )
+
+
 def load_dataset(path: str | os.PathLike[str]) -> OfflineDataset:
     """Read and validate the dataset file ``path``.
 
@@ -627,7 +720,7 @@ def load_dataset(path: str | os.PathLike[str]) -> OfflineDataset:
         raise DatasetError(f"{where}: not a readable HDF5 file, truncated or corrupt ({exc})") from exc
     with file:
         values = _read_metadata(file.attrs, where)
-        arrays: dict[str, np.ndarray] = {}
+        nodes: dict[str, h5py.Dataset] = {}
         for name in ARRAY_FIELDS:
             if name not in file:
                 if name in REQUIRED_ARRAYS:
@@ -636,6 +729,10 @@ def load_dataset(path: str | os.PathLike[str]) -> OfflineDataset:
             node = file[name]
             if not isinstance(node, h5py.Dataset):
                 raise DatasetError(f"{where}: field {name!r}: not an array")
+            nodes[name] = node
+        _check_declared(nodes, values, where)
+        arrays: dict[str, np.ndarray] = {}
+        for name, node in nodes.items():
             try:
                 arrays[name] = node[()]
             except (OSError, ValueError, TypeError) as exc:

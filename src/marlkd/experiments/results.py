@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import importlib.metadata
 import math
 import os
-import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from marlkd import atomic
 from marlkd.errors import MarlkdError
 from marlkd.experiments.spec import SweepSpec, load_spec, variant_name
+from marlkd.provenance import provenance
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,34 +84,6 @@ def sweep_dir(root: str | Path, sweep: str) -> Path:
 
 def results_path(root: str | Path, sweep: str) -> Path:
     return sweep_dir(root, sweep) / RESULTS_FILE
-
-
-def provenance() -> dict[str, str]:
-    """marlkd and torch versions and the code's git revision (``unknown`` outside a git checkout), read
-    anew at each call: a long sweep's driver outlives commits, and each run records its worker's."""
-
-    def version(package: str) -> str:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "unknown"
-
-    source = Path(__file__).resolve().parent
-    try:
-        revision = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=source,
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-            or "unknown"
-        )
-    except (OSError, subprocess.SubprocessError):
-        revision = "unknown"
-    return {"marlkd_version": version("marlkd"), "torch_version": version("torch"), "code_revision": revision}
 
 
 def scalar_metrics(result: Mapping[str, Any]) -> dict[str, float]:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from marlkd import atomic
+from marlkd import checkpoint as ckpt
 from marlkd.envs import EnvSpec, make_batched
 from marlkd.errors import MarlkdError
 from marlkd.ppo.config import PPOConfig
@@ -144,8 +145,8 @@ def train_ppo(
     def save(mean_return: float, keep: bool) -> Path:
         state = nets.checkpoint(env_id, env_kwargs, env.spec, config, iteration, env_steps, mean_return)
         if keep:
-            atomic.torch_save(state, out / "checkpoints" / f"step_{env_steps:010d}.pt")
-        atomic.torch_save(state, out / "checkpoint.pt")
+            ckpt.save(state, out / "checkpoints" / f"step_{env_steps:010d}.pt")
+        ckpt.save(state, out / "checkpoint.pt")
         return out / "checkpoint.pt"
 
     try:
@@ -327,7 +328,7 @@ def load_ppo_checkpoint(path: str | Path) -> dict[str, Any]:
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise MarlkdError(f"no PPO checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.load(path, map_location="cpu", what="PPO checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise MarlkdError(f"{path} is not a marlkd PPO checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:

@@ -1,0 +1,7 @@
+"""``python -m marlkd``: the ``marlkd`` command line."""
+
+import sys
+
+from marlkd.cli import main
+
+sys.exit(main())
