@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,8 @@ def replacing(path: str | Path) -> Iterator[Path]:
     The temporary name keeps ``path``'s suffix (some writers, such as matplotlib's, choose the format by it).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    # the writer's pid (so that a stale one can be recognised) and a random part (threads of one process)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield tmp
         _fsync(tmp)

@@ -82,7 +82,7 @@ def load(path: str | Path, map_location: Any = "cpu", what: str = "checkpoint") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), "")
+        reason = next((line.strip() for line in str(exc).splitlines() if "global" in line.lower()), "")
         if not reason:  # not a refused object: bytes that are no pickle at all
             raise CheckpointError(f"{path}: not a readable {what} (truncated or damaged)") from exc
         raise CheckpointError(
@@ -105,7 +105,7 @@ def clean_stale_temporaries(directory: str | Path) -> list[Path]:
     if not directory.is_dir():
         return removed
     for path in directory.glob(".*.tmp*"):
-        pid_text = path.name.split(".tmp", 1)[1].split(".", 1)[0]
+        pid_text = path.name.split(".tmp", 1)[1].split(".", 1)[0].split("-", 1)[0]
         if not pid_text.isdigit():
             continue
         pid = int(pid_text)

@@ -25,7 +25,6 @@ so a quick expert or dataset never stands in for a full one, nor the reverse.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from marlkd import atomic
+from marlkd import atomic, filelock
 from marlkd.data.collect import collect_episodes, random_act_fn
 from marlkd.data.format import load_dataset, write_dataset
 from marlkd.envs import env_spec
@@ -264,13 +263,8 @@ def load_expert(expert_dir: str | Path, seed: int = 0) -> PPOPolicy:
 @contextmanager
 def _file_lock(target: Path) -> Iterator[None]:
     """Hold an exclusive lock tied to ``target`` (a ``.lock`` file beside it) for the ``with`` block."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(target.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with filelock.locked(target.with_name(target.name + ".lock"), what=str(target)):
+        yield
 
 
 def _kwargs_tag(env_id: str, env_kwargs: Mapping[str, Any] | None) -> str:

@@ -161,8 +161,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from marlkd.errors import MarlkdError
     from marlkd.experiments.report import write_report
+    from marlkd.experiments.runner import unrecorded_runs
 
+    missing = unrecorded_runs(args.spec, args.root, quick=args.quick)
+    if missing:
+        raise MarlkdError(
+            f"the results table lacks the rows of {len(missing)} finished run(s) ({missing[0]}"
+            f"{', ...' if len(missing) > 1 else ''}); run `marlkd experiment run {args.spec}"
+            f"{' --quick' if args.quick else ''}` to restore them from the runs, then report"
+        )
     path = write_report(
         args.spec,
         args.root,

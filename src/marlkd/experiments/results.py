@@ -3,6 +3,10 @@
 Only the sweep's driver process writes the table: workers (local processes or Ray tasks) return their
 results to it, and it appends each finished run's rows under an exclusive file lock
 (``results.csv.lock``), so several drivers on one sweep (say, one per ``--only-env``) append safely too.
+Appends are idempotent per run id (a run's rows are written once, whichever driver finds it finished
+first) and made with one ``write`` of whole lines; a line cut by a crash is dropped before the next
+append, and a damaged table is reported by :func:`load_results` (never half-read) and repaired from the
+runs' markers on the sweep's next launch (:func:`sync_rows`).
 Runs live in one store shared by every sweep under the root (``<root>/runs/<run_id>``); a run's marker
 (``experiment.json``) keeps only what does not depend on the sweep (its results, learning curve,
 provenance and finishing time), and each sweep derives its own rows from it (:func:`marker_rows`: its own
@@ -16,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import io
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marlkd import atomic
+from marlkd import atomic, filelock
 from marlkd.errors import MarlkdError
 from marlkd.experiments.spec import SweepSpec, load_spec, variant_name
 from marlkd.provenance import provenance
@@ -213,28 +218,9 @@ def marker_rows(run: RunSpec, marker: Mapping[str, Any]) -> list[dict[str, Any]]
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``<path>.lock`` across processes (``fcntl`` on POSIX, ``msvcrt`` on Windows)."""
-    lock_path = path.with_name(path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows
-            import msvcrt
-
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    """Hold the table's exclusive lock (``<path>.lock``, :mod:`marlkd.filelock`) for the ``with`` block."""
+    with filelock.locked(path.with_name(path.name + ".lock"), what=f"results table {path}"):
+        yield
 
 
 def _cell(value: Any) -> Any:
@@ -265,9 +251,69 @@ def _upgrade(path: Path) -> None:
         writer.writerows({k: row.get(k, "") for k in RESULT_COLUMNS} for row in old_rows)
 
 
+def _encode(rows: Iterable[Mapping[str, Any]], header: bool) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)
+    if header:
+        writer.writeheader()
+    writer.writerows({k: _cell(row.get(k)) for k in RESULT_COLUMNS} for row in rows)
+    return buffer.getvalue().encode()
+
+
+def _drop_partial_line(path: Path) -> int:
+    """Cut a last line that a crash left without its end (an interrupted write); returns bytes cut."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        block = min(size, 1 << 20)
+        f.seek(size - block)
+        tail = f.read(block)
+        end = tail.rfind(b"\n")
+        keep = size - block + end + 1 if end >= 0 else 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return size - keep
+
+
+def _write_all(path: Path, data: bytes) -> None:
+    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor, then fsync: a crash leaves either
+    none of it or a cut last line, which the next append or read deals with."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_header(path: Path) -> None:
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    if _older_header(header):
+        _upgrade(path)
+    elif tuple(header) != RESULT_COLUMNS:
+        raise MarlkdError(
+            f"{path}: its columns {header} are not this version's "
+            f"{list(RESULT_COLUMNS)}; move it away to start a new table"
+        )
+
+
 def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Append rows to the table at ``path`` (header written on first use) under the file lock. A table
-    written by an earlier version without some of the later columns (``precision``) is upgraded first."""
+    """Append rows to the table at ``path`` (header written on first use) under the file lock; returns
+    how many were written.
+
+    Idempotent per run: rows of a run id the table already holds are not written again (so two drivers
+    finishing or finding the same run add its rows once). A cut last line left by a crash is removed first,
+    and a table written by an earlier version without some of the later columns (``precision``) is
+    upgraded."""
     path = Path(path)
     rows = list(rows)
     if not rows:
@@ -275,23 +321,68 @@ def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
     with locked(path):
         new = not path.exists() or path.stat().st_size == 0
         if not new:
-            with open(path, newline="") as f:
-                header = next(csv.reader(f), [])
-            if _older_header(header):
-                _upgrade(path)
-            elif tuple(header) != RESULT_COLUMNS:
-                raise MarlkdError(
-                    f"{path}: its columns {header} are not this version's "
-                    f"{list(RESULT_COLUMNS)}; move it away to start a new table"
-                )
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerows({k: _cell(row.get(k)) for k in RESULT_COLUMNS} for row in rows)
-            f.flush()
-            os.fsync(f.fileno())
+            _drop_partial_line(path)
+            _check_header(path)
+            present = _run_ids(path)
+            rows = [row for row in rows if str(row.get("run_id")) not in present]
+            if not rows:
+                return 0
+        _write_all(path, _encode(rows, header=new))
     return len(rows)
+
+
+def sync_rows(path: str | Path, expected: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """Make the table hold exactly ``expected[run_id]``'s rows for each run id given (the finished runs'
+    rows, from their markers): runs missing from it are appended, runs whose rows were cut or damaged (a
+    count that differs) are rewritten. Other rows are left as they are. Returns the ids repaired or added."""
+    path = Path(path)
+    if not expected:
+        return []
+    with locked(path):
+        if not path.exists() or path.stat().st_size == 0:
+            _write_all(path, _encode([r for rows in expected.values() for r in rows], header=True))
+            return list(expected)
+        _drop_partial_line(path)
+        _check_header(path)
+        counts = _run_id_counts(path)
+        wrong = {
+            run_id for run_id, rows in expected.items() if run_id in counts and counts[run_id] != len(rows)
+        }
+        missing = [run_id for run_id in expected if run_id not in counts]
+        if wrong:
+            with open(path, newline="") as f:
+                kept = [row for row in csv.DictReader(f) if row.get("run_id") not in wrong]
+            with atomic.replacing(path) as tmp:
+                tmp.write_bytes(
+                    _encode(kept + [r for run_id in sorted(wrong) for r in expected[run_id]], True)
+                )
+        if missing:
+            _write_all(path, _encode([r for run_id in missing for r in expected[run_id]], header=False))
+    return sorted(wrong) + missing
+
+
+def _run_id_counts(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        column = header.index("run_id") if "run_id" in header else None
+        if column is None:
+            return counts
+        for row in reader:
+            if len(row) == len(header):
+                counts[row[column]] = counts.get(row[column], 0) + 1
+    return counts
+
+
+def recorded_row_counts(path: str | Path) -> dict[str, int]:
+    """Rows per run id in the table at ``path`` (empty when there is none; damaged lines not counted)."""
+    path = Path(path)
+    return _run_id_counts(path) if path.is_file() else {}
+
+
+def _run_ids(path: Path) -> set[str]:
+    return set(_run_id_counts(path))
 
 
 def recorded_run_ids(path: str | Path) -> set[str]:
@@ -299,8 +390,27 @@ def recorded_run_ids(path: str | Path) -> set[str]:
     path = Path(path)
     if not path.is_file():
         return set()
+    return _run_ids(path)
+
+
+def check_table(path: str | Path) -> None:
+    """Raise :class:`MarlkdError` if the table at ``path`` is damaged: a last line cut short (a crash while
+    it was written) or a row whose number of cells is not the header's. The next ``marlkd experiment run``
+    repairs such a table from the runs' markers."""
+    path = Path(path)
+    fix = "run `marlkd experiment run` on the sweep again to repair it from the finished runs"
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        line = data.count(b"\n") + 1
+        raise MarlkdError(f"{path}: line {line} is cut short (an interrupted write); {fix}")
     with open(path, newline="") as f:
-        return {row["run_id"] for row in csv.DictReader(f)}
+        reader = csv.reader(f)
+        header = next(reader, [])
+        for number, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise MarlkdError(
+                    f"{path}: line {number} has {len(row)} cells where the header has {len(header)}; {fix}"
+                )
 
 
 def _sweep_of(spec: SweepSpec | str | Path, quick: bool) -> str:
@@ -323,7 +433,8 @@ def load_results(root: str | Path, spec: SweepSpec | str | Path, quick: bool = F
     path = results_path(root, _sweep_of(spec, quick))
     if not path.is_file():
         raise MarlkdError(f"no results table at {path}: run the sweep first (marlkd experiment run)")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    check_table(path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False).drop_duplicates()
     for column in _ADDED_COLUMNS:
         if column not in frame.columns:  # a table from before the column was added
             frame[column] = ""

@@ -5,14 +5,19 @@ run function (:data:`RunFn`; by default :func:`train_run`, which calls :func:`ma
 
 Runs are kept in one store per experiments root, ``<root>/runs/<run_id>``, shared by every sweep: a run
 that two sweeps contain (the same id) is trained once. The driver is the only writer of a run's state:
-while it executes a run it holds the run's lock (``fcntl`` on ``<root>/runs/<run_id>.lock``, released
-by the system if the driver dies); when the run finishes it writes the run's marker
+while it executes a run it holds the run's lock (:mod:`marlkd.filelock` on ``<root>/runs/<run_id>.lock``,
+released by the system if the driver dies); when the run finishes it writes the run's marker
 (``<root>/runs/<run_id>/experiment.json``, status ``done`` or ``failed`` with the traceback) and appends
 the run's rows to its sweep's results table. A run with a ``done`` marker is skipped by every sweep (each
 adds the run's rows to its own table); a failed or interrupted one is run again (the training loop
 resumes it from its last checkpoint). A run whose lock another driver holds is left to it and waited for
 at the end. Finished runs of the earlier per-sweep layout (``<root>/<sweep>/runs/<run_id>``) are moved
 into the store when a sweep needs them.
+
+Local workers end when their driver does (each watches its parent), and the training loop locks its run
+directory, so a driver killed with ``kill -9`` and launched again never has two processes training one
+run. The results table is appended idempotently per run id and repaired from the markers at each launch
+(see :mod:`marlkd.experiments.results`). The queue and its bookkeeping are :class:`_Scheduler`'s.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,9 +40,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from marlkd import atomic
+from marlkd import atomic, filelock
 from marlkd.envs.plugins import IMPORT_ENV, import_modules
 from marlkd.errors import ConfigError, MarlkdError
 from marlkd.experiments.results import (
@@ -45,9 +51,11 @@ from marlkd.experiments.results import (
     marker_rows,
     provenance,
     read_curve,
+    recorded_row_counts,
     recorded_run_ids,
     results_path,
     sweep_dir,
+    sync_rows,
 )
 from marlkd.experiments.spec import (
     TEACHERS_DIR,
@@ -84,6 +92,11 @@ THREADS_ENV = "MARLKD_THREADS"
 _MAX_CRASHES = 3
 # Seconds between looks at runs that another driver is executing.
 _POLL_S = 2.0
+# Seconds between a worker's looks at whether its driver is still alive, and its exit status when not.
+_DRIVER_POLL_S = 0.5
+_ORPHANED_EXIT = 75
+# Seconds a run waits for its run directory's lock (held by an orphan of a killed driver until it notices).
+_RUN_LOCK_WAIT_S = 30.0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -103,7 +116,7 @@ def train_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, An
     if threads > 0:
         torch.set_num_threads(threads)
     config = RunConfig.from_dict({**run.config, "data": str(dataset), "out": str(run_dir)})
-    return dict(marlkd.train(config, progress=False))
+    return dict(marlkd.train(config, progress=False, lock_timeout=_RUN_LOCK_WAIT_S))
 
 
 def make_dataset(key: DatasetKey, data_root: Path) -> Path:
@@ -149,10 +162,22 @@ def resolve_callable(reference: str) -> Callable[..., Any]:
 _busy = False  # in a worker process: whether it is executing a job
 
 
-def _worker_init() -> None:
+def _worker_init(driver: int | None = None) -> None:
     """Ctrl-C in a pool worker: interrupt the job it runs (the training loop keeps its checkpoint), or
-    leave quietly when it runs none."""
+    leave quietly when it runs none. With ``driver`` (the driver's pid), the worker also ends when the
+    driver is gone, however it went (``kill -9`` included): no orphan trains on alone."""
     signal.signal(signal.SIGINT, _on_interrupt)
+    if driver is not None:
+        threading.Thread(target=_watch_driver, args=(driver,), name="watch-driver", daemon=True).start()
+
+
+def _watch_driver(driver: int) -> None:
+    """End this worker at once when its parent is no longer ``driver`` (the driver died; the worker was
+    re-parented). The run's last checkpoint is kept; its lock goes with the process."""
+    while True:
+        time.sleep(_DRIVER_POLL_S)
+        if os.getppid() != driver:
+            os._exit(_ORPHANED_EXIT)
 
 
 def _on_interrupt(signum: int, frame: Any) -> None:
@@ -286,7 +311,11 @@ class _LocalBackend:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.slots, mp_context=self._context, max_tasks_per_child=1, initializer=_worker_init
+            max_workers=self.slots,
+            mp_context=self._context,
+            max_tasks_per_child=1,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
@@ -485,43 +514,16 @@ def _is_done(marker: Mapping[str, Any] | None) -> bool:
     return marker is not None and marker.get("status") == "done"
 
 
-def try_lock_run(root: str | Path, run_id: str) -> IO[bytes] | None:
-    """Take the run's lock (``<root>/runs/<run_id>.lock``) without waiting: the open lock file, or None if
+def try_lock_run(root: str | Path, run_id: str) -> filelock.FileLock | None:
+    """Take the run's lock (``<root>/runs/<run_id>.lock``) without waiting: the held lock, or None if
     another process holds it. Release it with :func:`release_run_lock`; it is released by the system when
     the holder exits, however it exits."""
-    path = store_dir(root) / f"{run_id}{LOCK_SUFFIX}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+b")  # noqa: SIM115 - held open while the run executes
-    try:
-        try:
-            import fcntl
-        except ImportError:  # Windows
-            import msvcrt
-
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    return handle
+    return filelock.try_lock(store_dir(root) / f"{run_id}{LOCK_SUFFIX}", what=f"run {run_id}")
 
 
-def release_run_lock(handle: IO[bytes]) -> None:
+def release_run_lock(lock: filelock.FileLock) -> None:
     """Release a lock taken with :func:`try_lock_run`."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        with contextlib.suppress(OSError):
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-    else:
-        with contextlib.suppress(OSError):
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    handle.close()
+    lock.release()
 
 
 def finished_marker(root: str | Path, run: RunSpec, migrate: bool = True) -> dict[str, Any] | None:
@@ -616,6 +618,22 @@ def sweep_status(
             status, error = ("incomplete" if started else "missing"), ""
         statuses.append(RunStatus(run.run_id, run.env, run.method, run.seed, status, error))
     return statuses
+
+
+def unrecorded_runs(
+    spec: SweepSpec | str | Path, root: str | Path = DEFAULT_ROOT, quick: bool = False
+) -> list[str]:
+    """Ids of the sweep's finished runs (a ``done`` marker) whose rows the results table lacks in full (a
+    table cut by a crash, or a driver killed before it wrote them); the next launch adds them."""
+    spec = _resolve_spec(spec)
+    table = results_path(Path(root), spec.sweep_name(quick))
+    counts = recorded_row_counts(table)
+    missing = []
+    for run in expand(spec, quick):
+        marker = finished_marker(root, run, migrate=False)
+        if marker is not None and counts.get(run.run_id, 0) != len(marker_rows(run, marker)):
+            missing.append(run.run_id)
+    return missing
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -715,7 +733,6 @@ def run_sweep(
     if run_fn is None:
         run_fn = resolve_callable(spec.run_fn)  # first: its module may register the environments
         check_against_registry(spec, runs)
-    dataset_fn = dataset_fn or make_dataset
     if workers is not None and workers < 0:
         raise ConfigError(f"workers must be >= 0, got {workers}")
     root = Path(root).resolve()  # workers (Ray tasks on other nodes) may start in another directory
@@ -728,156 +745,231 @@ def run_sweep(
         runs = [with_teacher_cache(run, cache) for run in runs]
     _write_json(sweep_dir(root, sweep) / "spec.json", dataclasses.asdict(spec))
 
+    todo, skipped = _settle_finished(root, table, runs)
+    todo = launch_order(todo, spread_teachers=spec.share_teacher)
+    scheduler = None
+    if todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
+        if ray_address:
+            backend: Any = _RayBackend(ray_address, workers, gpus_per_run)
+        elif workers == 0:
+            backend = _InlineBackend()
+        else:
+            backend = _LocalBackend(workers or 1)
+        scheduler = _Scheduler(root, table, todo, run_fn, dataset_fn or make_dataset, backend)
+        scheduler.execute(_progress_bar(len(todo), sweep, progress))
+    return SweepSummary(
+        sweep=sweep,
+        root=str(root),
+        total=len(runs),
+        skipped=skipped,
+        done=scheduler.done if scheduler else 0,
+        failed=tuple(scheduler.failed) if scheduler else (),
+        datasets=scheduler.datasets_made if scheduler else 0,
+        wall_time_s=time.monotonic() - started,
+        shared=scheduler.shared if scheduler else 0,
+    )
+
+
+def _settle_finished(root: Path, table: Path, runs: Sequence[RunSpec]) -> tuple[list[RunSpec], int]:
+    """(the runs still to do, how many are finished). The table is brought in line with the finished runs'
+    markers: rows missing (a driver killed before writing them, a run finished by another sweep) are
+    added, rows cut or damaged by a crash are rewritten."""
     recorded = recorded_run_ids(table)
+    expected: dict[str, list[dict[str, Any]]] = {}
     todo: list[RunSpec] = []
     skipped = 0
     for run in runs:
         marker = finished_marker(root, run)
         if marker is not None:
             skipped += 1
-            if run.run_id not in recorded:  # finished by another sweep, or the driver died before the rows
-                append_rows(table, marker_rows(run, marker))
-                recorded.add(run.run_id)
+            expected[run.run_id] = marker_rows(run, marker)
         elif run.run_id in recorded:
             # Rows without a run directory: finished where this table was made (a committed results.csv
             # copied to another machine), so the sweep carries on from it. Delete its rows to redo it.
             skipped += 1
         else:
             todo.append(run)
-    todo = launch_order(todo, spread_teachers=spec.share_teacher)
+    sync_rows(table, expected)
+    return todo, skipped
 
-    # The queue: datasets first (priority 0), then runs (priority 1) in launch order, whichever dataset
-    # was made first.
-    waiting: dict[str, list[tuple[int, RunSpec]]] = {}
-    ready: list[tuple[int, int, _Job]] = []
-    counter = 0
-    for order, run in enumerate(todo):
-        key = run.dataset.key()
-        if key not in waiting:
-            waiting[key] = []
-            heapq.heappush(ready, (0, counter, _Job("dataset", run.dataset)))
-            counter += 1
-        waiting[key].append((order, run))
-    n_datasets = len(waiting)
-    if not todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
-        return SweepSummary(
-            sweep=sweep,
-            root=str(root),
-            total=len(runs),
-            skipped=skipped,
-            done=0,
-            failed=(),
-            datasets=0,
-            wall_time_s=time.monotonic() - started,
+
+class _Scheduler:
+    """One launch's queue and bookkeeping: datasets first (priority 0), then runs (priority 1) in launch
+    order as their datasets are made; each run under its lock (taken at submission, released when its
+    marker is written); runs another driver holds are looked at again every :data:`_POLL_S` seconds."""
+
+    def __init__(
+        self,
+        root: Path,
+        table: Path,
+        todo: Sequence[RunSpec],
+        run_fn: RunFn,
+        dataset_fn: DatasetFn,
+        backend: Any,
+    ) -> None:
+        self.root, self.table, self.total = root, table, len(todo)
+        self.run_fn, self.dataset_fn, self.backend = run_fn, dataset_fn, backend
+        self.waiting: dict[str, list[tuple[int, RunSpec]]] = {}  # dataset key -> runs that need it
+        self.ready: list[tuple[int, int, _Job]] = []  # heap of (priority, order, job)
+        self.counter = 0  # order of datasets in the heap
+        self.in_flight: dict[Future, _Job] = {}
+        self.held: dict[str, filelock.FileLock] = {}  # run id -> its lock, from its start to its marker
+        self.deferred: list[_Job] = []  # runs whose lock another driver holds
+        self.done = self.datasets_made = self.shared = 0
+        self.failed: list[FailedRun] = []
+        self.last_look = time.monotonic()
+        self.shown = ""
+        self.bar: Any = None
+        for order, run in enumerate(todo):
+            key = run.dataset.key()
+            if key not in self.waiting:
+                self.waiting[key] = []
+                self._push_dataset(_Job("dataset", run.dataset))
+            self.waiting[key].append((order, run))
+        self.n_datasets = len(self.waiting)
+
+    # -- the loop
+
+    def execute(self, bar: Any) -> None:
+        """Run every job; on any exception (Ctrl-C included) stop the workers, let the locks go, re-raise."""
+        self.bar = bar
+        try:
+            while self.ready or self.in_flight or self.deferred:
+                self._requeue_deferred()
+                self._submit_ready()
+                self._refresh()
+                if not self.in_flight:
+                    self._idle()
+                    continue
+                self._collect()
+                self._refresh()
+        except BaseException:
+            self.backend.close(cancel=True)
+            self._release_all()
+            raise
+        finally:
+            self.bar.close()
+        self.backend.close()
+
+    def _requeue_deferred(self) -> None:
+        if self.deferred and time.monotonic() - self.last_look >= _POLL_S:
+            self.last_look = time.monotonic()
+            for job in self.deferred:
+                self._push_run(job)
+            self.deferred.clear()
+
+    def _idle(self) -> None:
+        """Nothing running: if only runs held by other drivers are left, wait before looking again."""
+        if self.deferred and not self.ready:
+            time.sleep(max(0.0, _POLL_S - (time.monotonic() - self.last_look)))
+
+    def _submit_ready(self) -> None:
+        while self.ready and len(self.in_flight) < self.backend.slots:
+            _, _, job = heapq.heappop(self.ready)
+            future = self._submit(job)
+            if future is not None:
+                self.in_flight[future] = job
+
+    def _submit(self, job: _Job) -> Future | None:
+        backend = self.backend
+        if job.kind == "dataset":
+            data_root = str(self.root / "datasets")
+            return backend.submit(
+                _dataset_job, self.dataset_fn, job.key, data_root, backend.threads, backend.capture
+            )
+        assert job.run is not None
+        if not self._claim(job):
+            return None
+        run_dir = str(run_dir_for(self.root, job.run))
+        return backend.submit(
+            _run_job, self.run_fn, job.run, run_dir, job.dataset, backend.threads, backend.capture
         )
 
-    if ray_address:
-        backend: Any = _RayBackend(ray_address, workers, gpus_per_run)
-    elif workers == 0:
-        backend = _InlineBackend()
-    else:
-        backend = _LocalBackend(workers or 1)
+    def _collect(self) -> None:
+        finished, _ = wait(list(self.in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
+        if any(isinstance(future.exception(), BrokenProcessPool) for future in finished):
+            # A dead worker breaks the whole pool: every job in it fails; requeue them all, new pool.
+            finished, _ = wait(list(self.in_flight))
+            self.backend.restart()
+        for future in finished:
+            job = self.in_flight.pop(future)
+            outcome = self._outcome(job, future)
+            if outcome is None:
+                continue  # requeued
+            if job.kind == "dataset":
+                self._dataset_finished(job, outcome)
+            else:
+                self._run_finished(job, outcome)
 
-    done_count, datasets_made, shared = 0, 0, 0
-    failed: list[FailedRun] = []
-    in_flight: dict[Future, _Job] = {}
-    held: dict[str, IO[bytes]] = {}  # run id -> its lock, held from its start until its marker is written
-    deferred: list[_Job] = []  # runs whose lock another driver holds
-    last_look = time.monotonic()
-    bar = _progress_bar(len(todo), sweep, progress)
+    # -- queue
 
-    def release(run: RunSpec) -> None:
-        handle = held.pop(run.run_id, None)
-        if handle is not None:
-            release_run_lock(handle)
+    def _push_dataset(self, job: _Job) -> None:
+        heapq.heappush(self.ready, (0, self.counter, job))
+        self.counter += 1
 
-    def record_failure(run: RunSpec, error: str, trace: str) -> None:
-        directory = run_dir_for(root, run)
-        _write_json(
-            directory / MARKER_FILE,
-            {
-                "status": "failed",
-                "run": run.to_dict(),
-                "error": error,
-                "traceback": trace,
-                "finished": _now(),
-            },
-        )
-        release(run)
-        failed.append(FailedRun(run.run_id, error, str(directory)))
-        bar.write(f"failed: {run.run_id}: {error}")
+    def _push_run(self, job: _Job) -> None:
+        heapq.heappush(self.ready, (1, job.order, job))
 
-    def claim(job: _Job) -> bool:
+    # -- one job
+
+    def _claim(self, job: _Job) -> bool:
         """Before a run starts: take its lock (or defer it), and settle it here if it need not execute (it
         was finished meanwhile by another driver, or its dataset failed). True: submit it."""
-        nonlocal shared
         run = job.run
         assert run is not None
-        if run.run_id not in held:
-            handle = try_lock_run(root, run.run_id)
-            if handle is None:
-                deferred.append(job)
+        if run.run_id not in self.held:
+            lock = try_lock_run(self.root, run.run_id)
+            if lock is None:
+                self.deferred.append(job)
                 return False
-            held[run.run_id] = handle
-        marker = read_marker(run_dir_for(root, run))
+            self.held[run.run_id] = lock
+        marker = read_marker(run_dir_for(self.root, run))
         if _is_done(marker):
             assert marker is not None
-            release(run)
-            if run.run_id not in recorded:
-                append_rows(table, marker_rows(run, marker))
-                recorded.add(run.run_id)
-            shared += 1
+            self._release(run)
+            append_rows(self.table, marker_rows(run, marker))  # idempotent: no row twice
+            self.shared += 1
             return False
         if job.error is not None:
-            record_failure(run, job.error, job.trace)
+            self._record_failure(run, job.error, job.trace)
             return False
         return True
 
-    def handle(job: _Job, future: Future) -> None:
-        nonlocal done_count, datasets_made, counter
+    def _outcome(self, job: _Job, future: Future) -> dict[str, Any] | None:
+        """The job's outcome, or None when a dead worker broke it and it was queued again."""
         try:
-            outcome = future.result()
+            return future.result()
         except BrokenProcessPool:
             job.crashes += 1
             if job.crashes < _MAX_CRASHES:
                 if job.kind == "dataset":
-                    heapq.heappush(ready, (0, counter, job))
-                    counter += 1
+                    self._push_dataset(job)
                 else:
-                    heapq.heappush(ready, (1, job.order, job))
-                return
-            outcome = {
-                "ok": False,
-                "error": "the worker process died (out of memory, or a crash in native code)",
-                "traceback": "",
-            }
+                    self._push_run(job)
+                return None
+            error = "the worker process died (out of memory, or a crash in native code)"
+            return {"ok": False, "error": error, "traceback": ""}
         except Exception as exc:  # the backend failed to run the job (e.g. a Ray system error)
-            outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": ""}
-        if job.kind == "dataset":
-            dependents = waiting.pop(job.key.key())
-            if outcome["ok"]:
-                datasets_made += 1
-                for order, run in dependents:
-                    heapq.heappush(ready, (1, order, _Job("run", job.key, run, outcome["path"], order=order)))
-            else:
-                error = (
-                    f"making dataset {job.key.env}/{job.key.quality}/{job.key.episodes} failed: "
-                    f"{outcome['error']}"
-                )
-                for order, run in dependents:
-                    heapq.heappush(
-                        ready,
-                        (
-                            1,
-                            order,
-                            _Job("run", job.key, run, order=order, error=error, trace=outcome["traceback"]),
-                        ),
-                    )
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": ""}
+
+    def _dataset_finished(self, job: _Job, outcome: dict[str, Any]) -> None:
+        dependents = self.waiting.pop(job.key.key())
+        if outcome["ok"]:
+            self.datasets_made += 1
+            for order, run in dependents:
+                self._push_run(_Job("run", job.key, run, outcome["path"], order=order))
             return
+        error = (
+            f"making dataset {job.key.env}/{job.key.quality}/{job.key.episodes} failed: {outcome['error']}"
+        )
+        for order, run in dependents:
+            self._push_run(_Job("run", job.key, run, order=order, error=error, trace=outcome["traceback"]))
+
+    def _run_finished(self, job: _Job, outcome: dict[str, Any]) -> None:
         run = job.run
         assert run is not None
         if not outcome["ok"]:
-            record_failure(run, outcome["error"], outcome["traceback"])
+            self._record_failure(run, outcome["error"], outcome["traceback"])
             return
         marker = {
             "status": "done",
@@ -889,94 +981,53 @@ def run_sweep(
             "dataset": job.dataset,
             "finished": _now(),
         }
-        _write_json(run_dir_for(root, run) / MARKER_FILE, marker)
-        release(run)
-        append_rows(table, marker_rows(run, marker))
-        recorded.add(run.run_id)
-        done_count += 1
+        _write_json(run_dir_for(self.root, run) / MARKER_FILE, marker)
+        self._release(run)
+        append_rows(self.table, marker_rows(run, marker))
+        self.done += 1
 
-    shown = ""
-
-    def refresh() -> None:
-        nonlocal shown
-        running = sum(1 for job in in_flight.values() if job.kind == "run")
-        remaining = len(todo) - done_count - len(failed) - shared
-        state = (
-            f"done {done_count}, failed {len(failed)}, running {running}, remaining {remaining}, "
-            f"datasets {datasets_made}/{n_datasets}"
+    def _record_failure(self, run: RunSpec, error: str, trace: str) -> None:
+        directory = run_dir_for(self.root, run)
+        _write_json(
+            directory / MARKER_FILE,
+            {
+                "status": "failed",
+                "run": run.to_dict(),
+                "error": error,
+                "traceback": trace,
+                "finished": _now(),
+            },
         )
-        if deferred:
-            state += f", running elsewhere {len(deferred)}"
-        if state != shown:  # redraw on change only (the bar's ETA comes from its count of finished runs)
-            shown = state
-            bar.set_postfix_str(state, refresh=False)
-            bar.update(done_count + len(failed) + shared - bar.n)
-            bar.refresh()
+        self._release(run)
+        self.failed.append(FailedRun(run.run_id, error, str(directory)))
+        self.bar.write(f"failed: {run.run_id}: {error}")
 
-    try:
-        while ready or in_flight or deferred:
-            if deferred and time.monotonic() - last_look >= _POLL_S:  # look again at runs held elsewhere
-                last_look = time.monotonic()
-                for job in deferred:
-                    heapq.heappush(ready, (1, job.order, job))
-                deferred.clear()
-            while ready and len(in_flight) < backend.slots:
-                _, _, job = heapq.heappop(ready)
-                if job.kind == "dataset":
-                    future = backend.submit(
-                        _dataset_job,
-                        dataset_fn,
-                        job.key,
-                        str(root / "datasets"),
-                        backend.threads,
-                        backend.capture,
-                    )
-                else:
-                    assert job.run is not None
-                    if not claim(job):
-                        continue
-                    future = backend.submit(
-                        _run_job,
-                        run_fn,
-                        job.run,
-                        str(run_dir_for(root, job.run)),
-                        job.dataset,
-                        backend.threads,
-                        backend.capture,
-                    )
-                in_flight[future] = job
-            refresh()
-            if not in_flight:
-                if deferred and not ready:  # only runs held by other drivers are left: wait for them
-                    time.sleep(max(0.0, _POLL_S - (time.monotonic() - last_look)))
-                continue
-            finished, _ = wait(list(in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
-            if any(isinstance(future.exception(), BrokenProcessPool) for future in finished):
-                # A dead worker breaks the whole pool: every job in it fails; requeue them all, new pool.
-                finished, _ = wait(list(in_flight))
-                backend.restart()
-            for future in finished:
-                handle(in_flight.pop(future), future)
-            refresh()
-    except BaseException:
-        backend.close(cancel=True)
-        bar.close()
-        for handle_ in held.values():
-            release_run_lock(handle_)
-        raise
-    backend.close()
-    bar.close()
-    return SweepSummary(
-        sweep=sweep,
-        root=str(root),
-        total=len(runs),
-        skipped=skipped,
-        done=done_count,
-        failed=tuple(failed),
-        datasets=datasets_made,
-        wall_time_s=time.monotonic() - started,
-        shared=shared,
-    )
+    # -- locks and display
+
+    def _release(self, run: RunSpec) -> None:
+        lock = self.held.pop(run.run_id, None)
+        if lock is not None:
+            release_run_lock(lock)
+
+    def _release_all(self) -> None:
+        for lock in self.held.values():
+            release_run_lock(lock)
+        self.held.clear()
+
+    def _refresh(self) -> None:
+        running = sum(1 for job in self.in_flight.values() if job.kind == "run")
+        settled = self.done + len(self.failed) + self.shared
+        state = (
+            f"done {self.done}, failed {len(self.failed)}, running {running}, "
+            f"remaining {self.total - settled}, datasets {self.datasets_made}/{self.n_datasets}"
+        )
+        if self.deferred:
+            state += f", running elsewhere {len(self.deferred)}"
+        if state != self.shown:  # redraw on change only (the bar's ETA comes from its count of finished runs)
+            self.shown = state
+            self.bar.set_postfix_str(state, refresh=False)
+            self.bar.update(settled - self.bar.n)
+            self.bar.refresh()
 
 
 def _progress_bar(total: int, sweep: str, enabled: bool) -> Any:
