@@ -21,10 +21,17 @@ from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
 from marlkd.models.layouts import Layout, masked_logits, model_input_sizes, per_agent_logits, to_inputs
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
+# The hyperparameters a method's config sets for its network; DTConfig holds them under the same names,
+# beside the sizes that the dataset and the agent layout fix.
+ARCHITECTURE_FIELDS = ("context", "width", "layers", "heads", "dropout", "attn_dropout")
+
 
 @dataclass(frozen=True)
 class DTModelConfig:
-    """Decision-transformer hyperparameters of IDT, MADT, the teacher and the students.
+    """Decision-transformer settings of IDT, MADT, the teacher and the students (a method's config extends
+    it): the network's hyperparameters, which :func:`build_model` copies into the model's
+    :class:`~marlkd.models.decision_transformer.DTConfig` (:data:`ARCHITECTURE_FIELDS`, and ``head_hidden``
+    for MLP heads) beside the sizes the dataset and the layout fix, and the learner's ``return_scale``.
 
     Attributes:
         context: K, timesteps per window.
@@ -67,13 +74,8 @@ def build_model(layout: Layout, dataset, cfg: DTModelConfig, mlp_heads: bool = F
         DTConfig(
             n_actions=dataset.n_actions,
             head_hidden=cfg.head_hidden if mlp_heads else 0,
-            context=cfg.context,
             max_timestep=dataset.max_steps + 1,
-            width=cfg.width,
-            layers=cfg.layers,
-            heads=cfg.heads,
-            dropout=cfg.dropout,
-            attn_dropout=cfg.attn_dropout,
+            **{name: getattr(cfg, name) for name in ARCHITECTURE_FIELDS},
             **sizes,
         )
     )

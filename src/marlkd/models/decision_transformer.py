@@ -27,7 +27,9 @@ from marlkd.models.layers import (
 
 @dataclass(frozen=True)
 class DTConfig:
-    """Sizes of a decision transformer.
+    """Everything that defines a decision-transformer network: the sizes a dataset and an agent layout fix
+    and the hyperparameters (a method's ``DTModelConfig`` in ``marlkd.algos._dt`` sets these under the same
+    names).
 
     Attributes:
         return_dim: return-to-go inputs per token (1 per agent; N for the teacher).
