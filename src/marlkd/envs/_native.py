@@ -6,7 +6,8 @@
 - Configuration checking that raises :class:`~marlkd.errors.ConfigError` naming the argument.
 - Grid helpers (window offsets, cell rectangles for rendering).
 - :class:`NativeParallelEnv`: the PettingZoo ``ParallelEnv`` form, a batched environment with one copy, so
-  that each environment's rules exist once.
+  that each environment's rules exist once; :func:`register_native` makes that form for an environment and
+  registers both forms.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 from marlkd.envs.base import EnvSpec
+from marlkd.envs.registry import EnvEntry, register
 from marlkd.errors import ConfigError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -314,3 +316,41 @@ def check_actions(actions: np.ndarray, active: np.ndarray, n_agents: int, n_acti
             f"actions must lie in [0, {n_actions}), got values in [{actions.min()}, {actions.max()}]"
         )
     return actions
+
+
+def register_native(
+    env_id: str,
+    name: str,
+    config_cls: type,
+    batched_cls: type,
+    spec: Callable[..., EnvSpec],
+    render_fps: int,
+    description: str,
+) -> type[NativeParallelEnv]:
+    """Register a native environment: its batched form ``batched_cls(num_envs, **kwargs)`` and its
+    PettingZoo form, a :class:`NativeParallelEnv` subclass over one copy, returned for the environment's
+    module to hold under ``name`` (checked constructor arguments: ``config_cls``)."""
+
+    def __init__(self: NativeParallelEnv, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
+        config = make_config(config_cls, env_id, kwargs)
+        NativeParallelEnv.__init__(self, batched_factory(batched_cls, config), render_mode)
+
+    env_cls = type(
+        name,
+        (NativeParallelEnv,),
+        {
+            "__doc__": f"{env_id} as a PettingZoo ``ParallelEnv`` (one copy of ``{batched_cls.__name__}``).",
+            "__module__": batched_cls.__module__,
+            "__init__": __init__,
+            "metadata": {
+                "name": env_id,
+                "render_modes": ["rgb_array"],
+                "render_fps": render_fps,
+                "is_parallelizable": True,
+            },
+        },
+    )
+    register(
+        EnvEntry(env_id=env_id, make=env_cls, make_batched=batched_cls, spec=spec, description=description)
+    )
+    return env_cls

@@ -19,7 +19,6 @@ import numpy as np
 
 from marlkd.envs import _native
 from marlkd.envs.base import EnvSpec
-from marlkd.envs.registry import EnvEntry, register
 
 ENV_ID = "equal-space"
 ACTION_NAMES = ("no-op", "+x", "-x", "+y", "-y")
@@ -198,32 +197,12 @@ class EqualSpaceBatched:
         return image
 
 
-class EqualSpaceEnv(_native.NativeParallelEnv):
-    """Equal Space as a PettingZoo ``ParallelEnv`` (one copy of :class:`EqualSpaceBatched`)."""
-
-    metadata = {
-        "name": "equal-space",
-        "render_modes": ["rgb_array"],
-        "render_fps": 10,
-        "is_parallelizable": True,
-    }
-
-    def __init__(self, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
-        config = _native.make_config(EqualSpaceConfig, ENV_ID, kwargs)
-        super().__init__(_native.batched_factory(EqualSpaceBatched, config), render_mode)
-
-
-def make_batched(num_envs: int, **kwargs: Any) -> EqualSpaceBatched:
-    """``num_envs`` copies of Equal Space (see :class:`EqualSpaceBatched`)."""
-    return EqualSpaceBatched(num_envs, **kwargs)
-
-
-register(
-    EnvEntry(
-        env_id=ENV_ID,
-        make=EqualSpaceEnv,
-        make_batched=make_batched,
-        spec=spec,
-        description="particles: spread point masses so every pair is d* apart; reward -mean |d_ij - d*|",
-    )
+EqualSpaceEnv = _native.register_native(
+    ENV_ID,
+    "EqualSpaceEnv",
+    EqualSpaceConfig,
+    EqualSpaceBatched,
+    spec,
+    render_fps=10,
+    description="particles: spread point masses so every pair is d* apart; reward -mean |d_ij - d*|",
 )

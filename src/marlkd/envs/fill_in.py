@@ -17,7 +17,6 @@ import numpy as np
 
 from marlkd.envs import _native
 from marlkd.envs.base import EnvSpec
-from marlkd.envs.registry import EnvEntry, register
 from marlkd.errors import ConfigError
 
 ENV_ID = "fill-in"
@@ -194,27 +193,12 @@ class FillInBatched:
         return image
 
 
-class FillInEnv(_native.NativeParallelEnv):
-    """Fill-In as a PettingZoo ``ParallelEnv`` (one copy of :class:`FillInBatched`)."""
-
-    metadata = {"name": "fill-in", "render_modes": ["rgb_array"], "render_fps": 4, "is_parallelizable": True}
-
-    def __init__(self, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
-        config = _native.make_config(FillInConfig, ENV_ID, kwargs)
-        super().__init__(_native.batched_factory(FillInBatched, config), render_mode)
-
-
-def make_batched(num_envs: int, **kwargs: Any) -> FillInBatched:
-    """``num_envs`` copies of Fill-In (see :class:`FillInBatched`)."""
-    return FillInBatched(num_envs, **kwargs)
-
-
-register(
-    EnvEntry(
-        env_id=ENV_ID,
-        make=FillInEnv,
-        make_batched=make_batched,
-        spec=spec,
-        description="coverage: fill every cell of a grid together; reward -(fraction of cells still empty)",
-    )
+FillInEnv = _native.register_native(
+    ENV_ID,
+    "FillInEnv",
+    FillInConfig,
+    FillInBatched,
+    spec,
+    render_fps=4,
+    description="coverage: fill every cell of a grid together; reward -(fraction of cells still empty)",
 )

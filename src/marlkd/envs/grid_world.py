@@ -20,7 +20,6 @@ import numpy as np
 
 from marlkd.envs import _native
 from marlkd.envs.base import EnvSpec
-from marlkd.envs.registry import EnvEntry, register
 from marlkd.errors import ConfigError
 
 ENV_ID = "grid-world"
@@ -233,32 +232,12 @@ class GridWorldBatched:
         return image
 
 
-class GridWorldEnv(_native.NativeParallelEnv):
-    """Grid-World as a PettingZoo ``ParallelEnv`` (one copy of :class:`GridWorldBatched`)."""
-
-    metadata = {
-        "name": "grid-world",
-        "render_modes": ["rgb_array"],
-        "render_fps": 4,
-        "is_parallelizable": True,
-    }
-
-    def __init__(self, render_mode: str | None = "rgb_array", **kwargs: Any) -> None:
-        config = _native.make_config(GridWorldConfig, ENV_ID, kwargs)
-        super().__init__(_native.batched_factory(GridWorldBatched, config), render_mode)
-
-
-def make_batched(num_envs: int, **kwargs: Any) -> GridWorldBatched:
-    """``num_envs`` copies of Grid-World (see :class:`GridWorldBatched`)."""
-    return GridWorldBatched(num_envs, **kwargs)
-
-
-register(
-    EnvEntry(
-        env_id=ENV_ID,
-        make=GridWorldEnv,
-        make_batched=make_batched,
-        spec=spec,
-        description="collection: each agent collects its own objects; +1 per own object; blocked collisions",
-    )
+GridWorldEnv = _native.register_native(
+    ENV_ID,
+    "GridWorldEnv",
+    GridWorldConfig,
+    GridWorldBatched,
+    spec,
+    render_fps=4,
+    description="collection: each agent collects its own objects; +1 per own object; blocked collisions",
 )
