@@ -28,7 +28,9 @@ def one_run(data: str, out: str, alpha: float, beta: float, seed: int, steps: in
     from marlkd.algos.ours import Config
 
     cfg = marlkd.RunConfig(
-        method="ours", data=data, out=f"{out}/a{alpha}-b{beta}/s{seed}",
+        method="ours",
+        data=data,
+        out=f"{out}/a{alpha}-b{beta}/s{seed}",
         algo=Config(**MODEL, alpha=alpha, beta=beta, teacher_cache=f"{out}/teachers"),
         train=marlkd.TrainConfig(steps=steps, seed=seed, lr=3e-4, warmup_steps=100, threads=1),
         eval=marlkd.EvalConfig(episodes=32),
@@ -51,8 +53,12 @@ def main() -> None:
     table = {}
     for (_, _, a, b, _, _), r in zip(jobs, results, strict=True):
         table.setdefault((a, b), []).append(r["return_mean"])
-    lines = [f"Data: `{args.data}`; {args.seeds} seeds, {args.steps} student updates, model {MODEL}.", "",
-             "| alpha | beta | per-agent return (mean ± std over seeds) |", "| ---: | ---: | --- |"]
+    lines = [
+        f"Data: `{args.data}`; {args.seeds} seeds, {args.steps} student updates, model {MODEL}.",
+        "",
+        "| alpha | beta | per-agent return (mean ± std over seeds) |",
+        "| ---: | ---: | --- |",
+    ]
     for (a, b), values in table.items():
         lines.append(f"| {a} | {b} | {statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f} |")
     text = "\n".join(lines) + "\n"

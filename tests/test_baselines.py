@@ -24,12 +24,14 @@ from marlkd.algos.bc import bc_loss
 from marlkd.algos.bcq import allowed_actions, filtered_q
 from marlkd.algos.cql import conservative_penalty
 from marlkd.algos.gail import GAILDiscriminator
-from marlkd.algos.icq import LinearMixer, batch_softmax_weights
+from marlkd.algos.icq import LinearMixer, batch_softmax_weights, critic_inputs
 from marlkd.config import TrainConfig
 from marlkd.data import collect_episodes, load_dataset, write_dataset
 from marlkd.data.format import OfflineDataset
-from marlkd.data.transitions import TransitionSampler, bootstrap_weights
+from marlkd.data.transitions import TransitionSampler, bootstrap_weights, team_end
 from marlkd.errors import ConfigError
+from marlkd.models.agent_nets import AgentMLP, ObservationWindow
+from marlkd.optim import optimizer_step
 
 MATCH_RANDOM_RETURN = 8 / 3  # test-match: max_steps / n_actions per agent
 
@@ -102,7 +104,9 @@ def test_transition_sampler_flattens_valid_steps(tiny_dataset: Path) -> None:
     np.testing.assert_array_equal(
         batch.next_actions.numpy()[has_next], dataset.actions[e, following][has_next]
     )
-    assert not batch.next_obs.numpy()[~has_next].any() and batch.next_avail.numpy()[~has_next].all()
+    # the last stored step of an episode stands in for the unstored step after it
+    np.testing.assert_array_equal(batch.next_obs.numpy()[~has_next], batch.obs.numpy()[~has_next])
+    np.testing.assert_array_equal(batch.next_state.numpy()[~has_next], batch.state.numpy()[~has_next])
     # episodes shorter than T terminate, the full-length one is truncated; both only at their last step
     np.testing.assert_array_equal(batch.terminal.numpy()[:, 0], ~has_next & (e < 5))
     np.testing.assert_array_equal(batch.truncated.numpy()[:, 0], ~has_next & (e == 5))
@@ -129,10 +133,69 @@ def test_agents_finished_before_their_team_are_not_alive(tiny_dataset_arrays, tm
     np.testing.assert_array_equal(batch.alive[last, 1].numpy(), [True, True, True, False, False, False])
 
 
+def test_transition_sampler_windows_hold_each_agents_last_observations(tiny_dataset: Path) -> None:
+    dataset = load_dataset(tiny_dataset)  # 6 episodes of lengths 1..6, N = 2, O = 3
+    sampler = TransitionSampler(dataset, history=3)
+    batch = sampler.gather(torch.arange(sampler.num_transitions))
+    assert batch.obs.shape == (21, 2, 9)
+    for row in (0, 5, 20):  # episode 0 step 0, episode 2 step 2, episode 5 step 5
+        e, t = int(batch.episode[row]), int(batch.step[row])
+        expected = np.zeros((2, 3, 3), np.float32)  # (N, K, O), oldest first, zeros before the start
+        for k in range(3):
+            if t - 2 + k >= 0:
+                expected[:, k] = dataset.obs[e, t - 2 + k]
+        np.testing.assert_array_equal(batch.obs[row].numpy(), expected.reshape(2, 9))
+    # the window at t+1 ends with o_{t+1}
+    has_next = batch.has_next
+    torch.testing.assert_close(
+        batch.next_obs[has_next][..., -3:],
+        torch.as_tensor(dataset.obs[batch.episode[has_next].numpy(), batch.step[has_next].numpy() + 1]),
+    )
+
+
+def test_a_truncated_last_step_bootstraps_by_default(tiny_dataset: Path, tmp_path: Path) -> None:
+    dataset = load_dataset(tiny_dataset)  # the full-length episode 5 is truncated at its last step
+    sampler = TransitionSampler(dataset)
+    batch = sampler.gather(torch.arange(sampler.num_transitions))
+    assert ALGOS["cql"].config_cls().truncation == "bootstrap"
+    assert ALGOS["airl"].config_cls().truncation == "bootstrap"
+    bootstrap, weight = bootstrap_weights(batch.terminal, batch.truncated, batch.has_next, "bootstrap")
+    cut = batch.truncated[:, 0] & ~batch.has_next
+    ended = batch.terminal[:, 0]
+    assert cut.sum() == 1 and ended.sum() == 5
+    assert bootstrap[cut].eq(1).all() and bootstrap[ended].eq(0).all() and weight.eq(1).all()
+    # CQL's target at the cut step: r + gamma * Qbar(o_T, argmax Q(o_T)), o_T standing in for the next one
+    algo = ALGOS["cql"].build(make_ctx(dataset, "cql", tmp_path, hidden=8))
+    with torch.no_grad():
+        q_next = algo.q_target(batch.obs[cut])
+        target = double_q_target(
+            algo.q(batch.obs[cut]), q_next, None, batch.rewards[cut], bootstrap[cut], 0.9
+        )
+        expected = (
+            batch.rewards[cut] + 0.9 * q_next.gather(-1, algo.q(batch.obs[cut]).argmax(-1, True))[..., 0]
+        )
+    torch.testing.assert_close(target, expected)
+    assert not torch.allclose(target, batch.rewards[cut])
+
+
+def test_team_end_ignores_agents_that_finished_earlier() -> None:
+    # Highway: car 1 crashed at an earlier step (its terminated flag stays set, it is no longer alive);
+    # car 0 is cut by the time limit at the team's last step: the team's end is a truncation.
+    terminal = torch.tensor([[False, True], [True, True], [False, False]])
+    truncated = torch.tensor([[True, False], [False, False], [False, False]])
+    alive = torch.tensor([[True, False], [True, True], [True, True]])
+    has_next = torch.tensor([False, False, True])
+    team_terminal, team_truncated = team_end(terminal, truncated, alive, has_next)
+    assert team_terminal.tolist() == [False, True, False]
+    assert team_truncated.tolist() == [True, False, False]
+
+
 def test_bootstrap_weights_under_both_truncation_rules() -> None:
     terminal = torch.tensor([[False], [True], [False], [False]])
     truncated = torch.tensor([[False], [False], [True], [True]])
     has_next = torch.tensor([True, False, False, True])
+    bootstrap, weight = bootstrap_weights(terminal, truncated, has_next, "bootstrap")
+    assert bootstrap.flatten().tolist() == [1.0, 0.0, 1.0, 1.0] and weight.flatten().tolist() == [1.0] * 4
     bootstrap, weight = bootstrap_weights(terminal, truncated, has_next, "final")
     assert bootstrap.flatten().tolist() == [1.0, 0.0, 0.0, 0.0] and weight.flatten().tolist() == [1.0] * 4
     bootstrap, weight = bootstrap_weights(terminal, truncated, has_next, "drop")
@@ -386,3 +449,109 @@ def test_configs_name_their_fields() -> None:
         ALGOS["gail"].config_cls(env_steps=0)
     with pytest.raises(ConfigError, match="algo.num_envs"):
         ALGOS["airl"].config_cls(num_envs=0)
+
+
+# ---------------------------------------------------------------------------------- fair-baseline fixes
+
+
+def test_icq_mixing_weights_sum_to_one_without_bias() -> None:
+    mixer = LinearMixer(n_agents=3, state_dim=4, hidden=8)
+    state = torch.randn(7, 4) * 5
+    k = mixer.agent_weights(state)
+    assert (k >= 0).all()
+    torch.testing.assert_close(k.sum(-1), torch.ones(7))
+    torch.testing.assert_close(mixer(torch.zeros(7, 3), state), torch.zeros(7))  # no bias
+    q = torch.randn(7, 3)
+    torch.testing.assert_close(mixer(q + 2.0, state), mixer(q, state) + 2.0)  # a convex combination
+
+
+def test_icq_critic_reads_state_observation_and_agent_id(tmp_path: Path) -> None:
+    dataset = bandit(tmp_path)
+    algo = ALGOS["icq"].build(make_ctx(dataset, "icq", tmp_path, hidden=8, share_weights=True))
+    assert algo.cfg.critic_alpha == 1000.0 and algo.cfg.actor_alpha == 0.1
+    batch = algo.sampler.gather(torch.arange(4))
+    inputs = critic_inputs(batch.state, batch.obs)  # (B, N, S + O)
+    assert inputs.shape == (4, 2, algo.sampler.state_dim + 3)
+    torch.testing.assert_close(inputs[:, 1, : algo.sampler.state_dim], batch.state)
+    # one shared critic: the agents' rows differ through the id even on equal inputs
+    same = inputs[:, :1].expand(-1, 2, -1)
+    q = algo.q(same)
+    assert algo.q.members == 1 and not torch.allclose(q[:, 0], q[:, 1])
+
+
+def test_per_agent_clipping_leaves_other_agents_steps_unchanged() -> None:
+    def step(scale0: float, members: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = AgentMLP(3, 4, 8, 2)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        x = torch.randn(16, 3, 4)
+        weights = torch.tensor([scale0, 1.0, 1.0])
+        loss = (net(x).square().sum(-1).mean(0) * weights).sum()
+        before = [p.detach().clone() for p in net.parameters()]
+        optimizer_step(loss, optimizer, None, clip=0.5, members=members)
+        return torch.cat(
+            [(p.detach() - b).flatten(1) for p, b in zip(net.parameters(), before, strict=True)], dim=1
+        )
+
+    calm, spike = step(1.0, 3), step(1000.0, 3)  # (agents, parameters): each agent's step
+    torch.testing.assert_close(spike[1:], calm[1:])  # agent 0's spike does not touch agents 1 and 2
+    assert spike[0].norm() == pytest.approx(0.1 * 0.5, rel=1e-4)  # its own step is clipped to the bound
+    coupled = step(1000.0, 0)  # a global clip: agent 0's spike shrinks everyone's step
+    assert coupled[1:].norm() < 0.1 * calm[1:].norm()
+
+
+def test_shared_network_with_agent_ids_and_windowed_policy(tmp_path: Path) -> None:
+    net = AgentMLP(3, 4, 8, 2, share=True, agent_id=True)
+    assert net.members == 1 and net.net[0].in_features == 4 + 3
+    x = torch.randn(5, 1, 4).expand(-1, 3, -1)
+    out = net(x)
+    assert out.shape == (5, 3, 2) and not torch.allclose(out[:, 0], out[:, 1])
+    window = ObservationWindow(3)
+    first, second = torch.ones(2, 3, 4), 2 * torch.ones(2, 3, 4)
+    window.push(first)
+    stacked = window.push(second)  # (B, N, K * O), oldest first, zeros before the start
+    torch.testing.assert_close(stacked[0, 0], torch.tensor([0.0] * 4 + [1.0] * 4 + [2.0] * 4))
+    window.reset()
+    torch.testing.assert_close(window.push(second)[0, 0, :8], torch.zeros(8))
+    # a BC policy trained on windows acts on windows of the same size
+    dataset = bandit(tmp_path, expert=True)
+    algo = ALGOS["bc"].build(make_ctx(dataset, "bc", tmp_path, hidden=8, history=2, agent_id=True))
+    run(algo, 2)
+    policy = algo.policy()
+    policy.reset(4)
+    assert policy.act(np.zeros((4, 2, 3), np.float32), None).shape == (4, 2)
+
+
+def test_hard_target_updates_copy_every_period(tmp_path: Path) -> None:
+    dataset = bandit(tmp_path)
+    algo = ALGOS["cql"].build(make_ctx(dataset, "cql", tmp_path, hidden=8, target_period=3))
+    initial = [p.clone() for p in algo.q_target.parameters()]
+    run(algo, 2)
+    assert all(torch.equal(a, b) for a, b in zip(initial, algo.q_target.parameters(), strict=True))
+    algo.update(2)
+    assert all(
+        torch.equal(a, b) for a, b in zip(algo.q.parameters(), algo.q_target.parameters(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("method", ["gail", "airl"])
+def test_adversarial_loop_spends_its_budget_to_within_one_rollout(method: str, tmp_path: Path) -> None:
+    def expert(obs: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return obs[..., :-1].argmax(-1).astype(np.int64)
+
+    kwargs = tiny_envs.early_spec().kwargs
+    arrays = collect_episodes(tiny_envs.EARLY_ENV_ID, kwargs, expert, 16, seed=0, num_envs=16)
+    metadata = {"env_id": tiny_envs.EARLY_ENV_ID, "env_kwargs": kwargs, "n_actions": 3, "seed": 0}
+    dataset = load_dataset(write_dataset(tmp_path / "early.h5", arrays, metadata))
+    budget, num_envs = 1000, 8
+    small = {"env_steps": budget, "num_envs": num_envs, "hidden": 8, "disc_hidden": 8, "disc_batch": 16}
+    algo = ALGOS[method].build(make_ctx(dataset, method, tmp_path, **small))
+    rollout = num_envs * 8  # one rollout: num_envs copies of at most max_steps steps
+    assert algo.num_updates == math.ceil(budget / rollout)  # the estimate at full-length episodes
+    step = 0
+    while step < algo.num_updates:  # the training loop re-reads the count after every update
+        algo.update(step)
+        step += 1
+    # a random policy misses early: episodes are short, so the loop takes more iterations than estimated
+    assert step > math.ceil(budget / rollout)
+    assert budget <= algo.env_steps < budget + rollout

@@ -169,6 +169,12 @@ def test_finetune_command_writes_both_curves_once(dataset: Path, tmp_path: Path,
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == "idt" and set(results["runs"]) == {"idt", "scratch"}
     assert all(run["env_steps"] == 128 and run["episodes"] == 2 for run in results["runs"].values())
+    # the scratch run at MAPPO's standard actor learning rate, the pretrained one at the finetuning rate
+    lrs = {
+        name: json.loads((out / name / "config.json").read_text())["ppo"]["lr"]
+        for name in ("scratch", "pretrained")
+    }
+    assert lrs == {"scratch": 5e-4, "pretrained": 1e-4}
     stamp = (out / "results.json").stat().st_mtime_ns
     assert main([*argv, "--num-envs", "8", "--eval-episodes", "2"]) == 0  # finished: not redone
     assert (out / "results.json").stat().st_mtime_ns == stamp

@@ -77,11 +77,58 @@ class MatchBatched:
         return np.full(self.num_envs, self._t >= self.spec.max_steps)
 
 
+EARLY_ENV_ID = "test-match-early"
+
+
+def early_spec(n_agents: int = 2, n_actions: int = 3, max_steps: int = 8) -> EnvSpec:
+    base = spec(n_agents, n_actions, max_steps)
+    kwargs = {"n_agents": n_agents, "n_actions": n_actions, "max_steps": max_steps}
+    return EnvSpec(EARLY_ENV_ID, n_agents, base.obs_dim, n_actions, base.state_dim, max_steps, False, kwargs)
+
+
+class EarlyMatchBatched(MatchBatched):
+    """The matching game where a copy's episode terminates, for every agent, at its first miss: episodes
+    end early and at different steps, as a budget counted in environment steps must handle."""
+
+    def __init__(self, num_envs: int, **kwargs: Any) -> None:
+        super().__init__(num_envs, **kwargs)
+        self.spec = early_spec(**kwargs)
+        self._over = np.zeros(num_envs, dtype=bool)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        self._over = np.zeros(self.num_envs, dtype=bool)
+        return super().reset(seed)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        live = ~self.done()  # (B,)
+        hit = actions == self._target  # (B, N)
+        rewards = (hit & live[:, None]).astype(np.float32)
+        self._over |= live & ~hit.all(-1)
+        self._t += int(live.any())
+        self._draw()
+        terminated = np.repeat(self._over[:, None], self.spec.n_agents, axis=1)
+        truncated = ~terminated & (self._t >= self.spec.max_steps)
+        return self._observe(), rewards, terminated, truncated
+
+    def done(self) -> np.ndarray:
+        return self._over | (self._t >= self.spec.max_steps)
+
+
 def _single_form(**kwargs: Any) -> Any:
     raise NotImplementedError(f"{ENV_ID} is a test environment with a batched form only")
 
 
 register(
     EnvEntry(ENV_ID, make=_single_form, make_batched=MatchBatched, spec=spec, description="test env"),
+    overwrite=True,
+)
+register(
+    EnvEntry(
+        EARLY_ENV_ID,
+        make=_single_form,
+        make_batched=EarlyMatchBatched,
+        spec=early_spec,
+        description="test env",
+    ),
     overwrite=True,
 )

@@ -8,7 +8,8 @@ The pretrained policy's own network becomes the MAPPO actor and PPO trains it fu
   agent received so far, exactly as the method's evaluation policy does;
 - MLP policies (``bc``, ``icq``'s actors, ``gail``/``airl``'s MAPPO actor): the network itself.
 
-Both runs use the same PPO settings and the same environment-step budget; MAPPO from scratch uses the
+Both runs use the same environment-step budget and PPO settings except the actor learning rate: MAPPO
+from scratch runs at MAPPO's standard rate (``scratch_lr``) with the
 built-in shared actor. :func:`finetune` writes ``pretrained/`` and ``scratch/`` (PPO run directories),
 ``learning_curves.csv`` (init, iteration, env_steps, mean_return), ``learning_curves.png`` (both curves)
 and ``results.json`` (each run's final training return and a greedy evaluation).
@@ -17,6 +18,7 @@ and ``results.json`` (each run's final training return and a greedy evaluation).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,9 +55,13 @@ RESULTS = "results.json"
 @dataclass(frozen=True)
 class FinetuneConfig(MAPPOSettings):
     """MAPPO settings of a finetuning comparison (the same for the pretrained and the scratch run): those of
-    ``MAPPOSettings`` (``hidden`` sizes the critic and the scratch actor) with a smaller actor ``lr``.
+    ``MAPPOSettings`` (``hidden`` sizes the critic and the scratch actor) with a smaller actor ``lr`` for the
+    pretrained run and MAPPO's standard one for the scratch run.
 
     Attributes:
+        lr: actor learning rate of the pretrained run (a trained network is finetuned gently).
+        scratch_lr: actor learning rate of the run from scratch: MAPPO's standard 5e-4 (Yu et al., 2022),
+            so the scratch baseline is not slowed down by the finetuning rate.
         eval_episodes: greedy evaluation episodes of each final policy (0: none).
         seed: seeds PPO (initialisation of new networks, sampling, environment resets).
     """
@@ -63,11 +69,13 @@ class FinetuneConfig(MAPPOSettings):
     SECTION: ClassVar[str] = "finetune"
 
     lr: float = 1e-4
+    scratch_lr: float = 5e-4
     eval_episodes: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
         check(self.eval_episodes >= 0, "finetune.eval_episodes", f"must be >= 0, got {self.eval_episodes}")
+        check(self.scratch_lr > 0, "finetune.scratch_lr", f"must be > 0, got {self.scratch_lr}")
         super().__post_init__()
 
 
@@ -132,6 +140,11 @@ def pretrained_actor(algo: Algorithm, method: str) -> nn.Module:
     """The trained decentralized policy network of ``algo`` as a PPO actor (see the module docstring)."""
     network = algo.policy_network()
     if network is not None:
+        if getattr(getattr(algo, "cfg", None), "history", 1) > 1:
+            raise ConfigError(
+                f"method {method!r} was trained on observation windows (algo.history > 1); finetuning takes "
+                "an MLP policy on the current observation (history 1) or a decision transformer"
+            )
         return network
     policy = algo.policy()
     if isinstance(policy, DTPolicy):
@@ -165,6 +178,8 @@ def run_mappo(
     episodes of seed ``eval_seed`` (empty when ``config.eval_episodes`` is 0).
     """
     ppo_config = config.ppo_config(config.seed, device.type)
+    if actor is None:  # from scratch: MAPPO's own learning rate
+        ppo_config = dataclasses.replace(ppo_config, lr=config.scratch_lr)
     result = train_ppo(env_id, ppo_config, out_dir, env_kwargs, progress=progress, actor=actor)
     evaluation: dict[str, float] = {}
     if config.eval_episodes > 0:

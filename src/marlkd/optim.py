@@ -41,16 +41,45 @@ def optimizer_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     clip: float,
+    members: int = 0,
 ) -> float:
-    """Backward, clip the global gradient norm (``clip`` > 0), step; returns the pre-clip gradient norm."""
+    """Backward, clip, step; returns the pre-clip gradient norm (over all parameters).
+
+    ``clip`` > 0 bounds the global gradient norm, or, with ``members`` > 1 (the optimizer holds ensembles of
+    that many independent members, every parameter stacked on its first axis), each member's own gradient
+    norm (:func:`clip_grad_norm_per_member`): one member's large gradient then does not shrink another's
+    step."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+    if members > 1 and clip > 0:
+        norm = clip_grad_norm_per_member(params, members, clip).square().sum().sqrt()
+    else:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
     return float(norm)
+
+
+def clip_grad_norm_per_member(params: list[torch.Tensor], members: int, max_norm: float) -> torch.Tensor:
+    """Scale each ensemble member's gradient to norm at most ``max_norm``; returns pre-clip norms ``(M,)``.
+
+    Every parameter's first axis is the member axis (``marlkd.models.layers.EnsembleLinear``); member m's
+    norm is over its slices of all ``params``."""
+    grads = [p.grad for p in params if p.grad is not None]
+    for g in grads:
+        if g.shape[0] != members:
+            raise ValueError(
+                f"per-member clipping: a gradient of shape {tuple(g.shape)} is not {members} members"
+            )
+    if not grads:
+        return torch.zeros(members)
+    norms = torch.stack([g.reshape(members, -1).float().square().sum(-1) for g in grads]).sum(0).sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # (M,)
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+    return norms
 
 
 def cpu_supports_bf16() -> bool:

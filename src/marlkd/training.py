@@ -304,11 +304,16 @@ def _train_locked(config: RunConfig, run_dir: Path, progress: bool) -> dict[str,
 
         bar = tqdm(total=total, initial=start, desc=f"{config.method}", unit="upd", dynamic_ncols=True)
     try:
-        for step in range(start, total):
+        step = start
+        while step < total:
             t0 = time.perf_counter()
             metrics = algo.update(step)
             train_time += time.perf_counter() - t0
-            done = step + 1
+            done = step = step + 1
+            # a method counted in environment steps (GAIL, AIRL) extends its loop until its budget is spent
+            total = int(algo.num_updates)
+            if bar is not None and bar.total != total:
+                bar.total = total
             if done % config.train.log_every == 0 or done == total:
                 log.log(done, train_time, metrics)
                 if bar is not None:

@@ -21,19 +21,25 @@ class ValueConfig(MLPConfig):
 
     Attributes:
         gamma: discount factor.
-        target_tau: Polyak rate of the target networks per update (1.0: copy every update).
+        target_tau: Polyak rate of the target networks per update (1.0: copy every update); used when
+            ``target_period`` is 0.
+        target_period: copy the online networks into the targets every this many updates (a hard update,
+            as OG-MARL's systems every 200); 0: Polyak averaging at ``target_tau``.
         truncation: how a truncated episode end is treated (``marlkd.data.transitions.TRUNCATION_RULES``):
-            ``final`` (no value after it, the finite-horizon return evaluation measures) or ``drop``.
+            ``bootstrap`` (the default, as the references: only a termination ends the value), ``final`` (a
+            time limit ends the return) or ``drop`` (a cut last step's TD error is left out).
     """
 
     gamma: float = 0.99
     target_tau: float = 0.005
-    truncation: str = "final"
+    target_period: int = 0
+    truncation: str = "bootstrap"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(0.0 <= self.gamma <= 1.0, "algo.gamma", f"must be in [0, 1], got {self.gamma}")
         check(0.0 < self.target_tau <= 1.0, "algo.target_tau", f"must be in (0, 1], got {self.target_tau}")
+        check(self.target_period >= 0, "algo.target_period", f"must be >= 0, got {self.target_period}")
         check(
             self.truncation in TRUNCATION_RULES,
             "algo.truncation",
@@ -71,3 +77,15 @@ def double_q_target(
     carries -1e9 for the actions it may not pick (BCQ's filter)."""
     next_action = masked_logits(online_next, next_avail).argmax(-1, keepdim=True)  # (B, N, 1)
     return rewards + gamma * bootstrap * target_next.gather(-1, next_action)[..., 0]
+
+
+def update_targets(pairs: list[tuple[nn.Module, nn.Module]], cfg: ValueConfig, step: int) -> None:
+    """After update ``step`` (0-based): each ``(target, online)`` pair gets the hard copy every
+    ``cfg.target_period`` updates, or Polyak averaging at ``cfg.target_tau`` when the period is 0."""
+    if cfg.target_period:
+        if (step + 1) % cfg.target_period == 0:
+            for target, online in pairs:
+                soft_update(target, online, 1.0)
+        return
+    for target, online in pairs:
+        soft_update(target, online, cfg.target_tau)

@@ -8,7 +8,11 @@ agent i's own transitions; a method defines its logit and the reward it gives (:
 The environment's own reward is never used for learning, only reported (``return/env``).
 
 Budget: ``env_steps`` environment steps (one step of one copy; the training loop reports the steps
-taken in results.json). The number of updates is ``ceil(env_steps / (num_envs * max_steps))``.
+taken in results.json). The loop is counted in environment steps: iterations continue until the budget is
+spent, so episodes that end early buy more iterations, and the last rollout overshoots the budget by less
+than one rollout (``num_envs * max_steps`` steps). ``num_updates`` is the iterations taken plus an estimate
+of those left (full-length rollouts); the training loop re-reads it after every update. The learning rates
+decay linearly in the fraction of the budget spent.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import nn
 
 from marlkd.algos.base import BaseAlgorithm
 from marlkd.config import check
-from marlkd.data.transitions import TransitionSampler
+from marlkd.data.transitions import TRUNCATION_RULES, TransitionSampler, bootstrap_weights
 from marlkd.envs import make_batched
 from marlkd.errors import ConfigError
 from marlkd.models.layouts import masked_logits
@@ -110,9 +114,16 @@ def discriminator_loss(
 class AdversarialImitation(BaseAlgorithm):
     """MAPPO trained on a discriminator's rewards (see the module docstring)."""
 
-    def __init__(self, ctx, discriminator: nn.Module) -> None:
+    def __init__(self, ctx, discriminator: nn.Module, truncation: str = "bootstrap") -> None:
+        """``truncation`` (``marlkd.data.transitions.TRUNCATION_RULES``) sets the ``done`` flag a
+        discriminator reads: ``bootstrap`` and ``drop``, terminations only (a time limit is not an end;
+        ``drop`` also leaves out dataset steps cut without a stored next observation); ``final``, every
+        end of an agent's episode."""
         cfg: AdversarialConfig = ctx.config
         super().__init__(ctx)
+        if truncation not in TRUNCATION_RULES:
+            raise ValueError(f"unknown truncation rule {truncation!r}; known: {TRUNCATION_RULES}")
+        self.truncation = truncation
         self.cfg, self.device = cfg, ctx.device
         dataset = ctx.dataset
         env_id, env_kwargs = dataset.metadata.env_id, dict(dataset.metadata.env_kwargs)
@@ -140,10 +151,18 @@ class AdversarialImitation(BaseAlgorithm):
         self.discriminator: Discriminator = discriminator.to(self.device)
         self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr)
         self.sampler = TransitionSampler(dataset, self.device)
-        self.num_updates = math.ceil(cfg.env_steps / (cfg.num_envs * spec.max_steps))
+        self.rollout_steps = cfg.num_envs * spec.max_steps  # the most steps one rollout can take
         self.env_steps = 0
+        self.iterations = 0
+        self._count_updates()
         self.generator = torch.Generator().manual_seed(ctx.seed)
         self.reset_seeds = np.random.default_rng(ctx.seed)
+
+    def _count_updates(self) -> None:
+        """``num_updates``: iterations taken plus those the unspent budget needs at full-length rollouts (at
+        least one more while any budget is left); the training loop re-reads it after every update."""
+        remaining = max(0, self.cfg.env_steps - self.env_steps)
+        self.num_updates = self.iterations + math.ceil(remaining / self.rollout_steps)
 
     def log_pi(self, obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor | None) -> torch.Tensor:
         """log pi(a^i | o^i) under the current actor: obs ``(B, N, O)``, actions ``(B, N)`` -> ``(B, N)``."""
@@ -151,7 +170,7 @@ class AdversarialImitation(BaseAlgorithm):
         return torch.distributions.Categorical(logits=logits).log_prob(actions)
 
     def update(self, step: int) -> dict[str, float]:
-        frac = 1.0 - step / self.num_updates
+        frac = max(0.0, 1.0 - self.env_steps / self.cfg.env_steps)
         for group, lr in zip(self.optimizer.param_groups, (self.cfg.lr, self.cfg.critic_lr), strict=True):
             group["lr"] = lr * frac
         self.actor.eval()
@@ -175,7 +194,7 @@ class AdversarialImitation(BaseAlgorithm):
             obs=tensor(rollout.obs),
             actions=tensor(rollout.actions),
             next_obs=tensor(rollout.next_obs),
-            done=tensor(rollout.dones).float(),
+            done=tensor(rollout.dones if self.truncation == "final" else rollout.terminated).float(),
             log_pi=rollout.log_probs.flatten(0, 1),
             weight=valid,
         )
@@ -195,6 +214,8 @@ class AdversarialImitation(BaseAlgorithm):
         )
         disc = self._update_discriminator(policy_side, tensor(rollout.action_mask))
         self.env_steps += int(rollout.valid.any(axis=-1).sum())
+        self.iterations += 1
+        self._count_updates()
         metrics = {f"ppo/{k}": v for k, v in stats.items()}
         metrics.update(disc)
         metrics["return/env"] = float(rollout.episode_returns().mean())
@@ -217,13 +238,16 @@ class AdversarialImitation(BaseAlgorithm):
                 policy_log_pi = self.log_pi(
                     policy_side.obs[pick], policy_side.actions[pick], policy_avail[pick]
                 )
+            bootstrap, weight = bootstrap_weights(
+                data.terminal, data.truncated, data.has_next, self.truncation
+            )
             data_batch = Batch(
                 data.obs,
                 data.actions,
                 data.next_obs,
-                (data.terminal | data.truncated).float(),
+                1.0 - bootstrap,
                 data_log_pi,
-                data.alive.float(),
+                data.alive.float() * weight,
             )
             policy_batch = Batch(
                 policy_side.obs[pick],
@@ -267,6 +291,7 @@ class AdversarialImitation(BaseAlgorithm):
             "discriminator": self.discriminator.state_dict(),
             "disc_optimizer": self.disc_optimizer.state_dict(),
             "env_steps": self.env_steps,
+            "iterations": self.iterations,
             "generator": self.generator.get_state(),
             "reset_seeds": self.reset_seeds.bit_generator.state,
         }
@@ -279,5 +304,7 @@ class AdversarialImitation(BaseAlgorithm):
         self.discriminator.load_state_dict(state["discriminator"])
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.env_steps = int(state["env_steps"])
+        self.iterations = int(state["iterations"])
+        self._count_updates()
         self.generator.set_state(state["generator"])
         self.reset_seeds.bit_generator.state = state["reset_seeds"]

@@ -5,9 +5,10 @@ logit ``f^i - log pi^i(a^i | o^i)``, with the shaped reward estimator
 
     f^i(o, a, o') = g^i(o, a) + gamma * (1 - done) * h^i(o') - h^i(o),
 
-g^i the reward approximator and h^i the shaping potential (separate per-agent ensembles). The policy's
-reward is log D^i - log(1 - D^i) = f^i - log pi^i(a^i | o^i), with log pi of the policy that acted. The
-loop, budget and interaction are :mod:`marlkd.algos.adversarial`'s.
+g^i the reward approximator and h^i the shaping potential (separate per-agent ensembles); ``done`` marks
+terminations only by default (``truncation``): a time limit is not an end, as in the value-based methods.
+The policy's reward is log D^i - log(1 - D^i) = f^i - log pi^i(a^i | o^i), with log pi of the policy
+that acted. The loop, budget and interaction are :mod:`marlkd.algos.adversarial`'s.
 """
 
 from __future__ import annotations
@@ -20,12 +21,30 @@ from torch import nn
 
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos.adversarial import AdversarialConfig, AdversarialImitation, Batch
+from marlkd.config import check
+from marlkd.data.transitions import TRUNCATION_RULES
 from marlkd.models.agent_nets import AgentMLP
 
 
 @dataclass(frozen=True)
 class Config(AdversarialConfig):
-    """AIRL uses the shared adversarial-imitation settings (``gamma`` is also the shaping discount)."""
+    """AIRL's settings: the shared adversarial-imitation ones (``gamma`` is also the shaping discount).
+
+    Attributes:
+        truncation: what ``done`` in the shaping term means at a time limit
+            (``marlkd.data.transitions.TRUNCATION_RULES``): ``bootstrap`` (a time limit is not an end:
+            ``h(o')`` stays), ``final`` (every episode end zeroes ``h(o')``) or ``drop``.
+    """
+
+    truncation: str = "bootstrap"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(
+            self.truncation in TRUNCATION_RULES,
+            "algo.truncation",
+            f"must be one of {TRUNCATION_RULES}, got {self.truncation!r}",
+        )
 
 
 class AIRLDiscriminator(nn.Module):
@@ -54,7 +73,7 @@ class AIRLDiscriminator(nn.Module):
 def build(ctx) -> AdversarialImitation:
     dataset, cfg = ctx.dataset, ctx.config
     disc = AIRLDiscriminator(dataset.n_agents, dataset.obs_dim, dataset.n_actions, cfg.disc_hidden, cfg.gamma)
-    return AdversarialImitation(ctx, disc)
+    return AdversarialImitation(ctx, disc, cfg.truncation)
 
 
 register(AlgoEntry("airl", Config, build, "adversarial IRL: per-agent shaped rewards, MAPPO", interacts=True))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from marlkd.config import TrainConfig
+from marlkd.models.agent_nets import ObservationWindow
 from marlkd.models.layouts import masked_logits
 
 if TYPE_CHECKING:
@@ -162,10 +163,11 @@ def load_checkpoint_state(parts: dict[str, Any], generator: torch.Generator, sta
 
 
 class GreedyPolicy:
-    """A memoryless decentralized policy: each agent takes the best available action of its own scores.
+    """A decentralized policy: each agent takes the best available action of its own scores.
 
-    ``scores(obs (B, N, O), action_mask (B, N, A) bool) -> (B, N, A)`` gives per-agent logits or Q-values
-    (a filtered Q for BCQ); agent i's row may depend only on its own observation. Actions are the argmax
+    ``scores(obs (B, N, K * O), action_mask (B, N, A) bool) -> (B, N, A)`` gives per-agent logits or
+    Q-values (a filtered Q for BCQ) from each agent's last ``history`` = K observations (K = 1: the current
+    one); agent i's row may depend only on its own observations. Actions are the argmax
     over available actions (the :class:`Policy` protocol); the MLP baselines act with it.
     """
 
@@ -174,21 +176,24 @@ class GreedyPolicy:
         scores: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
         modules: list[nn.Module],
         device: torch.device,
+        history: int = 1,
     ) -> None:
         self.scores, self.modules, self.device = scores, modules, device
+        self.window = ObservationWindow(history)
 
     def reset(self, num_envs: int) -> None:
-        """Nothing to reset: the policy is memoryless."""
+        """Forget the observation window (a memoryless policy, ``history == 1``, has nothing to forget)."""
+        self.window.reset()
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, action_mask: np.ndarray | None) -> np.ndarray:
         for module in self.modules:
             module.eval()
         # copies: environments may hand out read-only arrays (SMAX's zero-copy views of JAX buffers)
-        obs_t = torch.tensor(obs, dtype=torch.float32, device=self.device)  # (B, N, O)
+        obs_t = self.window.push(torch.tensor(obs, dtype=torch.float32, device=self.device))  # (B, N, K*O)
         mask = None if action_mask is None else torch.tensor(action_mask, device=self.device)
         scores = masked_logits(self.scores(obs_t, mask).float(), mask)  # (B, N, A)
         return scores.argmax(-1).cpu().numpy().astype(np.int64)
 
     def observe(self, rewards: np.ndarray, done: np.ndarray) -> None:
-        """Rewards are not used: the policy is memoryless."""
+        """Rewards are not used."""

@@ -1,9 +1,10 @@
-"""BC: behaviour cloning, one independent MLP policy per agent on the agent's own observation.
+"""BC: behaviour cloning, one MLP policy per agent on the agent's own observation (or observation window).
 
 pi^i(a | o^i) is trained by cross-entropy to the dataset's actions (unavailable actions masked out of the
-softmax). The N policies share no weights: they are one :class:`marlkd.models.agent_nets.AgentMLP`
-ensemble, the same as N separate networks, trained in one batched step. Execution is decentralized and
-greedy (the most probable available action).
+softmax). By default the N policies share no weights: they are one
+:class:`marlkd.models.agent_nets.AgentMLP` ensemble, the same as N separate networks, trained in one
+batched step (``share_weights``, ``agent_id`` and ``history`` change that, see ``MLPConfig``).
+Execution is decentralized and greedy (the most probable available action).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 @dataclass(frozen=True)
 class Config(MLPConfig):
-    """BC's network size (``hidden``, ``layers``); learning rate, batch size and clipping are ``train.*``."""
+    """BC's network size and inputs (``MLPConfig``); learning rate, batch size and clipping are
+    ``train.*`` (the clip bounds each agent's own gradient norm unless the weights are shared)."""
 
 
 def bc_loss(logits: torch.Tensor, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,8 +50,9 @@ class BC(BaseAlgorithm):
         cfg: Config = ctx.config
         super().__init__(ctx)
         dataset = ctx.dataset
-        self.sampler = TransitionSampler(dataset, ctx.device)
-        self.net = AgentMLP(dataset.n_agents, dataset.obs_dim, cfg.hidden, dataset.n_actions, cfg.layers)
+        self.cfg = cfg
+        self.sampler = TransitionSampler(dataset, ctx.device, cfg.history)
+        self.net = cfg.agent_mlp(dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions)
         self.net.to(ctx.device)
         self.optimizer, self.scheduler = make_optimizer(self.net.parameters(), ctx.train)
         self.generator = torch.Generator().manual_seed(ctx.seed)
@@ -60,7 +63,9 @@ class BC(BaseAlgorithm):
         with autocast(self.ctx.device, self.ctx.autocast_dtype):
             logits = self.net(batch.obs)  # (B, N, A)
         loss, accuracy = bc_loss(logits, batch)
-        grad_norm = optimizer_step(loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip)
+        grad_norm = optimizer_step(
+            loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip, self.net.members
+        )
         return {
             "loss/action": float(loss.detach()) / self.sampler.n_agents,
             "accuracy": float(accuracy),
@@ -72,7 +77,7 @@ class BC(BaseAlgorithm):
         return self.net
 
     def policy(self) -> GreedyPolicy:
-        return GreedyPolicy(lambda obs, mask: self.net(obs), [self.net], self.ctx.device)
+        return GreedyPolicy(lambda obs, mask: self.net(obs), [self.net], self.ctx.device, self.cfg.history)
 
     def state_dict(self) -> dict[str, Any]:
         return {

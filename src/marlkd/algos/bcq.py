@@ -9,7 +9,7 @@ when acting, so the policy stays on actions the data supports. Per agent, the lo
     y   = r + gamma * bootstrap * Qbar^i(o', argmax over filtered a' of Q^i(o', a')),
 
 on each agent's own reward (independent learners, one :class:`marlkd.models.agent_nets.AgentMLP` ensemble
-each for Q and G). Qbar is the Polyak-averaged target network.
+each for Q and G). Qbar is the target network (Polyak-averaged, or copied every ``target_period`` updates).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, soft_update
+from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, update_targets
 from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
-from marlkd.models.agent_nets import AgentMLP
 from marlkd.models.layouts import NEG_INF, masked_logits
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
@@ -76,10 +75,10 @@ class BCQ(BaseAlgorithm):
         super().__init__(ctx)
         self.cfg = cfg
         dataset = ctx.dataset
-        self.sampler = TransitionSampler(dataset, ctx.device)
-        N, O, A = dataset.n_agents, dataset.obs_dim, dataset.n_actions
-        self.q = AgentMLP(N, O, cfg.hidden, A, cfg.layers).to(ctx.device)
-        self.generative = AgentMLP(N, O, cfg.hidden, A, cfg.layers).to(ctx.device)
+        self.sampler = TransitionSampler(dataset, ctx.device, cfg.history)
+        N, O, A = dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions
+        self.q = cfg.agent_mlp(N, O, A).to(ctx.device)
+        self.generative = cfg.agent_mlp(N, O, A).to(ctx.device)
         self.q_target = frozen_copy(self.q)
         params = list(self.q.parameters()) + list(self.generative.parameters())
         self.optimizer, self.scheduler = make_optimizer(params, ctx.train)
@@ -123,8 +122,10 @@ class BCQ(BaseAlgorithm):
         self.generative.train()
         batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)
         loss, metrics = self.loss(batch)
-        metrics["grad_norm"] = optimizer_step(loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip)
-        soft_update(self.q_target, self.q, self.cfg.target_tau)
+        metrics["grad_norm"] = optimizer_step(
+            loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip, self.q.members
+        )
+        update_targets([(self.q_target, self.q)], self.cfg, step)
         metrics["loss/total"] = float(loss.detach())
         return metrics
 
@@ -132,7 +133,7 @@ class BCQ(BaseAlgorithm):
         def scores(obs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
             return filtered_q(self.q(obs).float(), self.generative(obs), mask, self.cfg.threshold)
 
-        return GreedyPolicy(scores, [self.q, self.generative], self.ctx.device)
+        return GreedyPolicy(scores, [self.q, self.generative], self.ctx.device, self.cfg.history)
 
     def _checkpoint_parts(self) -> dict[str, Any]:
         return {

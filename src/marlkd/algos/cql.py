@@ -6,10 +6,11 @@ Each agent i learns Q^i(o^i, .) on its own reward r^i and its own episode end (n
     L^i = 1/2 (Q^i(o, a) - y)^2 + alpha * (logsumexp_a' Q^i(o, a') - Q^i(o, a)),
     y   = r + gamma * bootstrap * Qbar^i(o', argmax_a' Q^i(o', a')),
 
-with (o, a, r, o') a dataset transition, Qbar the Polyak-averaged target network (double-Q: the online
-network picks the next action, the target network values it) and the logsumexp over available actions:
-CQL(H), which pushes down the soft maximum of Q and up the value of the data's action. Execution is
-decentralized: each agent takes the greedy available action of its own Q^i.
+with (o, a, r, o') a dataset transition, Qbar the target network (Polyak-averaged, or copied every
+``target_period`` updates; double-Q: the online network picks the next action, the target network values
+it) and the logsumexp over available actions: CQL(H), which pushes down the soft maximum of Q and up the
+value of the data's action. Execution is decentralized: each agent takes the greedy available action of
+its own Q^i.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from typing import Any
 import torch
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, soft_update
+from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, update_targets
 from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
-from marlkd.models.agent_nets import AgentMLP
 from marlkd.models.layouts import masked_logits
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
@@ -59,8 +59,8 @@ class CQL(BaseAlgorithm):
         super().__init__(ctx)
         self.cfg = cfg
         dataset = ctx.dataset
-        self.sampler = TransitionSampler(dataset, ctx.device)
-        self.q = AgentMLP(dataset.n_agents, dataset.obs_dim, cfg.hidden, dataset.n_actions, cfg.layers)
+        self.sampler = TransitionSampler(dataset, ctx.device, cfg.history)
+        self.q = cfg.agent_mlp(dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions)
         self.q.to(ctx.device)
         self.q_target = frozen_copy(self.q)
         self.optimizer, self.scheduler = make_optimizer(self.q.parameters(), ctx.train)
@@ -98,13 +98,15 @@ class CQL(BaseAlgorithm):
         self.q.train()
         batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)
         loss, metrics = self.loss(batch)
-        metrics["grad_norm"] = optimizer_step(loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip)
-        soft_update(self.q_target, self.q, self.cfg.target_tau)
+        metrics["grad_norm"] = optimizer_step(
+            loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip, self.q.members
+        )
+        update_targets([(self.q_target, self.q)], self.cfg, step)
         metrics["loss/total"] = float(loss.detach())
         return metrics
 
     def policy(self) -> GreedyPolicy:
-        return GreedyPolicy(lambda obs, mask: self.q(obs), [self.q], self.ctx.device)
+        return GreedyPolicy(lambda obs, mask: self.q(obs), [self.q], self.ctx.device, self.cfg.history)
 
     def _checkpoint_parts(self) -> dict[str, Any]:
         return {

@@ -1,11 +1,14 @@
 """MA-ICQ: implicit constraint Q-learning with value decomposition (Yang et al., 2021), discrete form.
 
-Networks: per-agent critics Q^i(o^i, .) and per-agent actors pi^i(. | o^i) (independent MLP ensembles,
-:class:`marlkd.models.agent_nets.AgentMLP`), and a linear mixer whose non-negative weights and bias come
-from the global state s (the dataset's ``state``, or all agents' observations concatenated when it has
-none):
+Networks, as in the reference (ICQ-MA) and OG-MARL's MAICQ:
 
-    Q_tot(s, a) = sum_i k_i(s) Q^i(o^i, a^i) + b(s),   k_i(s) = |w_i(s)| >= 0.
+- per-agent critics ``Q^i(s, o^i, i; .)`` reading the global state s (the dataset's ``state``, or all
+  agents' observations concatenated when it has none), the agent's own observation (or observation
+  window) and its one-hot id;
+- per-agent actors ``pi^i(. | o^i)`` on the agent's own observation (decentralized execution);
+- a linear mixer without bias whose weights come from the state and sum to one:
+
+    Q_tot(s, a) = sum_i k_i(s) Q^i(s, o^i, i; a^i),   k_i(s) = |w_i(s)| / sum_j |w_j(s)|.
 
 ICQ replaces the maximum over actions by an expectation over the data's actions reweighted by
 exp(Q / alpha), normalised over the mini-batch (the implicit constraint: the policy never leaves the
@@ -13,16 +16,19 @@ support of the data). For weights of the ``B`` included entries, ``w = B * softm
 
 - Critic: ``y = r + gamma * bootstrap * w_c * Qbar_tot(s', a')`` with (s', a') the dataset's next state
   and next joint action, ``w_c = B * softmax_batch(Qbar_tot(s', a') / critic_alpha)``, and the loss
-  ``1/2 (Q_tot(s, a) - y)^2``. Qbar: Polyak-averaged target critics and mixer. r is the team reward,
-  the mean of the agents' rewards (per-agent scale, so alpha does not depend on N).
+  ``1/2 (Q_tot(s, a) - y)^2``. Qbar: target critics and mixer. r is the team reward, the mean of the
+  agents' rewards (per-agent scale, so alpha does not depend on N). The team's episode ends at its last
+  stored step: terminal only when every agent still acting there terminated
+  (:func:`marlkd.data.transitions.team_end`), otherwise a truncation (``truncation`` rule).
 - Actor (the decomposed policy objective): per agent,
-  ``A^i = Q^i(o^i, a^i) - sum_a pi^i(a | o^i) Q^i(o^i, a)``,
+  ``A^i = Q^i(a^i) - sum_a pi^i(a | o^i) Q^i(a)``,
   ``w_i = B * softmax_batch(A^i / actor_alpha)``, loss ``-mean(k_i(s) w_i log pi^i(a^i | o^i))``: the
   gradient of Q_tot's policy objective reaches agent i through its mixing weight k_i(s).
 
-Weights carry no gradient. The paper's TD(lambda) over whole episodes and recurrent agent networks are
-replaced by one-step targets on sampled transitions and MLPs on the current observation, as for the other
-baselines. Execution is decentralized: each agent's greedy available action under pi^i.
+Weights carry no gradient. The temperatures are the reference's (critic 1000, actor 0.1). The paper's
+TD(lambda) over whole episodes is replaced by one-step targets on sampled transitions, and its recurrent
+agent networks by MLPs on the current observation or an observation window (``history``), as for the other
+MLP baselines. Execution is decentralized: each agent's greedy available action under pi^i.
 """
 
 from __future__ import annotations
@@ -35,10 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._value import ValueConfig, frozen_copy, soft_update
+from marlkd.algos._value import ValueConfig, frozen_copy, update_targets
 from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
-from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
+from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights, team_end
 from marlkd.models.agent_nets import AgentMLP
 from marlkd.models.layers import MLP
 from marlkd.models.layouts import NEG_INF, masked_logits
@@ -47,19 +53,18 @@ from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 @dataclass(frozen=True)
 class Config(ValueConfig):
-    """ICQ settings (besides the network size and the shared value settings).
+    """ICQ settings (besides the network size and inputs and the shared value settings).
 
     Attributes:
-        actor_alpha: temperature of the actor's advantage weights (smaller: greedier).
-        critic_alpha: temperature of the critic target's weights (large: SARSA on the data). Each sample's
-            target is its own weight times its own next value, so a small temperature makes the targets
-            high-variance (on the bandit of ``tests/test_baselines.py``: greedy accuracy 0.70 at 1.0 and
-            0.9 at 10.0).
-        mixer_hidden: width of the mixer's state networks.
+        actor_alpha: temperature of the actor's advantage weights (smaller: greedier; the reference's 0.1).
+        critic_alpha: temperature of the critic target's weights (the reference's 1000: close to SARSA on
+            the data; each sample's target is its own weight times its own next value, so a small
+            temperature makes the targets high-variance).
+        mixer_hidden: width of the mixer's state network.
     """
 
     actor_alpha: float = 0.1
-    critic_alpha: float = 10.0
+    critic_alpha: float = 1000.0
     mixer_hidden: int = 64
 
     def __post_init__(self) -> None:
@@ -79,19 +84,26 @@ def batch_softmax_weights(values: torch.Tensor, include: torch.Tensor, alpha: fl
 
 
 class LinearMixer(nn.Module):
-    """Q_tot = sum_i |w_i(s)| Q^i + b(s): agent values ``(B, N)`` and state ``(B, S)`` -> ``(B,)``."""
+    """Q_tot = sum_i k_i(s) Q^i with k(s) >= 0 summing to one over the agents, no bias: agent values
+    ``(B, N)`` and state ``(B, S)`` -> ``(B,)``."""
 
     def __init__(self, n_agents: int, state_dim: int, hidden: int) -> None:
         super().__init__()
         self.weights = MLP(state_dim, hidden, n_agents, layers=1)
-        self.bias = MLP(state_dim, hidden, 1, layers=1)
 
     def agent_weights(self, state: torch.Tensor) -> torch.Tensor:
-        """k(s) ``(B, N)``, non-negative."""
-        return self.weights(state).abs()
+        """k(s) ``(B, N)``: non-negative, summing to one over the agents."""
+        w = self.weights(state).abs() + 1e-8
+        return w / w.sum(-1, keepdim=True)
 
     def forward(self, agent_q: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        return (self.agent_weights(state) * agent_q).sum(-1) + self.bias(state)[..., 0]
+        return (self.agent_weights(state) * agent_q).sum(-1)
+
+
+def critic_inputs(state: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    """Each agent's critic input: the state ``(B, S)`` beside its own observation ``(B, N, O)`` ->
+    ``(B, N, S + O)`` (the agent id is appended by the network)."""
+    return torch.cat((state[:, None].expand(-1, obs.shape[1], -1), obs), dim=-1)
 
 
 class ICQ(BaseAlgorithm):
@@ -102,11 +114,13 @@ class ICQ(BaseAlgorithm):
         super().__init__(ctx)
         self.cfg = cfg
         dataset = ctx.dataset
-        self.sampler = TransitionSampler(dataset, ctx.device)
-        N, O, A = dataset.n_agents, dataset.obs_dim, dataset.n_actions
-        self.q = AgentMLP(N, O, cfg.hidden, A, cfg.layers).to(ctx.device)
-        self.mixer = LinearMixer(N, self.sampler.state_dim, cfg.mixer_hidden).to(ctx.device)
-        self.actor = AgentMLP(N, O, cfg.hidden, A, cfg.layers).to(ctx.device)
+        self.sampler = TransitionSampler(dataset, ctx.device, cfg.history)
+        N, O, A = dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions
+        S = self.sampler.state_dim
+        self.q = AgentMLP(N, S + O, cfg.hidden, A, cfg.layers, cfg.share_weights, agent_id=True)
+        self.q.to(ctx.device)
+        self.mixer = LinearMixer(N, S, cfg.mixer_hidden).to(ctx.device)
+        self.actor = cfg.agent_mlp(N, O, A).to(ctx.device)
         self.q_target, self.mixer_target = frozen_copy(self.q), frozen_copy(self.mixer)
         critic_params = list(self.q.parameters()) + list(self.mixer.parameters())
         self.critic_optimizer, self.critic_scheduler = make_optimizer(critic_params, ctx.train)
@@ -116,14 +130,13 @@ class ICQ(BaseAlgorithm):
     def critic_loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         with autocast(self.ctx.device, self.ctx.autocast_dtype):
-            q = self.q(batch.obs).float()  # (B, N, A)
+            q = self.q(critic_inputs(batch.state, batch.obs)).float()  # (B, N, A)
             q_tot = self.mixer(q.gather(-1, batch.actions[..., None])[..., 0], batch.state).float()  # (B,)
             with torch.no_grad():
-                next_q = self.q_target(batch.next_obs).float()
+                next_q = self.q_target(critic_inputs(batch.next_state, batch.next_obs)).float()
                 next_q_data = next_q.gather(-1, batch.next_actions[..., None])[..., 0]  # (B, N)
                 next_tot = self.mixer_target(next_q_data, batch.next_state).float()  # (B,)
-        team_terminal = ~batch.has_next & batch.terminal.any(-1)
-        team_truncated = ~batch.has_next & ~team_terminal
+        team_terminal, team_truncated = team_end(batch.terminal, batch.truncated, batch.alive, batch.has_next)
         bootstrap, td_weight = bootstrap_weights(
             team_terminal, team_truncated, batch.has_next, cfg.truncation
         )
@@ -136,7 +149,7 @@ class ICQ(BaseAlgorithm):
 
     def actor_loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.no_grad(), autocast(self.ctx.device, self.ctx.autocast_dtype):
-            q = self.q(batch.obs).float()  # (B, N, A)
+            q = self.q(critic_inputs(batch.state, batch.obs)).float()  # (B, N, A)
             k = self.mixer.agent_weights(batch.state).float()  # (B, N)
         with autocast(self.ctx.device, self.ctx.autocast_dtype):
             logits = self.actor(batch.obs).float()
@@ -164,10 +177,9 @@ class ICQ(BaseAlgorithm):
         actor_loss, actor_metrics = self.actor_loss(batch)
         metrics.update(actor_metrics)
         metrics["grad_norm/actor"] = optimizer_step(
-            actor_loss, self.actor_optimizer, self.actor_scheduler, clip
+            actor_loss, self.actor_optimizer, self.actor_scheduler, clip, self.actor.members
         )
-        soft_update(self.q_target, self.q, self.cfg.target_tau)
-        soft_update(self.mixer_target, self.mixer, self.cfg.target_tau)
+        update_targets([(self.q_target, self.q), (self.mixer_target, self.mixer)], self.cfg, step)
         return metrics
 
     def policy_network(self) -> AgentMLP:
@@ -175,7 +187,9 @@ class ICQ(BaseAlgorithm):
         return self.actor
 
     def policy(self) -> GreedyPolicy:
-        return GreedyPolicy(lambda obs, mask: self.actor(obs), [self.actor], self.ctx.device)
+        return GreedyPolicy(
+            lambda obs, mask: self.actor(obs), [self.actor], self.ctx.device, self.cfg.history
+        )
 
     def _checkpoint_parts(self) -> dict[str, Any]:
         return {
@@ -197,4 +211,6 @@ class ICQ(BaseAlgorithm):
         load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
-register(AlgoEntry("icq", Config, ICQ, "implicit constraint Q-learning with a linear state mixer"))
+register(
+    AlgoEntry("icq", Config, ICQ, "implicit constraint Q-learning, state-conditioned critics, linear mixer")
+)

@@ -37,6 +37,7 @@ class Rollout:
     critic_input: np.ndarray
     log_probs: torch.Tensor
     values: torch.Tensor
+    terminated: np.ndarray | None = None  # (T, B, N) bool: the part of ``dones`` that are terminations
 
     def episode_returns(self) -> np.ndarray:
         """``(B, N)`` environment return of each copy's episode, per agent."""
@@ -105,7 +106,7 @@ def collect_rollout(
     T, B, N = spec.max_steps, env.num_envs, spec.n_agents
     obs = env.reset(seed=reset_seed)
     buf: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("obs", "next", "act", "rew", "valid", "done", "mask", "crit")
+        k: [] for k in ("obs", "next", "act", "rew", "valid", "done", "term", "mask", "crit")
     }
     log_probs, values = [], []
     agent_done = np.zeros((B, N), dtype=bool)
@@ -146,6 +147,7 @@ def collect_rollout(
             ("rew", rewards * valid),
             ("valid", valid),
             ("done", (terminated | truncated) & valid),
+            ("term", terminated & valid),
             ("mask", mask),
             ("crit", crit),
         ):
@@ -171,6 +173,7 @@ def collect_rollout(
         env_rewards=stacked["rew"].astype(np.float32, copy=False),
         valid=stacked["valid"],
         dones=stacked["done"],
+        terminated=stacked["term"],
         action_mask=stacked["mask"],
         critic_input=stacked["crit"].astype(np.float32, copy=False),
         log_probs=log_probs_t,

@@ -1,0 +1,207 @@
+"""The tuning protocol of docs/baselines.md: a small grid per method on a configuration no table reports.
+
+Every method (the baselines, IDT, MADT and ours) gets a learning-rate axis and one or two method knobs. The
+grid runs on the *tuning configuration*: Equal Space with *normal* data (the tables report Equal Space with
+good data only) and seeds 100 and up (the tables use seeds 0-9), at reduced budgets that fit a small
+machine. Each run is a plain ``marlkd.train`` run under ``ROOT/runs/<method>/<setting>/s<seed>`` (a finished
+run is read back, not redone, so the script resumes); the summary is written to ``ROOT/grid.json`` and
+printed as the Markdown tables of docs/baselines.md.
+
+Convergence of the TD methods is judged on the same runs: they train for ``--td-steps`` updates (more than
+the others' ``--steps``) with evaluations every ``--steps`` updates, and the table shows the return at both
+points; a method whose return still rises between them would need more updates.
+
+    nice -n 10 python scripts/tune_baselines.py --root runs/tuning            # the grid in the docs
+    python scripts/tune_baselines.py --root runs/tuning --methods bc cql --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+# method -> (fixed settings, {axis: values}); axes are "train.<field>" or "algo.<field>"
+GRID: dict[str, tuple[dict[str, Any], dict[str, list[Any]]]] = {
+    "bc": ({"train.batch_size": 256}, {"train.lr": [3e-4, 1e-3], "algo.history": [1, 4]}),
+    "cql": (
+        {"train.batch_size": 256, "algo.target_period": 200},
+        {"train.lr": [3e-4, 1e-3], "algo.alpha": [0.1, 1.0]},
+    ),
+    "bcq": (
+        {"train.batch_size": 256, "algo.target_period": 200},
+        {"train.lr": [3e-4, 1e-3], "algo.threshold": [0.1, 0.3]},
+    ),
+    "icq": (
+        {"train.batch_size": 256, "algo.target_period": 200},
+        {"train.lr": [3e-4, 1e-3], "algo.critic_alpha": [10.0, 1000.0]},
+    ),
+    "gail": ({}, {"algo.lr": [3e-4, 1e-3], "algo.reward": ["positive", "negative"]}),
+    "airl": ({}, {"algo.lr": [3e-4, 1e-3]}),
+    "idt": ({"algo.context": 10, "algo.width": 64, "algo.layers": 2}, {"train.lr": [3e-4, 1e-3]}),
+    "madt": ({"algo.context": 10, "algo.width": 64, "algo.layers": 2}, {"train.lr": [3e-4, 1e-3]}),
+    "ours": ({"algo.context": 10, "algo.width": 64, "algo.layers": 2}, {"train.lr": [3e-4, 1e-3]}),
+}
+TD_METHODS = ("cql", "bcq", "icq")
+ADVERSARIAL = ("gail", "airl")
+
+
+def settings_grid(method: str) -> list[dict[str, Any]]:
+    """Every combination of ``method``'s axes, each merged over its fixed settings."""
+    fixed, axes = GRID[method]
+    names = list(axes)
+    return [
+        {**fixed, **dict(zip(names, values, strict=True))} for values in itertools.product(*axes.values())
+    ]
+
+
+def tag(settings: dict[str, Any], method: str) -> str:
+    """A directory name for the grid point: its axis values only."""
+    _, axes = GRID[method]
+    return "_".join(f"{name.split('.')[-1]}={settings[name]}" for name in axes)
+
+
+def run_config(
+    method: str, settings: dict[str, Any], seed: int, data: Path, out: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    steps = args.td_steps if method in TD_METHODS else args.steps
+    train = {"steps": steps, "seed": seed, "lr": 3e-4, "warmup_steps": 50, "threads": 1, "log_every": 50}
+    train["checkpoint_every"] = steps
+    evaluation: dict[str, Any] = {"episodes": args.eval_episodes}
+    if method in TD_METHODS:
+        evaluation["every"] = args.steps  # the return at the others' budget too: the convergence check
+    algo: dict[str, Any] = {}
+    if method in ADVERSARIAL:
+        algo.update(env_steps=args.env_steps, num_envs=16)
+    if method == "ours":
+        algo["teacher_steps"] = args.steps
+    for name, value in settings.items():
+        section, field = name.split(".")
+        (train if section == "train" else algo)[field] = value
+    return {
+        "method": method,
+        "data": str(data),
+        "out": str(out),
+        "train": train,
+        "eval": evaluation,
+        "algo": algo,
+    }
+
+
+def eval_curve(run_dir: Path) -> dict[int, float]:
+    """``{update: eval/return_mean}`` from a run's metrics.csv."""
+    curve: dict[int, float] = {}
+    with open(run_dir / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            if row["metric"] == "eval/return_mean":
+                curve[int(row["step"])] = float(row["value"])
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", type=Path, default=Path("runs/tuning"))
+    parser.add_argument("--methods", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--env", default="equal-space")
+    parser.add_argument("--quality", default="normal")
+    parser.add_argument("--episodes", type=int, default=500, help="dataset episodes")
+    parser.add_argument("--dataset-seed", type=int, default=7)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
+    parser.add_argument("--steps", type=int, default=300, help="updates (and ours's teacher updates)")
+    parser.add_argument("--td-steps", type=int, default=900, help="updates of CQL, BCQ and ICQ")
+    parser.add_argument("--env-steps", type=int, default=10000, help="GAIL/AIRL environment steps")
+    parser.add_argument("--eval-episodes", type=int, default=32)
+    parser.add_argument("--dry-run", action="store_true", help="list the runs only")
+    args = parser.parse_args()
+
+    import torch
+
+    from marlkd.config import RunConfig
+    from marlkd.experts import ensure_dataset
+    from marlkd.training import train
+
+    torch.set_num_threads(1)
+    data = Path(
+        ensure_dataset(
+            args.env,
+            args.quality,
+            args.episodes,
+            args.root / "datasets",
+            seed=args.dataset_seed,
+            progress=False,
+        )
+    )
+    summary: dict[str, Any] = {
+        "command": vars(args) | {"root": str(args.root)},
+        "tuning_configuration": {
+            "env": args.env,
+            "quality": args.quality,
+            "dataset_episodes": args.episodes,
+            "dataset_seed": args.dataset_seed,
+            "seeds": args.seeds,
+        },
+        "grid": {},
+    }
+    for method in args.methods:
+        rows = []
+        for settings in settings_grid(method):
+            returns, early, wall = [], [], []
+            for seed in args.seeds:
+                out = args.root / "runs" / method / tag(settings, method) / f"s{seed}"
+                config = run_config(method, settings, seed, data, out, args)
+                if args.dry_run:
+                    print(json.dumps(config))
+                    continue
+                t0 = time.perf_counter()
+                result = train(RunConfig.from_dict(config), progress=False)
+                wall.append(time.perf_counter() - t0)
+                returns.append(result["return_mean"])
+                if method in TD_METHODS:
+                    early.append(eval_curve(out).get(args.steps, float("nan")))
+            if args.dry_run:
+                continue
+            row = {"settings": settings, "returns": returns, "mean": statistics.fmean(returns)}
+            if early:
+                row["returns_at_steps"] = early
+                row["mean_at_steps"] = statistics.fmean(early)
+            row["wall_s"] = sum(wall)
+            rows.append(row)
+            print(method, tag(settings, method), f"{row['mean']:.3f}", returns, flush=True)
+        if rows:
+            best = max(rows, key=lambda r: r["mean"])
+            summary["grid"][method] = {"rows": rows, "chosen": best["settings"]}
+    if not args.dry_run:
+        (args.root / "grid.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(markdown(summary, args))
+
+
+def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
+    """The grid as one Markdown table per method (mean per-agent return over the seeds)."""
+    lines = []
+    for method, entry in summary["grid"].items():
+        _, axes = GRID[method]
+        td = method in TD_METHODS
+        head = [name.split(".")[-1] for name in axes] + ["return (seeds)", "mean"]
+        if td:
+            head += [f"mean at {args.steps} updates"]
+        lines += [f"**{method}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for row in entry["rows"]:
+            chosen = " (chosen)" if row["settings"] == entry["chosen"] else ""
+            cells = [str(row["settings"][name]) for name in axes]
+            cells += [", ".join(f"{r:.2f}" for r in row["returns"]), f"{row['mean']:.2f}{chosen}"]
+            if td:
+                cells.append(f"{row['mean_at_steps']:.2f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
