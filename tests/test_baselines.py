@@ -555,3 +555,18 @@ def test_adversarial_loop_spends_its_budget_to_within_one_rollout(method: str, t
     # a random policy misses early: episodes are short, so the loop takes more iterations than estimated
     assert step > math.ceil(budget / rollout)
     assert budget <= algo.env_steps < budget + rollout
+
+
+def test_update_repeats_take_that_many_gradient_updates_per_step(tmp_path: Path) -> None:
+    dataset = bandit(tmp_path)
+
+    def trained(steps: int, **extra: Any):
+        torch.manual_seed(0)
+        algo = ALGOS["cql"].build(make_ctx(dataset, "cql", tmp_path, hidden=8, target_period=2, **extra))
+        run(algo, steps)
+        return algo
+
+    once, repeated = trained(6), trained(2, update_repeats=3)  # the same 6 gradient updates and batches
+    assert repeated.scheduler.last_epoch == once.scheduler.last_epoch == 6
+    for a, b in zip(once.q_target.parameters(), repeated.q_target.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

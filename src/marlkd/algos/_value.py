@@ -25,6 +25,9 @@ class ValueConfig(MLPConfig):
             ``target_period`` is 0.
         target_period: copy the online networks into the targets every this many updates (a hard update,
             as OG-MARL's systems every 200); 0: Polyak averaging at ``target_tau``.
+        update_repeats: gradient updates per training step: the method's update budget is
+            ``train.steps * update_repeats`` (value propagation needs more updates than imitation; the
+            target period and the learning-rate warm-up count gradient updates).
         truncation: how a truncated episode end is treated (``marlkd.data.transitions.TRUNCATION_RULES``):
             ``bootstrap`` (the default, as the references: only a termination ends the value), ``final`` (a
             time limit ends the return) or ``drop`` (a cut last step's TD error is left out).
@@ -33,6 +36,7 @@ class ValueConfig(MLPConfig):
     gamma: float = 0.99
     target_tau: float = 0.005
     target_period: int = 0
+    update_repeats: int = 1
     truncation: str = "bootstrap"
 
     def __post_init__(self) -> None:
@@ -40,6 +44,7 @@ class ValueConfig(MLPConfig):
         check(0.0 <= self.gamma <= 1.0, "algo.gamma", f"must be in [0, 1], got {self.gamma}")
         check(0.0 < self.target_tau <= 1.0, "algo.target_tau", f"must be in (0, 1], got {self.target_tau}")
         check(self.target_period >= 0, "algo.target_period", f"must be >= 0, got {self.target_period}")
+        check(self.update_repeats >= 1, "algo.update_repeats", f"must be >= 1, got {self.update_repeats}")
         check(
             self.truncation in TRUNCATION_RULES,
             "algo.truncation",

@@ -118,6 +118,13 @@ class BCQ(BaseAlgorithm):
         }
 
     def update(self, step: int) -> dict[str, float]:
+        """One training step: ``update_repeats`` gradient updates (the last one's metrics)."""
+        repeats = self.cfg.update_repeats
+        for j in range(repeats):
+            metrics = self._update_once(step * repeats + j)
+        return metrics
+
+    def _update_once(self, step: int) -> dict[str, float]:
         self.q.train()
         self.generative.train()
         batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)

@@ -166,6 +166,13 @@ class ICQ(BaseAlgorithm):
         }
 
     def update(self, step: int) -> dict[str, float]:
+        """One training step: ``update_repeats`` gradient updates (the last one's metrics)."""
+        repeats = self.cfg.update_repeats
+        for j in range(repeats):
+            metrics = self._update_once(step * repeats + j)
+        return metrics
+
+    def _update_once(self, step: int) -> dict[str, float]:
         for module in (self.q, self.mixer, self.actor):
             module.train()
         batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)
