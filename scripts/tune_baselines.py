@@ -11,8 +11,9 @@ Convergence of the TD methods is judged on the same runs: they train for ``--td-
 the others' ``--steps``) with evaluations every ``--steps`` updates, and the table shows the return at both
 points; a method whose return still rises between them would need more updates.
 
-    nice -n 10 python scripts/tune_baselines.py --root runs/tuning            # the grid in the docs
-    python scripts/tune_baselines.py --root runs/tuning --methods bc cql --dry-run
+    nice -n 10 python scripts/tune_baselines.py --root runs/tuning --methods bc cql bcq icq
+    nice -n 10 python scripts/tune_baselines.py --root runs/tuning --methods gail airl idt madt ours
+    python scripts/tune_baselines.py --root runs/tuning --methods bc cql --dry-run      # list the runs
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ def main() -> None:
     parser.add_argument("--dataset-seed", type=int, default=7)
     parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
     parser.add_argument("--steps", type=int, default=300, help="updates (and ours's teacher updates)")
-    parser.add_argument("--td-steps", type=int, default=900, help="updates of CQL, BCQ and ICQ")
-    parser.add_argument("--env-steps", type=int, default=10000, help="GAIL/AIRL environment steps")
+    parser.add_argument("--td-steps", type=int, default=600, help="updates of CQL, BCQ and ICQ")
+    parser.add_argument("--env-steps", type=int, default=8000, help="GAIL/AIRL environment steps")
     parser.add_argument("--eval-episodes", type=int, default=32)
     parser.add_argument("--dry-run", action="store_true", help="list the runs only")
     args = parser.parse_args()
@@ -178,7 +179,11 @@ def main() -> None:
             best = max(rows, key=lambda r: r["mean"])
             summary["grid"][method] = {"rows": rows, "chosen": best["settings"]}
     if not args.dry_run:
-        (args.root / "grid.json").write_text(json.dumps(summary, indent=2) + "\n")
+        path = args.root / "grid.json"  # several invocations (method subsets) add up to one summary
+        if path.exists():
+            previous = json.loads(path.read_text())
+            summary["grid"] = {**previous.get("grid", {}), **summary["grid"]}
+        path.write_text(json.dumps(summary, indent=2) + "\n")
         print(markdown(summary, args))
 
 
