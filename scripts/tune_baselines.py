@@ -95,12 +95,12 @@ def run_config(
 
 
 def eval_curve(run_dir: Path) -> dict[int, float]:
-    """``{update: eval/return_mean}`` from a run's metrics.csv."""
+    """``{update: eval/return_mean}`` from a run's metrics.csv (rows: step, wall_time_s, metric, value)."""
     curve: dict[int, float] = {}
     with open(run_dir / "metrics.csv") as f:
-        for row in csv.DictReader(f):
-            if row["metric"] == "eval/return_mean":
-                curve[int(row["step"])] = float(row["value"])
+        for step, _, metric, value in csv.reader(f):
+            if metric == "eval/return_mean":
+                curve[int(step)] = float(value)
     return curve
 
 

@@ -2,13 +2,14 @@
 
 A discriminator per agent, D^i(o^i, a^i) = sigmoid(d^i(o^i, onehot(a^i))) (one ensemble, no shared
 weights), is trained to tell the dataset's transitions (1) from the policy's (0); the decentralized MAPPO
-actor maximizes each agent's reward r^i = -log(1 - D^i(o^i, a^i)) = softplus(d^i). The loop, budget and
-interaction are :mod:`marlkd.algos.adversarial`'s.
+actor maximizes each agent's reward, by default r^i = log D^i(o^i, a^i) = -softplus(-d^i) (``reward``).
+The loop, budget and interaction are :mod:`marlkd.algos.adversarial`'s.
 
-That reward is always positive, so it also pays for staying in the episode: where the data's behaviour
-ends episodes early (Grid-World's expert collects every object), it biases the policy against ending them
-(the survival bias discussed by Kostrikov et al., 2019). ``reward`` offers the sign-neutral logit
-log D - log(1 - D) and the always-negative log D as alternatives.
+The paper's form -log(1 - D) = softplus(d^i) is always positive, so it also pays for staying in the
+episode: where the data's behaviour ends episodes early (Grid-World's expert collects every object), it
+biases the policy against ending them (the survival bias discussed by Kostrikov et al., 2019). Measured on
+Grid-World (docs/baselines.md) it scores below random play while log D does not, so log D is the default;
+``positive`` and the sign-neutral logit log D - log(1 - D) remain options.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ class Config(AdversarialConfig):
     """GAIL's settings: the shared adversarial-imitation ones, and the reward's form.
 
     Attributes:
-        reward: ``positive`` (-log(1 - D), the paper's), ``logit`` (log D - log(1 - D)) or ``negative``
-            (log D).
+        reward: ``negative`` (log D, the default: the measured best), ``positive`` (-log(1 - D), the
+            paper's) or ``logit`` (log D - log(1 - D)).
     """
 
-    reward: str = "positive"
+    reward: str = "negative"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -44,10 +45,10 @@ class Config(AdversarialConfig):
 
 
 class GAILDiscriminator(nn.Module):
-    """D^i(o^i, a^i) for every agent: logits ``(B, N)``; reward ``-log(1 - D) = softplus(logit)`` (or the
-    ``logit`` itself, or ``log D = -softplus(-logit)``)."""
+    """D^i(o^i, a^i) for every agent: logits ``(B, N)``; reward ``log D = -softplus(-logit)`` (or
+    ``-log(1 - D) = softplus(logit)``, or the ``logit`` itself)."""
 
-    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int, reward: str = "positive"):
+    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: int, reward: str = "negative"):
         super().__init__()
         self.n_actions, self.reward_form = n_actions, reward
         self.net = AgentMLP(n_agents, obs_dim + n_actions, hidden, 1)
