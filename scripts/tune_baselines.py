@@ -120,25 +120,25 @@ def main() -> None:
     parser.add_argument("--env-steps", type=int, default=8000, help="GAIL/AIRL environment steps")
     parser.add_argument("--eval-episodes", type=int, default=32)
     parser.add_argument("--dry-run", action="store_true", help="list the runs only")
+    parser.add_argument(
+        "--summarize", action="store_true", help="tabulate the finished runs only (train nothing)"
+    )
     args = parser.parse_args()
 
     import torch
 
-    from marlkd.config import RunConfig
+    from marlkd.run_config import RunConfig
     from marlkd.experts import ensure_dataset
     from marlkd.training import train
 
     torch.set_num_threads(1)
-    data = Path(
-        ensure_dataset(
-            args.env,
-            args.quality,
-            args.episodes,
-            args.root / "datasets",
-            seed=args.dataset_seed,
-            progress=False,
+    root = args.root / "datasets"
+    data = root / f"{args.env}-{args.quality}-{args.episodes}ep-seed{args.dataset_seed}.h5"
+    if not args.summarize:
+        made = ensure_dataset(
+            args.env, args.quality, args.episodes, root, seed=args.dataset_seed, progress=False
         )
-    )
+        data = Path(made)
     summary: dict[str, Any] = {
         "command": vars(args) | {"root": str(args.root)},
         "tuning_configuration": {
@@ -160,13 +160,19 @@ def main() -> None:
                 if args.dry_run:
                     print(json.dumps(config))
                     continue
-                t0 = time.perf_counter()
-                result = train(RunConfig.from_dict(config), progress=False)
-                wall.append(time.perf_counter() - t0)
+                if args.summarize:
+                    if not (out / "results.json").exists():
+                        continue
+                    result = json.loads((out / "results.json").read_text())
+                    wall.append(result["train_time_s"])
+                else:
+                    t0 = time.perf_counter()
+                    result = train(RunConfig.from_dict(config), progress=False)
+                    wall.append(time.perf_counter() - t0)
                 returns.append(result["return_mean"])
                 if method in TD_METHODS:
                     early.append(eval_curve(out).get(args.steps, float("nan")))
-            if args.dry_run:
+            if args.dry_run or not returns:
                 continue
             row = {"settings": settings, "returns": returns, "mean": statistics.fmean(returns)}
             if early:
@@ -180,6 +186,9 @@ def main() -> None:
             summary["grid"][method] = {"rows": rows, "chosen": best["settings"]}
     if not args.dry_run:
         path = args.root / "grid.json"  # several invocations (method subsets) add up to one summary
+        if args.summarize:
+            print(markdown(summary, args))
+            return
         if path.exists():
             previous = json.loads(path.read_text())
             summary["grid"] = {**previous.get("grid", {}), **summary["grid"]}
