@@ -127,8 +127,8 @@ def main() -> None:
 
     import torch
 
-    from marlkd.run_config import RunConfig
     from marlkd.experts import ensure_dataset
+    from marlkd.run_config import RunConfig
     from marlkd.training import train
 
     torch.set_num_threads(1)
