@@ -18,7 +18,7 @@ import tiny_envs
 from marlkd.algos import ALGOS, Algorithm
 from marlkd.algos.base import BaseAlgorithm
 from marlkd.config import EvalConfig, TrainConfig
-from marlkd.data import collect_random_dataset
+from marlkd.data import collect_random_dataset, load_dataset
 from marlkd.run_config import RunConfig
 from marlkd.training import load_policy, load_run, train
 
@@ -78,6 +78,9 @@ def test_registered_algorithm_trains_evaluates_and_resumes(
     assert 0.0 <= on_disk["return_mean"] <= 8.0  # test-match: at most +1 per step, 8 steps
     assert on_disk["train_steps"] >= 1
     assert (on_disk["env_steps"] > 0) == entry.interacts
+    returns = load_dataset(dataset).episode_returns().mean(axis=1)  # what the data scores, for reports
+    assert on_disk["data/mean_return"] == pytest.approx(returns.mean())
+    assert on_disk["data/best_return"] == pytest.approx(returns.max())
     metric_rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert len(metric_rows) > 1
     assert all(math.isfinite(float(row.rsplit(",", 1)[1])) for row in metric_rows[1:])

@@ -33,7 +33,7 @@ def _frame() -> pd.DataFrame:
                     method=method,
                     env="grid-world",
                     seed=seed,
-                    metric="data/return_mean",
+                    metric="data/mean_return",
                     value=0.5,
                 )
             )
@@ -43,7 +43,7 @@ def _frame() -> pd.DataFrame:
                     method=method,
                     env="grid-world",
                     seed=seed,
-                    metric="data/return_max",
+                    metric="data/best_return",
                     value=3.0,
                 )
             )

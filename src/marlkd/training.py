@@ -201,6 +201,18 @@ def _prepare_run_dir(out: str) -> Path:
     return run_dir
 
 
+def data_metrics(dataset: Any) -> dict[str, float]:
+    """What the training data scores, for reports to set a method's return against: the mean and best
+    per-agent episode return of the episodes trained on (``data/mean_return``, ``data/best_return``) and,
+    when the data was made from an expert, the expert's return (``data/expert_return``)."""
+    returns = dataset.episode_returns().mean(axis=1)  # (E,): per-agent episode return
+    metrics = {"data/mean_return": float(returns.mean()), "data/best_return": float(returns.max())}
+    expert = dataset.metadata.behavior_policy.get("expert", {})
+    if "expert_return" in expert:
+        metrics["data/expert_return"] = float(expert["expert_return"])
+    return metrics
+
+
 def train(config: RunConfig, *, progress: bool = True, lock_timeout: float = 0.0) -> dict[str, Any]:
     """Run (or resume, extend, re-evaluate, or return the finished results of) one training run.
 
@@ -345,6 +357,7 @@ def _train_locked(config: RunConfig, run_dir: Path, progress: bool) -> dict[str,
         "dataset_episodes": dataset.n_episodes,
         "dataset_checksum": config.data_checksum,
         "env_steps": int(algo.env_steps),
+        **data_metrics(dataset),
     }
     if algo.return_scale is not None:
         results["return_scale"] = float(algo.return_scale)

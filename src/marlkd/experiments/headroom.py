@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # Metrics each run records about its dataset (``marlkd.training``): returns are per-agent episode returns.
-DATA_METRICS = ("data/return_mean", "data/return_max", "data/expert_return")
+DATA_METRICS = ("data/mean_return", "data/best_return", "data/expert_return")
 TEACHER_METRIC = "teacher/return_mean"  # the centralized teacher's own return, recorded by ``ours`` runs
 OURS, IDT, TEACHER = "ours", "idt", "teacher"
 
