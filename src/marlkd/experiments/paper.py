@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,18 +63,10 @@ def _row_label(rows: str, value: Any) -> str:
     return value_label(rows, value) if rows != "variant" else str(value)
 
 
-def compare_with_paper(
-    summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec, quick: bool = False
-) -> tuple[list[PaperColumn], list[str]]:
-    """Our :func:`summarize` cells beside the spec's ``[report.paper]`` values, per report column.
-
-    Returns the columns that have results of ours (in the report's order) and the labels of the paper's
-    columns that have none yet. Numbers come from ``summary`` and the spec alone.
-    """
-    paper = spec.report.paper
-    if paper is None:
-        return [], []
-    rows, columns = spec.report.rows, spec.report.columns
+def _key_maps(
+    spec: SweepSpec, frame: pd.DataFrame, rows: str, columns: Sequence[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[Any, str]]]:
+    """For each report column: the value of each ``[report.paper]`` key, and the key of each value."""
     runs = [*expand(spec), *expand(spec, quick=True)]
     # The [report.paper] key of each value the results table holds, and back (values of the paper's rows
     # and columns that have no results of ours are labelled from the grid).
@@ -88,6 +81,22 @@ def compare_with_paper(
             frame[["variant", "method", "ablation"]].drop_duplicates().itertuples(index=False)
         ):
             key_of["variant"].setdefault(name, variant_id(method, ablation))
+    return value_of, key_of
+
+
+def compare_with_paper(
+    summary: pd.DataFrame, frame: pd.DataFrame, spec: SweepSpec, quick: bool = False
+) -> tuple[list[PaperColumn], list[str]]:
+    """Our :func:`summarize` cells beside the spec's ``[report.paper]`` values, per report column.
+
+    Returns the columns that have results of ours (in the report's order) and the labels of the paper's
+    columns that have none yet. Numbers come from ``summary`` and the spec alone.
+    """
+    paper = spec.report.paper
+    if paper is None:
+        return [], []
+    rows, columns = spec.report.rows, spec.report.columns
+    value_of, key_of = _key_maps(spec, frame, rows, columns)
 
     def key(column: str, value: Any) -> str:
         return key_of[column].get(value, _text_key(value))
@@ -177,72 +186,85 @@ def paper_section(
     if not compared:
         lines += ["_no results of ours in the paper's columns yet_", ""]
     else:
-        # One row per method (variant, ...), one column per paper column: ours [rank] · paper [rank].
-        labels = list(dict.fromkeys(row.label for column in compared for row in column.rows))
-        cells: dict[tuple[str, str], str] = {}
-        for column in compared:
-            for row in column.rows:
-                cell = row.ours
-                ours = "—" if cell is None else f"{fmt(cell['mean'])} ± {fmt(cell['std'])} ({cell['n']})"
-                if row.our_rank is not None:
-                    ours += f" #{row.our_rank}"
-                theirs = "—" if row.paper is None else f"{fmt(row.paper.mean)} ± {fmt(row.paper.std)}"
-                if row.paper_rank is not None:
-                    theirs += f" #{row.paper_rank}"
-                cells[(column.label, row.label)] = f"{ours} · {theirs}"
-        body = [[label, *(cells.get((column.label, label), "") for column in compared)] for label in labels]
-        lines += [
-            markdown([row_header, *(column.label for column in compared)], body),
-            "",
-            "Each cell: ours, mean ± std (n runs) #rank · the paper's mean ± std #rank.",
-            "",
-        ]
-        body = []
-        for column in compared:
-            flag = {None: "—", True: "same best", False: "differs"}[column.same_best]
-            body.append(
-                [
-                    column.label,
-                    str(column.common),
-                    "n/a" if math.isnan(column.tau) else f"{column.tau:.2f}",
-                    ", ".join(column.our_best) or "—",
-                    ", ".join(column.paper_best) or "—",
-                    flag,
-                ]
-            )
-        lines += [
-            markdown(
-                [col_header, f"{row_header}s in both", "Kendall's τ", "Best (ours)", "Best (paper)", "Best"],
-                body,
-            ),
-            "",
-            "Kendall's τ-b of our means against the paper's: 1 the same order, −1 the reverse, n/a for "
-            "fewer than two rows (or all tied). Means are compared as shown (equal shown values tie). "
-            "Best: the highest mean among the rows both have (ties: all of them); `same best` when a "
-            "best of ours is a best of the paper's; — for fewer than two rows, or when all of ours or "
-            "all of the paper's tie.",
-            "",
-        ]
-        judged = [c for c in compared if c.same_best is not None]
-        differs = [c for c in judged if not c.same_best]
-        taus = [c.tau for c in judged if not math.isnan(c.tau)]
-        sentence = (
-            f"Same best {row_header.lower()} as the paper in {len(judged) - len(differs)} of the "
-            f"{len(judged)} columns compared"
-            if judged
-            else "No column can be compared yet"
-        )
-        if differs:
-            sentence += "; differs in " + "; ".join(
-                f"{c.label} (ours: {', '.join(c.our_best)}; paper: {', '.join(c.paper_best)})"
-                for c in differs
-            )
-        if taus:
-            sentence += f". Mean Kendall's τ over these columns: {float(np.mean(taus)):.2f}"
-        unjudged = [c.label for c in compared if c.same_best is None]
-        if unjudged:
-            sentence += f". Not judged (fewer than two rows in both, or all tied): {', '.join(unjudged)}"
-        lines += [sentence + ".", ""]
+        lines += _cells_table(compared, row_header)
+        lines += _rank_table(compared, row_header, col_header)
+        lines += [_agreement_sentence(compared, row_header), ""]
     if missing:
         lines += [f"The paper's columns without results of ours yet: {', '.join(missing)}.", ""]
     return lines
+
+
+def _cells_table(compared: list[PaperColumn], row_header: str) -> list[str]:
+    """One row per method (variant, ...), one column per paper column: ours [rank] · paper [rank]."""
+    labels = list(dict.fromkeys(row.label for column in compared for row in column.rows))
+    cells: dict[tuple[str, str], str] = {}
+    for column in compared:
+        for row in column.rows:
+            cell = row.ours
+            ours = "—" if cell is None else f"{fmt(cell['mean'])} ± {fmt(cell['std'])} ({cell['n']})"
+            if row.our_rank is not None:
+                ours += f" #{row.our_rank}"
+            theirs = "—" if row.paper is None else f"{fmt(row.paper.mean)} ± {fmt(row.paper.std)}"
+            if row.paper_rank is not None:
+                theirs += f" #{row.paper_rank}"
+            cells[(column.label, row.label)] = f"{ours} · {theirs}"
+    body = [[label, *(cells.get((column.label, label), "") for column in compared)] for label in labels]
+    return [
+        markdown([row_header, *(column.label for column in compared)], body),
+        "",
+        "Each cell: ours, mean ± std (n runs) #rank · the paper's mean ± std #rank.",
+        "",
+    ]
+
+
+def _rank_table(compared: list[PaperColumn], row_header: str, col_header: str) -> list[str]:
+    """Per paper column: rows in both, Kendall's tau, and the best rows of each side."""
+    body = []
+    for column in compared:
+        flag = {None: "—", True: "same best", False: "differs"}[column.same_best]
+        body.append(
+            [
+                column.label,
+                str(column.common),
+                "n/a" if math.isnan(column.tau) else f"{column.tau:.2f}",
+                ", ".join(column.our_best) or "—",
+                ", ".join(column.paper_best) or "—",
+                flag,
+            ]
+        )
+    return [
+        markdown(
+            [col_header, f"{row_header}s in both", "Kendall's τ", "Best (ours)", "Best (paper)", "Best"],
+            body,
+        ),
+        "",
+        "Kendall's τ-b of our means against the paper's: 1 the same order, −1 the reverse, n/a for "
+        "fewer than two rows (or all tied). Means are compared as shown (equal shown values tie). "
+        "Best: the highest mean among the rows both have (ties: all of them); `same best` when a "
+        "best of ours is a best of the paper's; — for fewer than two rows, or when all of ours or "
+        "all of the paper's tie.",
+        "",
+    ]
+
+
+def _agreement_sentence(compared: list[PaperColumn], row_header: str) -> str:
+    """How often our best rows are the paper's, where they differ, and the mean tau."""
+    judged = [c for c in compared if c.same_best is not None]
+    differs = [c for c in judged if not c.same_best]
+    taus = [c.tau for c in judged if not math.isnan(c.tau)]
+    sentence = (
+        f"Same best {row_header.lower()} as the paper in {len(judged) - len(differs)} of the "
+        f"{len(judged)} columns compared"
+        if judged
+        else "No column can be compared yet"
+    )
+    if differs:
+        sentence += "; differs in " + "; ".join(
+            f"{c.label} (ours: {', '.join(c.our_best)}; paper: {', '.join(c.paper_best)})" for c in differs
+        )
+    if taus:
+        sentence += f". Mean Kendall's τ over these columns: {float(np.mean(taus)):.2f}"
+    unjudged = [c.label for c in compared if c.same_best is None]
+    if unjudged:
+        sentence += f". Not judged (fewer than two rows in both, or all tied): {', '.join(unjudged)}"
+    return sentence + "."
