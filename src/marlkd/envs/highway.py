@@ -25,6 +25,9 @@ they crash or the time limit truncates them.
 The batched form steps its copies in worker processes (the simulation is pure Python), each worker owning a
 contiguous block of copies; ``state()`` is the concatenation of the controlled vehicles' observations.
 Copy ``b`` of ``reset(seed)`` is seeded with ``seed + b``, so it matches the single form reset with that seed.
+
+This module is over 500 lines because its one job, adapting highway-env, takes the settings, the
+per-vehicle rewards and observation, the PettingZoo form and the worker-process batched form together.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ The batched form is ``jax.jit(jax.vmap(...))`` over B copies on the CPU (``JAX_P
 before JAX is imported). Arrays leave JAX through ``np.asarray`` (a read-only view, no copy). Copy ``b`` of
 ``reset(seed)`` uses the key ``PRNGKey(seed + b)``, so it plays the same episode as the single form reset
 with seed ``seed + b``.
+
+This module is over 500 lines because its one job, adapting SMAX, takes the scenarios, the jitted and
+vmapped step kernel, the batched form, rendering and the PettingZoo form together.
 """
 
 from __future__ import annotations
