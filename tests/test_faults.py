@@ -180,7 +180,7 @@ def test_a_crafted_pickle_is_refused_not_run(tmp_path):
 @pytest.mark.slow
 def test_a_driver_killed_at_random_points_leaves_no_orphan_and_no_duplicate(tmp_path):
     rng = random.Random(18)
-    for _ in range(3):
+    for _ in range(2):
         driver = _driver(tmp_path, workers=2)
         time.sleep(rng.uniform(1.0, 3.0))  # spawned workers take about a second to start
         os.kill(driver.pid, signal.SIGKILL)
@@ -209,32 +209,38 @@ def test_two_driver_processes_at_once(tmp_path):
 
 @pytest.mark.slow
 def test_training_killed_at_random_points_resumes_to_the_same_weights(tmp_path):
+    from marlkd.config import EvalConfig, TrainConfig
     from marlkd.data import collect_random_dataset
+    from marlkd.run_config import RunConfig
 
     data = collect_random_dataset("grid-world", 6, tmp_path / "gw.h5", seed=1)
-    args = ["--data", str(data), "--steps", "60", "--batch-size", "8", "--checkpoint-every", "5"]
+    args = ["--data", str(data), "--steps", "80", "--batch-size", "8", "--checkpoint-every", "10"]
     args += ["--log-every", "1", "--eval-episodes", "0", "--quiet", "--warmup-steps", "1"]
+    train = TrainConfig(steps=80, batch_size=8, checkpoint_every=10, log_every=1, warmup_steps=1)
 
-    def train(out: Path) -> subprocess.Popen:
-        command = [sys.executable, "-m", "marlkd", "train", "bc", "--out", str(out), *args]
-        return subprocess.Popen(
-            command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
+    def config(out: Path) -> RunConfig:  # what the command line above makes
+        return RunConfig(method="bc", data=str(data), out=str(out), train=train, eval=EvalConfig(episodes=0))
 
-    straight = train(tmp_path / "straight")
-    assert straight.wait(timeout=120) == 0, straight.stderr.read()
+    marlkd.train(config(tmp_path / "straight"), progress=False)
     rng = random.Random(7)
-    for _ in range(3):
-        killed = train(tmp_path / "killed")
-        time.sleep(rng.uniform(2.0, 4.0))
+    for _ in range(2):
+        command = [sys.executable, "-m", "marlkd", "train", "bc", "--out", str(tmp_path / "killed"), *args]
+        killed = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        metrics = tmp_path / "killed" / "metrics.csv"
+        before = metrics.stat().st_mtime_ns if metrics.exists() else 0
+        deadline = time.monotonic() + 60
+        while killed.poll() is None and time.monotonic() < deadline:  # until training has begun
+            if metrics.exists() and metrics.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))  # then a random point of it
         killed.kill()
         killed.wait()
-    last = train(tmp_path / "killed")
-    assert last.wait(timeout=120) == 0, last.stderr.read()
+    marlkd.train(config(tmp_path / "killed"), progress=False)
     a = checkpoint.load(tmp_path / "straight" / "checkpoint.pt")["algo"]["model"]
     b = checkpoint.load(tmp_path / "killed" / "checkpoint.pt")["algo"]["model"]
     assert all(torch.equal(a[key], b[key]) for key in a)
     with open(tmp_path / "killed" / "metrics.csv", newline="") as f:
         rows = Counter((row["step"], row["metric"]) for row in csv.DictReader(f))
-    assert max(rows.values()) == 1 and {int(step) for step, _ in rows} == set(range(1, 61))
+    assert max(rows.values()) == 1 and {int(step) for step, _ in rows} == set(range(1, 81))
     assert not list((tmp_path / "killed").glob(".*.tmp*"))
