@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from marlkd.algos import ALGOS
 from marlkd.cli import main
 from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset, load_dataset
-from marlkd.envs import env_spec, make, make_batched, plugins
+from marlkd.envs import env_spec, make, make_batched, plugins, registry
 from marlkd.errors import MarlkdError
 from marlkd.run_config import RunConfig
 
@@ -24,9 +25,14 @@ SMALL_DT = {"context": 3, "width": 16, "layers": 1, "heads": 2, "dropout": 0.0, 
 
 
 @pytest.fixture(autouse=True)
-def _keep_import_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--import`` adds to MARLKD_IMPORT; each test starts from this process's value and leaves it."""
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Environments a test registers (built-in ones aside), and what ``--import`` adds to MARLKD_IMPORT,
+    end with the test."""
     monkeypatch.setenv(plugins.IMPORT_ENV, os.environ.get(plugins.IMPORT_ENV, ""))
+    before = set(registry._REGISTRY)
+    yield
+    for env_id in set(registry._REGISTRY) - before - set(registry._BUILTIN_MODULES):
+        del registry._REGISTRY[env_id]
 
 
 @pytest.mark.parametrize("mask_in", ["observation", "info"])
@@ -250,6 +256,12 @@ def test_a_bad_factory_is_reported_naming_the_environment() -> None:
     register_parallel_env("test-pz-nolimit", lambda: _NoLimit(), overwrite=True)
     with pytest.raises(MarlkdError, match=r"test-pz-nolimit: cannot tell the episode's step limit"):
         env_spec("test-pz-nolimit")
+    # ``marlkd envs`` lists such an environment with the reason, and the others as usual
+    from marlkd.cli.envs import env_rows
+
+    rows = {row.env_id: row for row in env_rows() if row.env_id.startswith("test-pz")}
+    assert "cannot tell the episode's step limit" in rows["test-pz-nolimit"].unavailable
+    assert rows[pz_envs.RELAY_ID].agents == "3" and not rows[pz_envs.RELAY_ID].unavailable
     json.dumps(env_spec(pz_envs.RELAY_ID).kwargs)
 
 

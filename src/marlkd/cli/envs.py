@@ -49,9 +49,11 @@ def env_rows() -> list[EnvRow]:
         except (ImportError, MarlkdError) as error:
             # the optional environments' modules raise MarlkdError from the ImportError of their package
             missing = error if isinstance(error, ImportError) else error.__cause__
-            if not isinstance(missing, ImportError):
-                raise
-            rows.append(EnvRow(env_id, "-", "-", "-", "", _missing_requirement(env_id, missing, extras)))
+            if isinstance(missing, ImportError):
+                reason = _missing_requirement(env_id, missing, extras)
+            else:  # a user's environment that cannot be made: listed with why, the others still shown
+                reason = f"unavailable: {error}"
+            rows.append(EnvRow(env_id, "-", "-", "-", "", reason))
             continue
         mask = " (masked)" if spec.has_action_mask else ""
         rows.append(
