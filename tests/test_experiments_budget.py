@@ -57,6 +57,7 @@ PINNED_FULL_IDS = {
     "table1": "45ab32ae534ec0f6",
     "table2": "fcca277ed89e3919",
     "table3": "dca7bc150877c608",  # head_hidden = 64 since shared-mapping needs it
+    "tiers": "542ecfb251b77def",
 }
 
 
