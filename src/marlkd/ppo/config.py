@@ -130,15 +130,16 @@ class MAPPOSettings:
 
     env_steps: int = 200_000
     num_envs: int = 32
-    hidden: int = 128
-    lr: float = 3e-4
-    critic_lr: float = 1e-3
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    ent_coef: float = 0.01
-    epochs: int = 4
-    minibatches: int = 4
+    # PPO's own defaults for the rest
+    hidden: int = PPOConfig.hidden
+    lr: float = PPOConfig.lr
+    critic_lr: float = PPOConfig.critic_lr
+    gamma: float = PPOConfig.gamma
+    gae_lambda: float = PPOConfig.gae_lambda
+    clip: float = PPOConfig.clip
+    ent_coef: float = PPOConfig.ent_coef
+    epochs: int = PPOConfig.epochs
+    minibatches: int = PPOConfig.minibatches
 
     def __post_init__(self) -> None:
         check(self.env_steps >= 1, f"{self.SECTION}.env_steps", f"must be >= 1, got {self.env_steps}")
