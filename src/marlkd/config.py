@@ -44,7 +44,8 @@ class TrainConfig:
         log_every: updates between metric rows in metrics.csv / TensorBoard.
         checkpoint_every: updates between checkpoints (a final one is always written).
         num_trajectories: use only the first this-many episodes of the dataset (0: all).
-        threads: torch CPU threads (0: leave PyTorch's default).
+        threads: CPU threads (0: automatic: ``MARLKD_THREADS``, else ``OMP_NUM_THREADS``, else 1; see
+            ``marlkd.threads``).
     """
 
     steps: int = 2000

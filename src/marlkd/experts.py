@@ -42,6 +42,7 @@ from marlkd.envs import env_spec
 from marlkd.errors import ConfigError, DatasetError, MarlkdError
 from marlkd.names import QUALITIES
 from marlkd.ppo import PPOConfig, PPOPolicy, load_ppo_policy, train_ppo
+from marlkd.threads import apply_threads
 from marlkd.tiers import CALIBRATED_TIERS, CHECKPOINT_TIERS, checkpoint_tier
 
 # Normalized score each tier aims at; good is the expert itself (about 1), random is the zero point.
@@ -208,6 +209,7 @@ def train_expert(
     Arguments as :func:`expert_config`; ``env_kwargs`` are the environment's constructor arguments;
     ``reference_episodes``: episodes of each reference measurement (None: :data:`REFERENCE_EPISODES`).
     """
+    apply_threads()
     episodes = REFERENCE_EPISODES if reference_episodes is None else reference_episodes
     if episodes < 1:
         raise ConfigError(f"config field reference_episodes: must be >= 1, got {episodes}")
@@ -318,6 +320,7 @@ def ensure_expert(
     trained with. Concurrent callers wait for one another; an interrupted training (no ``expert.json``) is
     redone.
     """
+    apply_threads()
     directory = default_expert_dir(env_id, root, env_kwargs, steps, reference_episodes)
     with _file_lock(directory):
         if not (directory / EXPERT_INFO_FILE).is_file():
@@ -407,6 +410,7 @@ def make_dataset(
     Returns:
         The path written. The same arguments (and the same expert checkpoint) give the same file.
     """
+    apply_threads()
     if quality not in QUALITIES:
         raise ConfigError(f"config field quality: must be one of {QUALITIES}, got {quality!r}")
     if episodes < 1:
@@ -562,6 +566,7 @@ def ensure_dataset(
     :data:`REFERENCE_EPISODES`, :data:`CALIBRATION_EPISODES`). An existing file is checked against the
     request and reused; concurrent callers wait for one another.
     """
+    apply_threads()
     path = dataset_path(
         root, env_id, quality, episodes, seed, env_kwargs, steps, reference_episodes, calibration_episodes
     )

@@ -47,6 +47,7 @@ from marlkd.ppo import (
     train_ppo,
 )
 from marlkd.run_config import RunConfig
+from marlkd.threads import apply_threads
 from marlkd.training import load_run, resolve_device, train
 
 RESULTS = "results.json"
@@ -233,6 +234,7 @@ def finetune(
     content of its ``results.json``; a finished comparison is returned without being redone.
     """
 
+    apply_threads()
     config = config or FinetuneConfig()
     run_dir = Path(run_dir)
     out_dir = Path(out) if out is not None else run_dir / "finetune"

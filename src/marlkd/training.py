@@ -37,6 +37,7 @@ from marlkd.evaluate import can_evaluate, evaluate, record_gif
 from marlkd.optim import resolve_precision
 from marlkd.provenance import provenance
 from marlkd.run_config import RunConfig
+from marlkd.threads import apply_threads
 
 CHECKPOINT, RESULTS, CONFIG, METRICS = "checkpoint.pt", "results.json", "config.json", "metrics.csv"
 EVAL = "eval.json"
@@ -273,8 +274,7 @@ def _train_locked(config: RunConfig, run_dir: Path, progress: bool) -> dict[str,
             file=sys.stderr,
         )
     check_memory(config, dataset)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    apply_threads(config.train.threads)
     algo, dataset, ctx = build_algorithm(config, run_dir, dataset)
     checkpoint_path = run_dir / CHECKPOINT
     if finished and relation == "eval":
@@ -503,6 +503,7 @@ def load_run(run_dir: str | Path):
 
     The dataset is the one config.json names (an absolute path, so this works from any directory),
     checked against the checksum config.json pins."""
+    apply_threads()
     run_dir = Path(run_dir)
     for name in (CONFIG, CHECKPOINT):
         if not (run_dir / name).exists():

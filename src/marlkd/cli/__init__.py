@@ -14,6 +14,7 @@ import tempfile
 import traceback
 
 from marlkd.errors import MarlkdError
+from marlkd.threads import apply_threads
 
 # Command modules, in the order their commands are listed in ``marlkd --help``.
 _COMMAND_MODULES = (
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "func"):
             parser.print_help()
             return 2
+        # before the command computes anything: its --threads where it has one, else the automatic count
+        apply_threads(getattr(args, "threads", None))
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, so that a closed pipe is met inside this handler
         return code

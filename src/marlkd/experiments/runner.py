@@ -198,12 +198,9 @@ def _working() -> Iterator[None]:
 
 def _limit_threads(threads: int) -> None:
     """Give this worker ``threads`` CPU threads (before torch is imported, and after, if it was)."""
-    if threads <= 0:
-        return
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", THREADS_ENV):
-        os.environ[name] = str(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+    from marlkd.threads import apply_threads
+
+    apply_threads(threads if threads > 0 else None)
 
 
 @contextlib.contextmanager
