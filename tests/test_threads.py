@@ -13,10 +13,11 @@ import torch
 import marlkd
 from marlkd import experts, threads
 from marlkd.cli import main
-from marlkd.config import EvalConfig, RunConfig, TrainConfig
+from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset
 from marlkd.errors import ConfigError
 from marlkd.experiments import runner
+from marlkd.run_config import RunConfig
 
 
 @pytest.fixture(autouse=True)
