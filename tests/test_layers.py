@@ -24,6 +24,16 @@ def test_dropout_zeroes_at_rate_p_and_scales_the_rest(dtype):
     assert abs(y.float().mean().item() - 2.0) < 0.02  # inverted dropout keeps the mean
 
 
+def test_dropout_draws_are_uniform_in_every_slot_of_a_random_word():
+    """Each 63-bit random integer gives four elements their draws: every slot drops at rate p (the top one
+    has 15 random bits like the others), and p is rounded to a multiple of 2^-15."""
+    torch.manual_seed(0)
+    y = dropout(torch.ones(400_000), 0.1)
+    rates = (y == 0).float().view(-1, 4).mean(0)
+    assert torch.all((rates - 0.1).abs() < 0.004), rates  # 100k draws per slot: std 0.001
+    assert torch.allclose(y[y != 0], torch.tensor(32768 / (32768 - 3277)))
+
+
 def test_dropout_is_identity_in_eval_and_at_p_zero():
     x = torch.randn(4, 5)
     assert dropout(x, 0.5, training=False) is x

@@ -13,20 +13,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Dropout draws its keep/drop decisions at this resolution: 15 random bits per element.
+_DROPOUT_LEVELS = 1 << 15
+
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout: zero each element with probability ``p``, scale the rest by ``1 / (1 - p)``.
 
-    On the CPU the mask comes from ``torch.rand``: PyTorch's CPU dropout draws a Bernoulli per element,
-    which at a decision transformer's shapes costs as much as a matmul (``benchmarks/bench_dt_vs_hf.py``
-    measures the step with both). Other devices use ``F.dropout``.
+    On the CPU the mask comes from 63-bit random integers, each cut into four 15-bit uniform draws: one
+    random number per four elements, where ``torch.rand`` draws one per element and PyTorch's CPU dropout
+    a Bernoulli per element (either costs as much as a matmul at a decision transformer's shapes;
+    ``benchmarks/bench_dt_vs_hf.py`` measures the step). ``p`` is rounded to a multiple of 2^-15 (0.1
+    becomes 0.100006) and the scale is that of the rounded probability, so the expectation is unchanged.
+    Other devices use ``F.dropout``.
     """
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
-    keep = torch.rand(x.shape, device=x.device) >= p
-    return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
+    n = x.numel()
+    threshold = round(p * _DROPOUT_LEVELS)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # uniform on [0, 2^63)
+    draws = words.view(torch.int16)[:n].bitwise_and_(_DROPOUT_LEVELS - 1)  # uniform on [0, 2^15)
+    scale = torch.ge(draws, threshold).to(x.dtype).mul_(_DROPOUT_LEVELS / (_DROPOUT_LEVELS - threshold))
+    return x * scale.view(x.shape)
 
 
 class Dropout(nn.Module):
