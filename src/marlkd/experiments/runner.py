@@ -693,6 +693,7 @@ def run_sweep(
     max_seeds: int | None = None,
     gpus_per_run: float = 0.0,
     progress: bool = True,
+    group_seeds: bool = True,
 ) -> SweepSummary:
     """Run the sweep's missing runs and append the rows of all its finished runs to
     ``<root>/<sweep>/results.csv``.
@@ -716,6 +717,8 @@ def run_sweep(
             with more seeds goes on from there.
         gpus_per_run: GPUs each Ray task asks for.
         progress: show a progress bar (done, failed, running, remaining, ETA).
+        group_seeds: with the default run function, train the runs that differ only in seed (IDT, MADT,
+            the teacher) as the members of one program (``marlkd.experiments.members``); False: one by one.
 
     A run that raises is recorded as failed (marker with the traceback) and the others go on. Runs start
     in :func:`launch_order`. A run whose lock another driver holds (see :func:`try_lock_run`) is passed
@@ -744,6 +747,10 @@ def run_sweep(
 
     todo, skipped = _settle_finished(root, table, runs)
     todo = launch_order(todo, spread_teachers=spec.share_teacher)
+    if run_fn is train_run and group_seeds:  # a cell's seeds train as the members of one program
+        from marlkd.experiments.members import SeedGroups
+
+        run_fn = SeedGroups.of(todo, lambda run: run_dir_for(root, run))
     scheduler = None
     if todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
         if ray_address:

@@ -1,0 +1,441 @@
+"""Seeds as members: the runs of a sweep cell that differ only in their seed, trained as one program.
+
+A decision transformer's weights carry a member axis (``marlkd.models.layers``); S runs of IDT (N agents,
+N members each) or MADT (one member each) become one model of S x N (or S) members, trained by one
+forward, one backward and one fused AdamW step. What makes each member the run it stands for:
+
+- weights: each seed's learner is built exactly as :func:`marlkd.train` builds it (same seed, same
+  initial weights), then its weights are stacked into the group's model, seed-major;
+- data: each member samples its windows with its own learner's sampler and generator (the run's data
+  order);
+- loss, gradient clipping and optimizer state: the loss is the sum of the members' losses (members share
+  no weights, so each gets its own gradient); the gradient norm is clipped per seed (the norm over that
+  seed's slices, as a single run clips over its own weights); AdamW's update is elementwise;
+- dropout: drawn independently per element, hence per member, from the process's generator (so with
+  dropout a member's trajectory is a different draw from the separate run's, not the same numbers);
+- evaluation and results: each member's weights, optimizer slices and generator are copied back into its
+  own learner, which writes the run directory a single run writes (``config.json``, ``metrics.csv``,
+  ``checkpoint.pt``, ``results.json``), evaluated as a single run is.
+
+With dropout 0 and fp32, a member's weights after N steps equal the separate run's up to floating-point
+summation order (``tests/test_members.py``). A group keeps its own checkpoint (``members_checkpoint.pt`` in
+its first run's directory) and resumes from it. A member whose evaluation or writing fails is reported
+as failed and the others keep their results; a group that fails as a whole falls back to separate runs
+(in a sweep, :class:`SeedGroups`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from marlkd import atomic
+from marlkd.errors import ConfigError
+
+# Methods whose learner is one decision transformer trained on the action loss (algos/_dt.DTLearner).
+MEMBER_METHODS = ("idt", "madt", "teacher")
+GROUP_CHECKPOINT = "members_checkpoint.pt"
+GROUP_FAILED = "members_failed.json"
+
+
+def _without_seed_and_out(config) -> dict[str, Any]:
+    data = config.to_dict()
+    data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
+    data.pop("out", None)
+    data.get("eval", {}).pop("gif", None)
+    return data
+
+
+def check_group(configs: Sequence) -> None:
+    """Raise :class:`ConfigError` unless ``configs`` may train as members: two or more runs of a member
+    method that differ only in ``train.seed`` (and ``out``), with distinct seeds."""
+    if len(configs) < 2:
+        raise ConfigError("a member group needs at least two runs")
+    first = configs[0]
+    if first.method not in MEMBER_METHODS:
+        raise ConfigError(
+            f"method {first.method!r} cannot train as members (those that can: {MEMBER_METHODS})"
+        )
+    reference = _without_seed_and_out(first)
+    for config in configs[1:]:
+        if _without_seed_and_out(config) != reference:
+            raise ConfigError(f"runs {first.out} and {config.out} differ in more than their seed")
+    seeds = [config.train.seed for config in configs]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"member runs need distinct seeds, got {seeds}")
+
+
+def clip_per_member_(params: Sequence[torch.Tensor], members: int, max_norm: float) -> torch.Tensor:
+    """Clip the gradients of ``members`` stacked runs separately: each run's global norm is taken over its
+    slice (along the leading axis) of every parameter, as ``clip_grad_norm_`` takes it over one run's
+    parameters. Returns the pre-clip norms ``(members,)``; ``max_norm`` <= 0: no clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    squares = torch.stack([g.reshape(members, -1).float().pow(2).sum(1) for g in grads]).sum(0)
+    norms = squares.sqrt()
+    if max_norm > 0:
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.view(members, -1).mul_(coef[:, None].to(g.dtype))
+    return norms
+
+
+class MemberGroup:
+    """S decision-transformer learners (one per seed, built as single runs build them) trained as the
+    members of one model. ``update`` returns one metrics dict per member; :meth:`sync` copies the group's
+    state of a member back into its learner (then ``learners[s]`` is that run's algorithm)."""
+
+    def __init__(self, learners: Sequence) -> None:
+        from marlkd.models.decision_transformer import DecisionTransformer
+        from marlkd.optim import make_optimizer
+
+        self.learners = list(learners)
+        first = self.learners[0]
+        for learner in self.learners:
+            if type(learner.model) is not DecisionTransformer:
+                raise ConfigError("only a plain decision transformer can train as members")
+        self.size = len(self.learners)
+        self.ctx, self.layout = first.ctx, first.layout
+        self.n_agents, self.n_actions = first.n_agents, first.n_actions
+        cfg = first.model.cfg
+        self.model = DecisionTransformer(replace(cfg, members=cfg.members * self.size)).to(self.ctx.device)
+        with torch.no_grad():
+            sources = [dict(learner.model.named_parameters()) for learner in self.learners]
+            for name, param in self.model.named_parameters():
+                param.copy_(torch.cat([source[name] for source in sources], dim=0))
+        self.optimizer, self.scheduler = make_optimizer(
+            self.model.optimizer_groups(self.ctx.train.weight_decay), self.ctx.train
+        )
+        self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def update(self, step: int) -> list[dict[str, float]]:
+        from marlkd.algos._dt import action_loss
+        from marlkd.models.layouts import per_agent_logits, to_inputs
+        from marlkd.optim import autocast
+
+        self.model.train()
+        batch = self.ctx.train.batch_size
+        windows = [learner.sampler.sample(batch, learner.generator) for learner in self.learners]
+        inputs = [to_inputs(window, self.layout, self.n_actions) for window in windows]
+        fields = ("returns", "obs", "actions", "timesteps", "mask")
+        stacked = [torch.cat([getattr(item, name) for item in inputs], dim=0) for name in fields]
+        with autocast(self.ctx.device, self.ctx.autocast_dtype):
+            logits, _ = self.model(*stacked)
+        losses = [
+            action_loss(per_agent_logits(part, self.layout, self.n_agents), window)
+            for part, window in zip(logits.float().chunk(self.size, dim=0), windows, strict=True)
+        ]
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.stack(losses).sum().backward()
+        norms = clip_per_member_(self._params, self.size, self.ctx.train.grad_clip).tolist()
+        self.optimizer.step()
+        self.scheduler.step()
+        values = torch.stack(losses).detach().tolist()
+        return [
+            {"loss/action": value / self.n_agents, "grad_norm": norm}
+            for value, norm in zip(values, norms, strict=True)
+        ]
+
+    def sync(self, member: int) -> Any:
+        """Copy member ``member``'s weights, optimizer state and schedule into its learner; return it."""
+        learner = self.learners[member]
+        with torch.no_grad():
+            own = dict(learner.model.named_parameters())
+            for name, param in self.model.named_parameters():
+                own[name].copy_(param.chunk(self.size, dim=0)[member])
+        state = self.optimizer.state_dict()
+        sliced = {
+            index: {
+                key: value.chunk(self.size, dim=0)[member].clone()
+                if torch.is_tensor(value) and value.dim() > 0
+                else value
+                for key, value in entry.items()
+            }
+            for index, entry in state["state"].items()
+        }
+        learner.optimizer.load_state_dict({"state": sliced, "param_groups": state["param_groups"]})
+        learner.scheduler.load_state_dict(self.scheduler.state_dict())
+        return learner
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generators": [learner.generator.get_state() for learner in self.learners],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for learner, generator in zip(self.learners, state["generators"], strict=True):
+            learner.generator.set_state(generator)
+
+
+@dataclass
+class MemberFailure:
+    """A member run that failed while its group finished (its evaluation or its files)."""
+
+    out: str
+    error: str
+    traceback: str
+
+
+def train_members(configs: Sequence, *, progress: bool = False) -> list[dict[str, Any] | MemberFailure]:
+    """Train the runs ``configs`` (differing only in ``train.seed`` and ``out``, see :func:`check_group`)
+    as the members of one program; return, per config, its results (``results.json``'s content, as
+    :func:`marlkd.train` returns it) or a :class:`MemberFailure`. Runs already finished are returned as they
+    are; a single remaining run trains alone. An error before the members' results are written (building,
+    training) is raised: the caller may fall back to separate runs."""
+    from marlkd.training import _check_run_dir, train
+
+    check_group(configs)
+    finished: dict[int, dict[str, Any]] = {}
+    for index, config in enumerate(configs):
+        _check_run_dir(Path(config.out), config)
+        results_path = Path(config.out) / "results.json"
+        if results_path.exists():
+            finished[index] = json.loads(results_path.read_text())
+    pending = [index for index in range(len(configs)) if index not in finished]
+    if len(pending) == 1:
+        finished[pending[0]] = train(configs[pending[0]], progress=progress)
+    if len(pending) > 1:
+        finished.update(_train_pending([configs[i] for i in pending], pending, progress))
+    return [finished[index] for index in range(len(configs))]
+
+
+def _train_pending(configs: list, indices: list[int], progress: bool) -> dict[int, Any]:
+    from marlkd.threads import apply_threads
+    from marlkd.training import CHECKPOINT, CONFIG, MetricsLog, build_algorithm, load_training_dataset
+
+    first = configs[0]
+    apply_threads(first.train.threads)
+    dataset = load_training_dataset(first)
+    learners, contexts = [], []
+    for config in configs:
+        run_dir = Path(config.out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        algo, _, ctx = build_algorithm(config, run_dir, dataset)  # seeds set as a single run sets them
+        learners.append(algo)
+        contexts.append(ctx)
+        atomic.write_json(run_dir / CONFIG, config.to_dict())
+    group = MemberGroup(learners)
+    seeds = [config.train.seed for config in configs]
+    group_path = Path(first.out) / GROUP_CHECKPOINT
+    start, train_time = 0, 0.0
+    if group_path.exists():
+        state = torch.load(group_path, map_location=group.ctx.device, weights_only=False)
+        if state.get("seeds") == seeds:  # the same members: go on; else start again
+            group.load_state_dict(state["group"])
+            torch.set_rng_state(state["torch_rng"])
+            np.random.set_state(state["numpy_rng"])
+            start, train_time = int(state["step"]), float(state["train_time_s"])
+    total = first.train.steps
+
+    def save(step: int) -> None:
+        atomic.torch_save(
+            {
+                "step": step,
+                "seeds": seeds,
+                "group": group.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(),
+                "train_time_s": train_time,
+            },
+            group_path,
+        )
+
+    logs = [MetricsLog(Path(config.out)) for config in configs]
+    bar = None
+    if progress and start < total:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=f"{first.method} x{len(configs)}", unit="upd")
+    try:
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            metrics = group.update(step)
+            train_time += time.perf_counter() - t0
+            done = step + 1
+            if done % first.train.log_every == 0 or done == total:
+                for log, values in zip(logs, metrics, strict=True):
+                    log.log(done, train_time / len(configs), values)
+            if first.eval.every and done % first.eval.every == 0 and done < total and first.eval.episodes:
+                _periodic_evaluation(group, logs, dataset, first.eval, done, train_time / len(configs))
+            if done % first.train.checkpoint_every == 0 and done < total:
+                save(done)
+            if bar is not None:
+                bar.update(1)
+        save(total)
+    finally:
+        if bar is not None:
+            bar.close()
+        for log in logs:
+            log.close()
+
+    outcomes: dict[int, Any] = {}
+    for member, (index, config, ctx) in enumerate(zip(indices, configs, contexts, strict=True)):
+        try:
+            learner = group.sync(member)
+            run_dir = Path(config.out)
+            atomic.torch_save(
+                {
+                    "step": total,
+                    "algo": learner.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "numpy_rng": np.random.get_state(),
+                    "train_time_s": train_time / len(configs),
+                    "method": config.method,
+                },
+                run_dir / CHECKPOINT,
+            )
+            outcomes[index] = _finish_member(learner, config, ctx, dataset, total, train_time, len(configs))
+        except Exception as exc:  # this member's failure is its own: the others keep their results
+            import traceback
+
+            outcomes[index] = MemberFailure(
+                str(config.out), f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            )
+    group_path.unlink(missing_ok=True)
+    return outcomes
+
+
+def _periodic_evaluation(group: MemberGroup, logs: list, dataset, eval_cfg, step: int, wall: float) -> None:
+    from marlkd.training import run_evaluation
+
+    for member, log in enumerate(logs):
+        summary = run_evaluation(group.sync(member).policy(), dataset, eval_cfg)
+        log.log(
+            step, wall, {"eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"]}
+        )
+
+
+def _finish_member(learner, config, ctx, dataset, total: int, group_time: float, size: int) -> dict[str, Any]:
+    """Evaluate a synced member and write its ``results.json`` (the keys :func:`marlkd.train` writes, plus
+    the group's size and training time)."""
+    import platform
+
+    import marlkd
+    from marlkd.config import to_dict
+    from marlkd.training import RESULTS, run_evaluation
+
+    results: dict[str, Any] = {
+        "method": config.method,
+        "env_id": dataset.metadata.env_id,
+        "train_steps": total,
+        "train_time_s": group_time / size,  # this member's share of the group's training time
+        "seed": config.train.seed,
+        "precision": str(ctx.autocast_dtype or "fp32").replace("torch.", ""),
+        "dataset_episodes": dataset.n_episodes,
+        "env_steps": 0,
+        "return_scale": float(learner.return_scale),
+        "members": size,
+        "members_train_time_s": group_time,
+    }
+    if config.eval.episodes > 0:
+        t0 = time.perf_counter()
+        results.update(run_evaluation(learner.policy(), dataset, config.eval))
+        results["eval_time_s"] = time.perf_counter() - t0
+        from marlkd.training import MetricsLog
+
+        log = MetricsLog(Path(config.out))
+        log.log(
+            total,
+            group_time / size,
+            {"eval/return_mean": results["return_mean"], "eval/return_std": results["return_std"]},
+        )
+        log.close()
+    results.update(
+        {
+            "marlkd_version": marlkd.__version__,
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "config": to_dict(config),
+        }
+    )
+    atomic.write_json(Path(config.out) / RESULTS, results)
+    return results
+
+
+def _group_key(run) -> str:
+    data = run.to_dict()
+    for key in ("run_id", "seed", "sweep"):
+        data.pop(key, None)
+    config = dict(data["config"])
+    config["train"] = {k: v for k, v in dict(config.get("train", {})).items() if k != "seed"}
+    data["config"] = config
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+@dataclass
+class SeedGroups:
+    """A sweep's run function that trains the runs of a cell differing only in seed as members.
+
+    ``groups`` maps a run id to its group: ``(run, run directory)`` of each of the group's runs, in seed
+    order. Executing any run of a group trains every unfinished run of it (under the group's lock), so the
+    group's other runs, when the sweep reaches them, find their results and return at once. A group that
+    fails as a whole is marked (``members_failed.json`` in its first run's directory) and its runs then
+    train one at a time, as without grouping; a run outside any group trains as always.
+    """
+
+    groups: dict[str, tuple[tuple[Any, str], ...]]
+
+    @classmethod
+    def of(cls, runs: Sequence, run_dir_of) -> SeedGroups:
+        """Group ``runs`` (:class:`~marlkd.experiments.spec.RunSpec`); ``run_dir_of(run)`` gives a run's
+        directory. Only offline runs of :data:`MEMBER_METHODS` group, and only with another seed."""
+        by_key: dict[str, list] = {}
+        for run in runs:
+            if run.kind == "offline" and run.method in MEMBER_METHODS:
+                by_key.setdefault(_group_key(run), []).append(run)
+        groups: dict[str, tuple[tuple[Any, str], ...]] = {}
+        for members in by_key.values():
+            if len(members) < 2:
+                continue
+            members.sort(key=lambda run: run.seed)
+            group = tuple((run, str(run_dir_of(run))) for run in members)
+            groups.update((run.run_id, group) for run in members)
+        return cls(groups)
+
+    def __call__(self, run, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+        from marlkd.errors import MarlkdError
+        from marlkd.experiments.results import locked
+        from marlkd.experiments.runner import train_run
+        from marlkd.run_config import RunConfig
+
+        group = self.groups.get(run.run_id)
+        if group is None or dataset is None:
+            return train_run(run, run_dir, dataset)
+        lead = Path(group[0][1])
+        with locked(lead.parent / f"{lead.name}.members"):
+            if (lead / GROUP_FAILED).exists() or (Path(run_dir) / "results.json").exists():
+                return train_run(run, run_dir, dataset)
+            configs = [
+                RunConfig.from_dict({**member.config, "data": str(dataset), "out": directory})
+                for member, directory in group
+            ]
+            try:
+                outcomes = train_members(configs)
+            except Exception as exc:
+                import traceback
+
+                lead.mkdir(parents=True, exist_ok=True)
+                atomic.write_json(
+                    lead / GROUP_FAILED,
+                    {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
+                )
+                print(f"the member group of {run.run_id} failed ({exc}); training its runs one at a time")
+                return train_run(run, run_dir, dataset)
+        outcome = outcomes[[member.run_id for member, _ in group].index(run.run_id)]
+        if isinstance(outcome, MemberFailure):
+            raise MarlkdError(
+                f"run {run.run_id} failed in its member group: {outcome.error}\n{outcome.traceback}"
+            )
+        return outcome
