@@ -5,13 +5,14 @@ Same shapes for both (B = 64, K = 20, width 128, 3 layers, 1 head, dropout 0.1, 
 predictions). HF's model is timed in fp32 (its default) and under bf16 autocast; ours in fp32 and bf16.
 
     pip install transformers   # only for this benchmark
-    python benchmarks/bench_dt_vs_hf.py [--threads 2] [--repeats 7]
+    python benchmarks/bench_dt_vs_hf.py [--threads 2] [--repeats 7] [--clock wall|cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +134,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3, help="alternate the contenders this many times")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or this process's CPU time (on a machine shared with other work)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     contenders = {
@@ -150,10 +157,11 @@ def main() -> None:
     results: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.rounds):  # interleaved, so load changes on a shared machine hit all alike
         for name, step in contenders.items():
-            results[name].append(median_time(step, args.repeats, warmup=3))
+            clock = time.process_time if args.clock == "cpu" else time.perf_counter
+            results[name].append(median_time(step, args.repeats, warmup=3, clock=clock))
     base = statistics.median(results["HF DecisionTransformerModel, fp32"])
     print(
-        f"threads={args.threads}, B={B}, K={K}, width={WIDTH}, layers={LAYERS}; "
+        f"threads={args.threads}, B={B}, K={K}, width={WIDTH}, layers={LAYERS}; {args.clock} time, "
         f"median of {args.rounds} rounds\n"
     )
     print("| model | ms / training step | speed-up over HF fp32 |")

@@ -1,0 +1,250 @@
+"""Sweep throughput: runs per CPU-hour one run at a time (today's way) against seeds trained as members.
+
+A fixed set of cells of the built-in ``table1`` sweep on Grid-World (IDT, MADT, ours, BC, CQL; their exact
+configs: the sweep's model, batch sizes and budget), ``--seeds`` seeds each, trained in this process with
+one thread: first every run alone (``marlkd.train``), then the same runs as the sweep now trains them
+(IDT's and MADT's seeds as the members of one program, ``marlkd.experiments.members``; the other methods
+one at a time, as before). Each cell's time is the CPU time of this process (training and evaluation), so
+other work on the machine does not count. Also: the CPU time of one training step of the sweep's
+decision transformer at M = 1 and M = S members, its FLOPs (``torch.utils.flop_counter``) and achieved
+GFLOP/s, against a matmul microbenchmark at the model's largest matmul shape on the same machine.
+
+    python benchmarks/bench_sweep.py                  # the sweep's budget: 1000 updates, 32 eval episodes
+    python benchmarks/bench_sweep.py --steps 100 --seeds 4 --eval-episodes 8   # a short measurement
+    python benchmarks/bench_sweep.py --device cuda    # on a GPU (wall time there)
+
+The dataset is a Grid-World dataset of ``--episodes`` random-policy episodes (``--data FILE`` takes any
+other): throughput does not depend on the data's quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import marlkd
+from marlkd.experiments import expand, load_spec
+from marlkd.experiments.members import MEMBER_METHODS, train_members
+from marlkd.run_config import RunConfig
+from marlkd.threads import apply_threads
+
+CELLS = ("idt", "madt", "ours", "bc", "cql")
+
+
+class Clock:
+    """CPU time of this process on the CPU; wall time (after synchronizing) on a GPU."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device == "cuda"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time()
+
+
+def cell_configs(method: str, seeds: int, data: Path, out: Path, args) -> list[RunConfig]:
+    runs = [
+        run
+        for run in expand(load_spec("table1"))
+        if run.env == "grid-world" and run.method == method and run.seed < seeds
+    ]
+    configs = []
+    for run in sorted(runs, key=lambda r: r.seed):
+        config = dict(run.config)
+        config["train"] = {**config["train"], "device": args.device}
+        if args.steps:
+            config["train"]["steps"] = args.steps
+            config["train"]["checkpoint_every"] = max(args.steps, 1)
+        config["eval"] = {**config.get("eval", {}), "episodes": args.eval_episodes}
+        configs.append(RunConfig.from_dict({**config, "data": str(data), "out": str(out / f"s{run.seed}")}))
+    return configs
+
+
+def one_at_a_time(configs: list[RunConfig], clock: Clock) -> tuple[float, list[float]]:
+    """(time, each run's mean evaluation return)."""
+    start = clock()
+    results = [marlkd.train(config, progress=False) for config in configs]
+    return clock() - start, [r.get("return_mean", float("nan")) for r in results]
+
+
+def as_members(configs: list[RunConfig], clock: Clock) -> tuple[float, list[float]]:
+    start = clock()
+    if configs[0].method in MEMBER_METHODS:
+        results = train_members(configs)
+    else:
+        results = [marlkd.train(config, progress=False) for config in configs]
+    return clock() - start, [r.get("return_mean", float("nan")) for r in results]
+
+
+def difference_interval(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Difference of means ``mean(b) - mean(a)`` and the half-width of its 95 % interval (Welch's t)."""
+    import math
+
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return statistics.mean(b) - statistics.mean(a), 0.0
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    z = statistics.NormalDist().inv_cdf(0.975)  # Student's t quantile by its Cornish-Fisher expansion
+    t = z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+    t += (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
+    return statistics.mean(b) - statistics.mean(a), t * se
+
+
+def step_profile(data: Path, members: int, args, clock: Clock) -> dict[str, float]:
+    """CPU (or GPU wall) seconds per training step of the sweep's IDT model at 1 and ``members`` seeds, the
+    step's FLOPs and the achieved rate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from marlkd.experiments.members import MemberGroup
+    from marlkd.training import build_algorithm, load_training_dataset
+
+    tmp = Path(tempfile.mkdtemp())
+    configs = cell_configs("idt", members, data, tmp, args)
+    dataset = load_training_dataset(configs[0])
+    learners = [build_algorithm(c, tmp / f"p{i}", dataset)[0] for i, c in enumerate(configs)]
+    single, group = learners[0], MemberGroup(learners)
+    result = {}
+    with FlopCounterMode(display=False) as counter:
+        single.update(0)
+    flops = counter.get_total_flops()
+    for name, update in (("one", single.update), ("members", group.update)):
+        for step in range(3):
+            update(step)
+        times = []
+        for step in range(args.profile_steps):
+            t0 = clock()
+            update(step)
+            times.append(clock() - t0)
+        result[name] = statistics.median(times)
+    result["flops"] = flops
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def matmul_rate(shape: tuple[int, int, int], dtype: torch.dtype | None, device: str, clock: Clock) -> float:
+    """GFLOP/s of an (m x k) @ (k x n) matmul, median of 20."""
+    m, k, n = shape
+    a = torch.randn(m, k, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(k, n, device=device, dtype=dtype or torch.float32)
+    for _ in range(5):
+        a @ b
+    times = []
+    for _ in range(20):
+        t0 = clock()
+        for _ in range(10):
+            a @ b
+        times.append((clock() - t0) / 10)
+    return 2 * m * k * n / statistics.median(times) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=0, help="updates per run (0: the sweep's budget)")
+    parser.add_argument("--eval-episodes", type=int, default=32, help="evaluation episodes per run")
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    parser.add_argument("--episodes", type=int, default=1000, help="episodes of the random-policy dataset")
+    parser.add_argument("--data", type=Path, default=None, help="a Grid-World dataset to use instead")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile-steps", type=int, default=10)
+    args = parser.parse_args()
+    apply_threads(args.threads)
+    clock = Clock(args.device)
+    work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+    try:
+        data = args.data
+        if data is None:
+            from marlkd.data import collect_random_dataset
+
+            data = collect_random_dataset("grid-world", args.episodes, work / "gw.h5", seed=0)
+        unit = "GPU wall" if args.device == "cuda" else "CPU"
+        precision = marlkd.TrainConfig().precision
+        print(
+            f"Grid-World, table1's configs, {args.seeds} seeds, {args.steps or 'sweep budget'} updates, "
+            f"{args.eval_episodes} eval episodes, threads={args.threads}, device={args.device}, "
+            f"precision={precision}; {unit} seconds per cell\n"
+        )
+        print(
+            "| cell | one at a time (s) | as members (s) | runs/hour, one at a time | runs/hour, members "
+            "| ratio |"
+        )
+        print("|---|---|---|---|---|---|")
+        totals = {"dt_old": 0.0, "dt_new": 0.0, "all_old": 0.0, "all_new": 0.0}
+        returns: dict[str, tuple[list[float], list[float]]] = {}
+        for method in args.cells:
+            old, old_returns = one_at_a_time(
+                cell_configs(method, args.seeds, data, work / f"{method}-old", args), clock
+            )
+            new, new_returns = as_members(
+                cell_configs(method, args.seeds, data, work / f"{method}-new", args), clock
+            )
+            returns[method] = (old_returns, new_returns)
+            n = args.seeds
+            print(
+                f"| {method} | {old:.1f} | {new:.1f} | {n * 3600 / old:.0f} | {n * 3600 / new:.0f} "
+                f"| {old / new:.2f}x |"
+            )
+            totals["all_old"] += old
+            totals["all_new"] += new
+            if method in MEMBER_METHODS or method == "ours":
+                totals["dt_old"] += old
+                totals["dt_new"] += new
+        runs = args.seeds * len(args.cells)
+        print(
+            f"\nall cells: {runs * 3600 / totals['all_old']:.0f} runs per {unit}-hour one at a time, "
+            f"{runs * 3600 / totals['all_new']:.0f} as members: {totals['all_old'] / totals['all_new']:.2f}x"
+        )
+        if totals["dt_new"]:
+            print(
+                f"decision-transformer cells: {totals['dt_old'] / totals['dt_new']:.2f}x more runs "
+                f"per {unit}-hour"
+            )
+
+        if args.eval_episodes and args.seeds > 1:
+            print(
+                "\nmean evaluation return per cell, one at a time / as members "
+                "(95 % interval of the difference):"
+            )
+            for method, (old_returns, new_returns) in returns.items():
+                diff, half = difference_interval(old_returns, new_returns)
+                verdict = "within" if abs(diff) <= half else "OUTSIDE"
+                print(
+                    f"  {method}: {statistics.mean(old_returns):.3f} / {statistics.mean(new_returns):.3f}, "
+                    f"difference {diff:+.3f} +- {half:.3f} ({verdict} its interval)"
+                )
+
+        profile = step_profile(data, args.seeds, args, clock)
+        from marlkd.optim import resolve_precision
+
+        dtype = resolve_precision(precision, torch.device(args.device))
+        shape = (64 * 3 * 10, 64, 256)  # (B x 3K tokens) x D @ D x 4D: the MLP's first matmul
+        rate = matmul_rate(shape, dtype, args.device, clock)
+        gflops = profile["flops"] / 1e9
+        one, group = profile["one"], profile["members"]
+        print(
+            f"\nIDT training step (sweep model, {str(dtype or 'fp32').replace('torch.', '')}, one member per "
+            f"agent): {gflops:.2f} GFLOP; one run: {one * 1e3:.1f} ms ({gflops / one:.1f} GFLOP/s); "
+            f"{args.seeds} seeds as members: {group * 1e3:.1f} ms "
+            f"({gflops * args.seeds / group:.1f} GFLOP/s, {group / one:.2f}x one run's step)"
+        )
+        print(
+            f"matmul {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}: {rate:.1f} GFLOP/s; the step reaches "
+            f"{100 * gflops / one / rate:.0f} % of it in one run, "
+            f"{100 * gflops * args.seeds / group / rate:.0f} % as members"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
