@@ -10,6 +10,7 @@ import torch
 
 import marlkd
 from marlkd.algos import ALGOS
+from marlkd.checkpoint import load
 from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset
 from marlkd.errors import ConfigError
@@ -57,8 +58,8 @@ def test_members_equal_separate_runs(grid_data: Path, tmp_path: Path, method: st
         assert result["seed"] == seed and result["members"] == 2
         separate = config(grid_data, tmp_path / f"s{seed}", method, seed)
         marlkd.train(separate, progress=False)
-        a = torch.load(tmp_path / f"m{seed}" / "checkpoint.pt", weights_only=False)["algo"]
-        b = torch.load(tmp_path / f"s{seed}" / "checkpoint.pt", weights_only=False)["algo"]
+        a = load(tmp_path / f"m{seed}" / "checkpoint.pt")["algo"]
+        b = load(tmp_path / f"s{seed}" / "checkpoint.pt")["algo"]
         for key in b["model"]:  # same initial weights, data order and updates: equal up to summation order
             assert torch.allclose(a["model"][key], b["model"][key], atol=2e-5), key
         for index, state in b["optimizer"]["state"].items():
@@ -68,8 +69,8 @@ def test_members_equal_separate_runs(grid_data: Path, tmp_path: Path, method: st
         rows = (tmp_path / f"m{seed}" / "metrics.csv").read_text().splitlines()
         assert sum(",loss/action," in row for row in rows) == 5
     # the two members really differ (different seeds)
-    a0 = torch.load(tmp_path / "m0" / "checkpoint.pt", weights_only=False)["algo"]["model"]
-    a7 = torch.load(tmp_path / "m7" / "checkpoint.pt", weights_only=False)["algo"]["model"]
+    a0 = load(tmp_path / "m0" / "checkpoint.pt")["algo"]["model"]
+    a7 = load(tmp_path / "m7" / "checkpoint.pt")["algo"]["model"]
     assert not torch.allclose(a0["head.weight"], a7["head.weight"])
 
 
@@ -94,10 +95,10 @@ def test_per_member_clipping_matches_clip_grad_norm() -> None:
 def test_a_failing_member_keeps_the_others(grid_data: Path, tmp_path: Path, monkeypatch) -> None:
     original = members._finish_member
 
-    def failing(learner, config, *args):
+    def failing(config, *args):
         if config.train.seed == 1:
             raise RuntimeError("evaluation broke")
-        return original(learner, config, *args)
+        return original(config, *args)
 
     monkeypatch.setattr(members, "_finish_member", failing)
     group = [config(grid_data, tmp_path / f"m{s}", "idt", s, steps=2) for s in (0, 1, 2)]
@@ -131,8 +132,8 @@ def test_a_group_resumes_from_its_checkpoint(grid_data: Path, tmp_path: Path, mo
     resumed = train_members(killed)
     assert not (tmp_path / "killed0" / members.GROUP_CHECKPOINT).exists()
     for seed in (0, 1):
-        a = torch.load(tmp_path / f"full{seed}" / "checkpoint.pt", weights_only=False)["algo"]["model"]
-        b = torch.load(tmp_path / f"killed{seed}" / "checkpoint.pt", weights_only=False)["algo"]["model"]
+        a = load(tmp_path / f"full{seed}" / "checkpoint.pt")["algo"]["model"]
+        b = load(tmp_path / f"killed{seed}" / "checkpoint.pt")["algo"]["model"]
         assert all(torch.equal(a[key], b[key]) for key in a)
     assert [r["seed"] for r in resumed] == [r["seed"] for r in full]
 

@@ -33,7 +33,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from marlkd import atomic
@@ -191,18 +190,16 @@ class MemberFailure:
 def train_members(configs: Sequence, *, progress: bool = False) -> list[dict[str, Any] | MemberFailure]:
     """Train the runs ``configs`` (differing only in ``train.seed`` and ``out``, see :func:`check_group`)
     as the members of one program; return, per config, its results (``results.json``'s content, as
-    :func:`marlkd.train` returns it) or a :class:`MemberFailure`. Runs already finished are returned as they
-    are; a single remaining run trains alone. An error before the members' results are written (building,
-    training) is raised: the caller may fall back to separate runs."""
-    from marlkd.training import _check_run_dir, train
+    :func:`marlkd.train` returns it) or a :class:`MemberFailure`. Runs already finished are returned as
+    :func:`marlkd.train` returns them; a single remaining run trains alone. An error before the members'
+    results are written (building, training) is raised: the caller may fall back to separate runs."""
+    from marlkd.training import train
 
     check_group(configs)
-    finished: dict[int, dict[str, Any]] = {}
+    finished: dict[int, Any] = {}
     for index, config in enumerate(configs):
-        _check_run_dir(Path(config.out), config)
-        results_path = Path(config.out) / "results.json"
-        if results_path.exists():
-            finished[index] = json.loads(results_path.read_text())
+        if (Path(config.out) / "results.json").exists():
+            finished[index] = train(config, progress=False)
     pending = [index for index in range(len(configs)) if index not in finished]
     if len(pending) == 1:
         finished[pending[0]] = train(configs[pending[0]], progress=progress)
@@ -212,52 +209,65 @@ def train_members(configs: Sequence, *, progress: bool = False) -> list[dict[str
 
 
 def _train_pending(configs: list, indices: list[int], progress: bool) -> dict[int, Any]:
+    from marlkd import checkpoint
     from marlkd.threads import apply_threads
-    from marlkd.training import CHECKPOINT, CONFIG, MetricsLog, build_algorithm, load_training_dataset
+    from marlkd.training import (
+        CHECKPOINT,
+        CONFIG,
+        MetricsLog,
+        _check_same_run,
+        _cut,
+        _numpy_rng_state,
+        _pin,
+        _set_numpy_rng_state,
+        build_algorithm,
+        read_run_config,
+        run_evaluation,
+    )
 
-    first = configs[0]
+    first, full = _pin(configs[0])
+    configs = [replace(c, data=first.data, data_checksum=first.data_checksum) for c in configs]
+    dataset = _cut(full, first)
     apply_threads(first.train.threads)
-    dataset = load_training_dataset(first)
-    learners, contexts = [], []
+    learners = []
     for config in configs:
         run_dir = Path(config.out)
+        existing = read_run_config(run_dir)
+        if existing is not None and _check_same_run(run_dir, existing, config, False) != "same":
+            raise ConfigError(f"{run_dir} holds a run with other settings: trained alone, not as a member")
         run_dir.mkdir(parents=True, exist_ok=True)
-        algo, _, ctx = build_algorithm(config, run_dir, dataset)  # seeds set as a single run sets them
-        learners.append(algo)
-        contexts.append(ctx)
+        learners.append(build_algorithm(config, run_dir, dataset)[0])  # seeded as a single run is
         atomic.write_json(run_dir / CONFIG, config.to_dict())
     group = MemberGroup(learners)
     seeds = [config.train.seed for config in configs]
     group_path = Path(first.out) / GROUP_CHECKPOINT
     start, train_time = 0, 0.0
     if group_path.exists():
-        state = torch.load(group_path, map_location=group.ctx.device, weights_only=False)
+        state = checkpoint.load(group_path, map_location=group.ctx.device, what="member group checkpoint")
         if state.get("seeds") == seeds:  # the same members: go on; else start again
             group.load_state_dict(state["group"])
             torch.set_rng_state(state["torch_rng"])
-            np.random.set_state(state["numpy_rng"])
+            _set_numpy_rng_state(state["numpy_rng"])
             start, train_time = int(state["step"]), float(state["train_time_s"])
     total = first.train.steps
+    size = len(configs)
 
     def save(step: int) -> None:
-        atomic.torch_save(
-            {
-                "step": step,
-                "seeds": seeds,
-                "group": group.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(),
-                "train_time_s": train_time,
-            },
-            group_path,
-        )
+        state = {
+            "step": step,
+            "seeds": seeds,
+            "group": group.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        state.update({"numpy_rng": _numpy_rng_state(), "train_time_s": train_time})
+        checkpoint.save(state, group_path)
 
-    logs = [MetricsLog(Path(config.out)) for config in configs]
+    logs = [MetricsLog(Path(config.out), resume_step=start) for config in configs]
     bar = None
     if progress and start < total:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=start, desc=f"{first.method} x{len(configs)}", unit="upd")
+        bar = tqdm(total=total, initial=start, desc=f"{first.method} x{size}", unit="upd")
     try:
         for step in range(start, total):
             t0 = time.perf_counter()
@@ -266,9 +276,11 @@ def _train_pending(configs: list, indices: list[int], progress: bool) -> dict[in
             done = step + 1
             if done % first.train.log_every == 0 or done == total:
                 for log, values in zip(logs, metrics, strict=True):
-                    log.log(done, train_time / len(configs), values)
+                    log.log(done, train_time / size, values)
             if first.eval.every and done % first.eval.every == 0 and done < total and first.eval.episodes:
-                _periodic_evaluation(group, logs, dataset, first.eval, done, train_time / len(configs))
+                for member, log in enumerate(logs):
+                    summary = run_evaluation(group.sync(member).policy(), dataset, first.eval)
+                    log.log(done, train_time / size, _eval_metrics(summary))
             if done % first.train.checkpoint_every == 0 and done < total:
                 save(done)
             if bar is not None:
@@ -281,85 +293,34 @@ def _train_pending(configs: list, indices: list[int], progress: bool) -> dict[in
             log.close()
 
     outcomes: dict[int, Any] = {}
-    for member, (index, config, ctx) in enumerate(zip(indices, configs, contexts, strict=True)):
+    for member, (index, config) in enumerate(zip(indices, configs, strict=True)):
         try:
             learner = group.sync(member)
-            run_dir = Path(config.out)
-            atomic.torch_save(
-                {
-                    "step": total,
-                    "algo": learner.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": np.random.get_state(),
-                    "train_time_s": train_time / len(configs),
-                    "method": config.method,
-                },
-                run_dir / CHECKPOINT,
-            )
-            outcomes[index] = _finish_member(learner, config, ctx, dataset, total, train_time, len(configs))
+            state = {"step": total, "algo": learner.state_dict(), "torch_rng": torch.get_rng_state()}
+            state.update({"numpy_rng": _numpy_rng_state(), "train_time_s": train_time / size})
+            checkpoint.save({**state, "method": config.method}, Path(config.out) / CHECKPOINT)
+            outcomes[index] = _finish_member(config, size, train_time)
         except Exception as exc:  # this member's failure is its own: the others keep their results
             import traceback
 
-            outcomes[index] = MemberFailure(
-                str(config.out), f"{type(exc).__name__}: {exc}", traceback.format_exc()
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            outcomes[index] = MemberFailure(str(config.out), error, traceback.format_exc())
     group_path.unlink(missing_ok=True)
     return outcomes
 
 
-def _periodic_evaluation(group: MemberGroup, logs: list, dataset, eval_cfg, step: int, wall: float) -> None:
-    from marlkd.training import run_evaluation
-
-    for member, log in enumerate(logs):
-        summary = run_evaluation(group.sync(member).policy(), dataset, eval_cfg)
-        log.log(
-            step, wall, {"eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"]}
-        )
+def _eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    return {"eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"]}
 
 
-def _finish_member(learner, config, ctx, dataset, total: int, group_time: float, size: int) -> dict[str, Any]:
-    """Evaluate a synced member and write its ``results.json`` (the keys :func:`marlkd.train` writes, plus
-    the group's size and training time)."""
-    import platform
+def _finish_member(config, size: int, group_time: float) -> dict[str, Any]:
+    """A trained member (its final checkpoint written) finished by :func:`marlkd.train` itself: it finds
+    the run trained, evaluates it and writes ``results.json`` as for a single run, to which the group's
+    size and training time are added (``train_time_s`` is this member's share of the group's)."""
+    from marlkd.training import RESULTS, train
 
-    import marlkd
-    from marlkd.config import to_dict
-    from marlkd.training import RESULTS, run_evaluation
-
-    results: dict[str, Any] = {
-        "method": config.method,
-        "env_id": dataset.metadata.env_id,
-        "train_steps": total,
-        "train_time_s": group_time / size,  # this member's share of the group's training time
-        "seed": config.train.seed,
-        "precision": str(ctx.autocast_dtype or "fp32").replace("torch.", ""),
-        "dataset_episodes": dataset.n_episodes,
-        "env_steps": 0,
-        "return_scale": float(learner.return_scale),
-        "members": size,
-        "members_train_time_s": group_time,
-    }
-    if config.eval.episodes > 0:
-        t0 = time.perf_counter()
-        results.update(run_evaluation(learner.policy(), dataset, config.eval))
-        results["eval_time_s"] = time.perf_counter() - t0
-        from marlkd.training import MetricsLog
-
-        log = MetricsLog(Path(config.out))
-        log.log(
-            total,
-            group_time / size,
-            {"eval/return_mean": results["return_mean"], "eval/return_std": results["return_std"]},
-        )
-        log.close()
-    results.update(
-        {
-            "marlkd_version": marlkd.__version__,
-            "torch_version": torch.__version__,
-            "python": platform.python_version(),
-            "config": to_dict(config),
-        }
-    )
+    results = dict(train(config, progress=False))
+    results.update({"members": size, "members_train_time_s": group_time})
     atomic.write_json(Path(config.out) / RESULTS, results)
     return results
 

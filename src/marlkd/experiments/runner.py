@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 import traceback
