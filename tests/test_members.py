@@ -48,7 +48,7 @@ def config(data: Path, out: Path, method: str, seed: int, steps: int = 5, eval_e
     )
 
 
-@pytest.mark.parametrize("method", ["idt", "madt"])
+@pytest.mark.parametrize("method", ["idt", "madt", "teacher"])
 def test_members_equal_separate_runs(grid_data: Path, tmp_path: Path, method: str) -> None:
     seeds = (0, 7)
     group = [config(grid_data, tmp_path / f"m{s}", method, s) for s in seeds]
@@ -71,7 +71,7 @@ def test_members_equal_separate_runs(grid_data: Path, tmp_path: Path, method: st
     # the two members really differ (different seeds)
     a0 = load(tmp_path / "m0" / "checkpoint.pt")["algo"]["model"]
     a7 = load(tmp_path / "m7" / "checkpoint.pt")["algo"]["model"]
-    assert not torch.allclose(a0["head.weight"], a7["head.weight"])
+    assert not torch.allclose(a0["embed_obs.weight"], a7["embed_obs.weight"])
 
 
 def test_per_member_clipping_matches_clip_grad_norm() -> None:
@@ -145,6 +145,9 @@ def test_groups_need_runs_that_differ_only_in_seed(grid_data: Path, tmp_path: Pa
     ]
     with pytest.raises(ConfigError, match="cannot train as members"):
         members.check_group(bc)
+    factored = [config(grid_data, tmp_path / f"t{s}", "teacher", s, teacher="factored") for s in (0, 1)]
+    with pytest.raises(ConfigError, match="concatenation teacher"):
+        members.check_group(factored)
     with pytest.raises(ConfigError, match="differ in more than their seed"):
         members.check_group(
             [

@@ -62,6 +62,8 @@ def check_group(configs: Sequence) -> None:
         raise ConfigError(
             f"method {first.method!r} cannot train as members (those that can: {MEMBER_METHODS})"
         )
+    if getattr(first.algo, "teacher", "concat") != "concat":
+        raise ConfigError("only the concatenation teacher (a plain decision transformer) trains as members")
     reference = _without_seed_and_out(first)
     for config in configs[1:]:
         if _without_seed_and_out(config) != reference:
@@ -354,7 +356,8 @@ class SeedGroups:
         directory. Only offline runs of :data:`MEMBER_METHODS` group, and only with another seed."""
         by_key: dict[str, list] = {}
         for run in runs:
-            if run.kind == "offline" and run.method in MEMBER_METHODS:
+            factored = dict(run.config.get("algo") or {}).get("teacher", "concat") != "concat"
+            if run.kind == "offline" and run.method in MEMBER_METHODS and not factored:
                 by_key.setdefault(_group_key(run), []).append(run)
         groups: dict[str, tuple[tuple[Any, str], ...]] = {}
         for members in by_key.values():
