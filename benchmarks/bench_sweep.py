@@ -60,6 +60,8 @@ def cell_configs(method: str, seeds: int, data: Path, out: Path, args) -> list[R
     for run in sorted(runs, key=lambda r: r.seed):
         config = dict(run.config)
         config["train"] = {**config["train"], "device": args.device}
+        if args.precision:
+            config["train"]["precision"] = args.precision
         if args.steps:
             config["train"]["steps"] = args.steps
             config["train"]["checkpoint_every"] = max(args.steps, 1)
@@ -156,6 +158,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="a Grid-World dataset to use instead")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default=None, help="override the spec's precision"
+    )
     parser.add_argument("--profile-steps", type=int, default=10)
     args = parser.parse_args()
     apply_threads(args.threads)
@@ -168,7 +173,7 @@ def main() -> None:
 
             data = collect_random_dataset("grid-world", args.episodes, work / "gw.h5", seed=0)
         unit = "GPU wall" if args.device == "cuda" else "CPU"
-        precision = marlkd.TrainConfig().precision
+        precision = args.precision or marlkd.TrainConfig().precision
         print(
             f"Grid-World, table1's configs, {args.seeds} seeds, {args.steps or 'sweep budget'} updates, "
             f"{args.eval_episodes} eval episodes, threads={args.threads}, device={args.device}, "
