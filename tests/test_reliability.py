@@ -227,10 +227,19 @@ def test_a_crafted_expert_folder_does_not_run(tmp_path, capsys):
     digest = hashlib.sha256((expert / "checkpoint.pt").read_bytes()).hexdigest()
     info = {
         "env_id": "grid-world",
-        "env_kwargs": {},
+        "env_kwargs": {"grid_size": 8, "n_agents": 2, "objects_per_agent": 3, "max_steps": 30, "window": 5},
         "checkpoint": "checkpoint.pt",
         "checkpoint_sha256": digest,  # the payload's own hash: proves nothing
         "deterministic": True,
+        "expert_return": 1.0,
+        "expert_return_sampled": 1.0,
+        "expert_return_greedy": 1.0,
+        "random_return": 0.0,
+        "reference_episodes": 10,
+        "reference_seed": 0,
+        "ppo": {},
+        "env_steps": 100,
+        "wall_time_s": 1.0,
     }
     (expert / "expert.json").write_text(json.dumps(info))
     out = tmp_path / "data.h5"
@@ -248,8 +257,9 @@ def test_a_crafted_expert_folder_does_not_run(tmp_path, capsys):
             str(expert),
         ]
     )
+    err = capsys.readouterr().err
     assert code == 2 and not marker.exists() and not out.exists()
-    assert capsys.readouterr().err.count("\n") == 1
+    assert "refused to load this PPO checkpoint" in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10, "truncate"])
