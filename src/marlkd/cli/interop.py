@@ -33,15 +33,25 @@ def _key_mapping(text: str) -> tuple[str, str]:
 
 
 def _common_import_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="the marlkd dataset file to write (.h5)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="the marlkd dataset file to write (.h5)")
     parser.add_argument(
         "--env-id",
+        metavar="ID",
         help="environment recorded in the dataset (an id marlkd runs enables evaluation; any other name "
         "trains with evaluation off)",
     )
-    parser.add_argument("--env-kwargs", type=_json_object, help="that environment's arguments, a JSON object")
-    parser.add_argument("--quality", help="data tier recorded in the dataset")
-    parser.add_argument("--n-actions", type=int, help="number of actions when the data has no action masks")
+    parser.add_argument(
+        "--env-kwargs", type=_json_object, metavar="JSON", help="that environment's arguments, a JSON object"
+    )
+    parser.add_argument(
+        "--quality", metavar="LABEL", help="data tier recorded in the dataset (Vaults: the uid in lower case)"
+    )
+    parser.add_argument(
+        "--n-actions",
+        type=int,
+        metavar="A",
+        help="number of actions when the data has no action masks (default: the largest action + 1)",
+    )
 
 
 def register_dataset_commands(commands: argparse._SubParsersAction) -> None:
