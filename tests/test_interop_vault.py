@@ -309,3 +309,10 @@ def test_d4rl_flat_file_imports_with_key_mapping(tmp_path):
         import_d4rl(source, tmp_path / "e.h5", env_id="x", keys={"state": "nope", "obs": "observations"})
     with pytest.raises(DatasetError, match="field 'obs': key 'missing' not found"):
         import_d4rl(source, tmp_path / "e.h5", env_id="x", keys={"obs": "missing"})
+
+
+def test_vault_name_is_the_last_three_path_parts(tmp_path):
+    from marlkd.data.vault import vault_name
+
+    assert vault_name(tmp_path / "vaults" / "og_marl" / "smac_v1" / "3m.vlt") == "og_marl/smac_v1/3m"
+    assert vault_name("/3m.vlt") == "3m"

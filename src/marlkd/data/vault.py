@@ -204,7 +204,8 @@ def read_vault(vault_dir: str | os.PathLike[str], uid: str) -> tuple[dict[str, n
 def vault_name(vault_dir: str | os.PathLike[str]) -> str:
     """A Vault's name as OG-MARL gives it: the last three path parts without ``.vlt``
     (``vaults/og_marl/smac_v1/3m.vlt`` -> ``og_marl/smac_v1/3m``)."""
-    parts = Path(vault_dir).resolve().parts
+    path = Path(vault_dir).resolve()
+    parts = path.relative_to(path.anchor).parts
     tail = [*parts[-3:-1], parts[-1].removesuffix(".vlt")]
     return "/".join(tail)
 
