@@ -29,6 +29,7 @@ def test_envs_lists_every_environment_and_names_missing_extras(
 
     monkeypatch.setattr(envs_command, "describe", describe)
     monkeypatch.setattr(envs_command, "_declared_extras", lambda: {"highway", "smax", "vault", "all"})
+    monkeypatch.setattr(envs_command, "installed", lambda package: package not in ("jaxmarl", "highway_env"))
     lines = _listing(capsys)
     for env_id, sizes in NATIVE_SIZES.items():
         assert lines[env_id][1:4] == sizes

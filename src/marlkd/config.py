@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
+import re
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from marlkd.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+Device = Literal["cpu", "cuda", "auto"]
+DEVICES: tuple[str, ...] = typing.get_args(Device)
 
 
 def check(condition: bool, where: str, message: str) -> None:
@@ -54,9 +60,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     grad_clip: float = 0.25
-    precision: str = "auto"
+    precision: Precision = "auto"
     seed: int = 0
-    device: str = "cpu"
+    device: Device = "cpu"
     log_every: int = 50
     checkpoint_every: int = 500
     num_trajectories: int = 0
@@ -78,7 +84,7 @@ class TrainConfig:
             f"must be finite and >= 0, got {self.grad_clip}",
         )
         check(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
-        check(self.device in ("cpu", "cuda", "auto"), "train.device", "must be cpu, cuda or auto")
+        check(self.device in DEVICES, "train.device", f"must be one of {DEVICES}")
         check(self.log_every >= 1, "train.log_every", "must be >= 1")
         check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
         check(self.num_trajectories >= 0, "train.num_trajectories", "must be >= 0")
@@ -154,7 +160,7 @@ def _origin_is_tuple(hint: Any) -> bool:
     return typing.get_origin(hint) is tuple
 
 
-def _scalar_type(hint: Any) -> tuple[type, bool]:
+def _scalar_type(hint: Any) -> tuple[Any, bool]:
     """(base type, optional) of a field annotation such as ``float | None``."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -163,55 +169,161 @@ def _scalar_type(hint: Any) -> tuple[type, bool]:
     return hint, False
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+def choices_of(hint: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal[...]`` annotation (optional or not); None for other types."""
+    base, _ = _scalar_type(hint)
+    return typing.get_args(base) if typing.get_origin(base) is typing.Literal else None
+
+
+_DOC_ENTRY = re.compile(r"^(?P<names>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*:(?:\s+(?P<text>.*))?$")
+_REST_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`")
+
+
+def plain_text(text: str) -> str:
+    """Docstring markup made readable on a terminal: reST ``literals`` and :role:`targets` lose their
+    marks."""
+    return _REST_ROLE.sub(r"\1", text).replace("``", "")
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Field descriptions from the ``Attributes:`` sections of ``cls``'s docstrings (and its bases')."""
+    """Each field's description from the ``Attributes:`` sections of ``cls``'s docstrings (and its bases').
+
+    An entry is ``name: text`` (or ``a, b: text`` for fields documented together) indented one level
+    below ``Attributes:``; deeper-indented lines continue it. Markup is removed (:func:`plain_text`).
+    """
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        current = None
-        for line in (klass.__doc__ or "").splitlines():
+        lines = inspect.cleandoc(klass.__doc__ or "").splitlines() if klass.__doc__ else []
+        inside, indent, current = False, None, []
+        for line in lines:
             stripped = line.strip()
-            head, sep, rest = stripped.partition(":")
-            if sep and head.isidentifier() and line.startswith(" " * 8) and not line.startswith(" " * 12):
-                current = head
-                docs[current] = rest.strip()
-            elif current and stripped and line.startswith(" " * 12):
-                docs[current] += " " + stripped
-            elif not stripped or not line.startswith(" " * 8):
-                current = None
-    return docs
+            if stripped == "Attributes:":
+                inside, indent, current = True, None, []
+                continue
+            if not inside:
+                continue
+            if not stripped:
+                current = []
+                continue
+            depth = len(line) - len(line.lstrip())
+            if depth == 0:  # the section ended
+                inside = False
+                continue
+            if indent is None:
+                indent = depth
+            match = _DOC_ENTRY.match(stripped) if depth == indent else None
+            if match:
+                current = [name.strip() for name in match.group("names").split(",")]
+                for name in current:
+                    docs[name] = match.group("text") or ""
+            elif current and depth > indent:
+                for name in current:
+                    docs[name] = (docs[name] + " " + stripped).strip()
+    return {name: plain_text(text) for name, text in docs.items()}
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """Add one ``--prefix-name`` option per field of ``cls`` (defaults left as None = 'not given')."""
+def summary_line(cls: type) -> str:
+    """The first line of ``cls``'s docstring, markup removed and without its final full stop."""
+    first = (inspect.getdoc(cls) or "").strip().splitlines()
+    return plain_text(first[0]).rstrip(".") if first else ""
+
+
+class _NoneValue:
+    """The value of an option given as ``none``: sets an optional field to None (a CLI ``None`` means
+    'not given')."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+NONE = _NoneValue()
+
+
+def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return NONE if text.lower() in ("none", "null") else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names the type in its errors
+    return parse
+
+
+class _FlagAction(argparse.Action):
+    """``--name`` sets True, ``--no-name`` sets False; neither leaves None ('not given')."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        negated = [f"--no-{s[2:]}" for s in option_strings if s.startswith("--")]
+        super().__init__([*option_strings, *negated], dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, not (option_string or "").startswith("--no-"))
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    prefix: str = "",
+    title: str | None = None,
+    exclude: Iterable[str] = (),
+) -> argparse._ArgumentGroup:
+    """Add one ``--prefix-name`` option per field of ``cls`` to a group titled ``title``.
+
+    Types come from the annotations: ``Literal[...]`` lists its choices, ``bool`` becomes a pair of flags
+    (``--name`` / ``--no-name``), a tuple takes several values, an optional field also accepts ``none``.
+    The help is the field's own ``Attributes:`` entry. Defaults stay None (= 'not given'), so that
+    :func:`dataclass_from_arguments` can layer the given options over a base config.
+    """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
-    group = parser.add_argument_group(f"{cls.__name__} ({prefix or 'options'})")
+    group = parser.add_argument_group(title or summary_line(cls) or cls.__name__)
+    skip = set(exclude)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
+        if dataclasses.is_dataclass(hint) or f.name in skip:
             continue
-        base, _ = _scalar_type(hint)
+        base, optional = _scalar_type(hint)
         option = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
+        dest = (f"{prefix}_" if prefix else "") + f.name
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%").strip()
+        help_text = docs.get(f.name, "")
+        shown = _default_text(default)
+        if shown:
+            help_text = f"{help_text.rstrip('.')} (default: {shown})".strip()
+        help_text = help_text.replace("%", "%%")
+        choices = choices_of(hint)
         if base is bool:
-            group.add_argument(option, type=_parse_bool, default=None, metavar="BOOL", help=help_text)
+            group.add_argument(option, dest=dest, action=_FlagAction, default=None, help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text}
+        if choices is not None:
+            convert = type(choices[0])
+            names = [str(c) for c in choices] + (["none"] if optional else [])
+            kwargs["metavar"] = "{" + ",".join(names) + "}"
+            kwargs["choices"] = [convert(c) for c in choices] + ([NONE] if optional else [])
+            kwargs["type"] = _optional(convert) if optional else convert
         elif typing.get_origin(base) is tuple:
-            elem = typing.get_args(base)[0]
-            group.add_argument(option, type=elem, nargs="+", default=None, help=help_text)
-        elif base in (int, float, str):
-            group.add_argument(option, type=base, default=None, help=help_text)
+            kwargs["type"] = typing.get_args(base)[0]
+            kwargs["nargs"] = "+"
         else:
-            group.add_argument(option, type=str, default=None, help=help_text)
+            convert = base if base in (int, float, str) else str
+            kwargs["type"] = _optional(convert) if optional else convert
+            kwargs["metavar"] = {int: "N", float: "X", str: "TEXT"}.get(convert, "VALUE")
+            if optional:
+                kwargs["metavar"] += "|none"
+        group.add_argument(option, **kwargs)
+    return group
 
 
 def dataclass_from_arguments(cls: type, args: argparse.Namespace, prefix: str = "", base: Any = None) -> Any:
@@ -220,6 +332,8 @@ def dataclass_from_arguments(cls: type, args: argparse.Namespace, prefix: str = 
     for f in dataclasses.fields(cls):
         key = (f"{prefix}_" if prefix else "") + f.name
         value = getattr(args, key.replace("-", "_"), None)
-        if value is not None:
+        if value is NONE:
+            values[f.name] = None
+        elif value is not None:
             values[f.name] = tuple(value) if isinstance(value, list) else value
     return from_dict(cls, values, where=prefix)

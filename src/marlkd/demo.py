@@ -16,7 +16,8 @@ from typing import Any
 
 from marlkd import atomic
 from marlkd.algos import ALGOS
-from marlkd.config import EvalConfig, TrainConfig, check
+from marlkd.config import EvalConfig, Precision, TrainConfig, check
+from marlkd.names import Quality
 from marlkd.run_config import RunConfig
 
 
@@ -35,19 +36,19 @@ class DemoConfig:
         methods: methods to train, in table order.
         seed: training seed.
         eval_episodes: evaluation episodes per method.
-        precision: training precision (``auto``: bf16 where the CPU supports it).
+        precision: training precision (auto: bf16 where the CPU supports it).
     """
 
     out: str = "demo_out"
     env: str = "grid-world"
-    quality: str = "good"
+    quality: Quality = "good"
     episodes: int = 1000
     expert_steps: int = 100_000
     steps: int = 600
     methods: tuple[str, ...] = ("bc", "idt", "madt", "ours")
     seed: int = 0
     eval_episodes: int = 32
-    precision: str = "auto"
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         check(self.episodes >= 1, "demo.episodes", "must be >= 1")

@@ -1,11 +1,18 @@
-"""Names shared across layers, kept free of imports so the experiments layer can read them without
+"""Names shared across layers, kept free of package imports (only the standard library's typing) so the
 loading torch: the dataset quality tiers, the ablation switches of ``ours`` and the finetuning
 pseudo-method that starts from random weights."""
 
+from typing import Literal, get_args
+
 # Dataset quality tiers (``marlkd.experts`` makes them): the paper's (the expert, and the expert mixed with
 # random actions), then those made from the expert's training checkpoints (``marlkd.tiers``), then random.
-QUALITIES = ("good", "normal", "poor", "medium", "early", "replay", "mixed", "random")
+# The Literal types let the command line list the choices of config fields annotated with them.
+Quality = Literal["good", "normal", "poor", "medium", "early", "replay", "mixed", "random"]
+QUALITIES: tuple[str, ...] = get_args(Quality)
 # Values of ``ours``'s config field ``ablation``, in the order of the paper's Table 3.
-ABLATIONS = ("full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping")
+Ablation = Literal[
+    "full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping"
+]
+ABLATIONS: tuple[str, ...] = get_args(Ablation)
 # The "method" of a finetuning run (or sweep) that starts MAPPO from random weights.
 SCRATCH = "scratch"

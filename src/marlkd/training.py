@@ -312,9 +312,9 @@ def _train_locked(config: RunConfig, run_dir: Path, progress: bool) -> dict[str,
     log = MetricsLog(run_dir, resume_step=start)
     bar = None
     if progress and start < total:
-        from tqdm.auto import tqdm
+        from marlkd.progress import progress_bar
 
-        bar = tqdm(total=total, initial=start, desc=f"{config.method}", unit="upd", dynamic_ncols=True)
+        bar = progress_bar(total=total, initial=start, desc=config.method, unit="upd", dynamic_ncols=True)
     try:
         step = start
         while step < total:

@@ -35,7 +35,9 @@ class DTModelConfig:
 
     Attributes:
         context: K, timesteps per window.
-        width: model width D. layers: transformer blocks. heads: attention heads.
+        width: model width D.
+        layers: transformer blocks.
+        heads: attention heads.
         dropout: dropout probability.
         return_scale: returns-to-go are divided by this; None takes the dataset's largest absolute
             per-agent episode return (recorded in the run's checkpoint and results).

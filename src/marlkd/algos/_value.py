@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from marlkd.config import check
-from marlkd.data.transitions import TRUNCATION_RULES
+from marlkd.data.transitions import TRUNCATION_RULES, TruncationRule
 from marlkd.models.agent_nets import MLPConfig
 from marlkd.models.layouts import masked_logits
 
@@ -37,7 +37,7 @@ class ValueConfig(MLPConfig):
     target_tau: float = 0.005
     target_period: int = 0
     update_repeats: int = 1
-    truncation: str = "bootstrap"
+    truncation: TruncationRule = "bootstrap"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,6 +15,7 @@ Grid-World (docs/baselines.md) it scores below random play while log D does not,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,8 @@ from marlkd.algos.adversarial import AdversarialConfig, AdversarialImitation, Ba
 from marlkd.config import check
 from marlkd.models.agent_nets import AgentMLP
 
-REWARDS = ("positive", "logit", "negative")
+Reward = Literal["positive", "logit", "negative"]
+REWARDS: tuple[str, ...] = get_args(Reward)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Config(AdversarialConfig):
             paper's) or ``logit`` (log D - log(1 - D)).
     """
 
-    reward: str = "negative"
+    reward: Reward = "negative"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -36,7 +36,7 @@ from marlkd.config import check
 from marlkd.errors import ConfigError
 from marlkd.models.layers import MLP
 from marlkd.models.layouts import Layout, masked_logits
-from marlkd.names import ABLATIONS
+from marlkd.names import ABLATIONS, Ablation
 from marlkd.optim import make_optimizer, optimizer_step
 
 
@@ -68,7 +68,7 @@ class Config(TeacherModelConfig):
     beta: float = 1.0
     momentum_every: int = 4
     mapping_width: int = 128
-    ablation: str = "full"
+    ablation: Ablation = "full"
     teacher_steps: int | None = None
     teacher_run: str | None = None
     teacher_cache: str | None = None

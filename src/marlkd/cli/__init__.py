@@ -2,6 +2,11 @@
 
 Each command group lives in its own module here and exposes ``register(subparsers)``; a command's handler
 takes the parsed ``argparse.Namespace`` and returns an exit code.
+
+Command modules import only the standard library and :mod:`marlkd.config` at import time. A command whose
+options need heavy imports (the method list needs PyTorch) passes ``fill=`` to ``add_parser``: its options
+are added only when that command is the one being run (or asked for ``--help``), so ``marlkd --help`` and
+light commands start without loading PyTorch or JAX.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 from marlkd.errors import MarlkdError
 from marlkd.threads import apply_threads
@@ -28,10 +35,60 @@ _COMMAND_MODULES = (
 )
 
 
+class _LazySubParsersAction(argparse._SubParsersAction):
+    """Subcommands whose options may be added on first use: ``add_parser(name, fill=callback)``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fillers: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+    def add_parser(
+        self, name: str, *, fill: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs: Any
+    ) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **kwargs)
+        if fill is not None:
+            self._fillers[name] = fill
+        return parser
+
+    def fill(self, name: str) -> argparse.ArgumentParser:
+        """Add the options of subcommand ``name`` now (once) and return its parser."""
+        parser = self._name_parser_map[name]
+        callback = self._fillers.pop(name, None)
+        if callback is not None:
+            callback(parser)
+        return parser
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values and values[0] in self._name_parser_map:
+            self.fill(values[0])
+        super().__call__(parser, namespace, values, option_string)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose subcommands can be filled lazily (see :class:`_LazySubParsersAction`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _LazySubParsersAction)
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """The one ``--quiet`` option (alias ``--no-progress``): no progress bars. Bars are drawn only when
+    standard error is a terminal anyway."""
+    parser.add_argument(
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        help="no progress bars (they are shown only on a terminal in any case)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="marlkd",
         description="Offline multi-agent RL by sequence modelling and knowledge distillation.",
+        epilog="Run `marlkd COMMAND --help` for a command's options.",
     )
     parser.add_argument(  # taken out of the arguments by main() before parsing; here for --help
         "--import",

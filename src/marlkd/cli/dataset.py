@@ -6,10 +6,10 @@ import argparse
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from marlkd.data.format import OfflineDataset, check_environment, load_dataset
-from marlkd.errors import DatasetError
+if TYPE_CHECKING:
+    from marlkd.data.format import OfflineDataset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -90,6 +90,8 @@ def _format(summary: dict[str, Any]) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from marlkd.data.format import load_dataset
+
     summary = summarize(load_dataset(args.file))
     if args.json:
         # NaN (an unknown normalized score) is not JSON; write null for it.
@@ -101,6 +103,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from marlkd.data.format import check_environment, load_dataset
+    from marlkd.errors import DatasetError
+
     failed = 0
     for file in args.files:
         try:

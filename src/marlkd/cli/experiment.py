@@ -6,7 +6,7 @@ import argparse
 import signal
 from collections import Counter
 
-from marlkd.experiments.runner import DEFAULT_ROOT
+from marlkd.cli import add_quiet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,8 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the paper's experiments (or your own sweep spec) and report them",
         description="Sweeps over environments x methods x seeds x settings, from a spec: a built-in name "
         "(see `marlkd experiment list`) or a TOML file. See docs/experiments.md.",
+        fill=_fill,
     )
     parser.set_defaults(func=lambda _args: (parser.print_help(), 2)[1])
+
+
+def _fill(parser: argparse.ArgumentParser) -> None:
+    from marlkd.experiments.runner import DEFAULT_ROOT
+
     actions = parser.add_subparsers(dest="experiment_action", metavar="ACTION")
 
     listing = actions.add_parser("list", help="the built-in specs and their sizes")
@@ -71,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'ray://host:10001'); needs marlkd[ray]",
     )
     run.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task asks for")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(run)
     run.set_defaults(func=_run)
 
     report = actions.add_parser("report", help="tables, robust statistics and plots from the results table")
@@ -122,7 +128,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from marlkd.experiments.runner import run_sweep
+    from marlkd.experiments.runner import DEFAULT_ROOT, run_sweep
 
     # A scheduler's SIGTERM (SLURM, Kubernetes, `kill`) stops the sweep as Ctrl-C does: the workers are
     # stopped, interrupted runs keep their checkpoints, and the next launch resumes them.
@@ -138,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
             only_methods=args.only_method,
             max_seeds=args.max_seeds,
             gpus_per_run=args.gpus_per_run,
-            progress=not args.no_progress,
+            progress=not args.quiet,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

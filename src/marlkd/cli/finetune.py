@@ -5,20 +5,25 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-import torch
-
-from marlkd.finetune import FinetuneConfig, finetune
+from marlkd.cli import add_quiet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    defaults = FinetuneConfig()
     parser = subparsers.add_parser(
         "finetune",
         help="finetune a trained policy online with MAPPO, against MAPPO from scratch",
         description="Train MAPPO for --steps environment steps starting from the decentralized policy of "
         "the training run RUN_DIR (ours, idt, madt, bc, icq, gail, airl), and MAPPO from scratch with the "
         "same budget; write both learning curves (CSV and one PNG) and results.json into --out.",
+        fill=_fill,
     )
+    parser.set_defaults(func=_finetune)
+
+
+def _fill(parser: argparse.ArgumentParser) -> None:
+    from marlkd.finetune import FinetuneConfig  # late: imports PyTorch
+
+    defaults = FinetuneConfig()
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished `marlkd train` run directory")
     parser.add_argument(
         "--steps",
@@ -38,10 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"greedy evaluation episodes of each final policy ({defaults.eval_episodes})",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
-    parser.set_defaults(func=_finetune)
+    add_quiet(parser)
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    import torch
+
+    from marlkd.finetune import FinetuneConfig, finetune
+
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     config = replace(
@@ -51,7 +60,7 @@ def _finetune(args: argparse.Namespace) -> int:
         num_envs=args.num_envs,
         eval_episodes=args.eval_episodes,
     )
-    results = finetune(args.run_dir, config, args.out)
+    results = finetune(args.run_dir, config, args.out, progress=not args.quiet)
     for init, run in results["runs"].items():
         evaluation = f", greedy evaluation {run['return_mean']:.4g}" if "return_mean" in run else ""
         print(

@@ -7,17 +7,20 @@ import dataclasses
 import json
 from pathlib import Path
 
-from marlkd.algos import ALGOS
+from marlkd.cli import add_quiet
 from marlkd.config import (
     EvalConfig,
     TrainConfig,
     add_dataclass_arguments,
     dataclass_from_arguments,
+    summary_line,
 )
 from marlkd.errors import MarlkdError
 from marlkd.run_config import RunConfig
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+# Evaluation options that only make sense while training (not for `marlkd eval`).
+_TRAINING_ONLY_EVAL_FIELDS = ("every",)
 
 
 def _algo_prefix(config_cls: type) -> str:
@@ -26,35 +29,73 @@ def _algo_prefix(config_cls: type) -> str:
     return "algo" if names & _TRAIN_FIELDS else ""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser(
-        "train",
-        help="train a method on an offline dataset",
-        description="Train METHOD on an HDF5 dataset; resumes RUN_DIR if it was killed.",
-    )
+def _fill_methods(train: argparse.ArgumentParser) -> None:
+    from marlkd.algos import ALGOS  # late: the method modules import PyTorch
+
     methods = train.add_subparsers(dest="method", metavar="METHOD", required=True)
     for name, entry in ALGOS.items():
-        p = methods.add_parser(name, help=entry.description, description=entry.description)
-        p.add_argument("--data", required=True, help="HDF5 dataset file")
-        p.add_argument("--out", required=True, help="run directory (created; resumed when it exists)")
-        p.add_argument("--config", help="a config.json to start from (options given here override it)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
-        add_dataclass_arguments(p, TrainConfig)
-        add_dataclass_arguments(p, EvalConfig, prefix="eval")
-        add_dataclass_arguments(p, entry.config_cls, prefix=_algo_prefix(entry.config_cls))
+        methods.add_parser(
+            name, help=entry.description, description=entry.description, fill=_method_filler(name)
+        )
+
+
+def _method_filler(name: str):
+    def fill(p: argparse.ArgumentParser) -> None:
+        from marlkd.algos import ALGOS
+
+        entry = ALGOS[name]
+        p.add_argument("--data", required=True, metavar="FILE", help="HDF5 dataset file")
+        p.add_argument(
+            "--out", required=True, metavar="DIR", help="run directory (created; resumed when it exists)"
+        )
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            help="a config.json to start from (options given here override it)",
+        )
+        add_quiet(p)
+        add_dataclass_arguments(p, TrainConfig, title="training")
+        add_dataclass_arguments(
+            p, EvalConfig, prefix="eval", title="evaluation (after training; --eval-every: during it too)"
+        )
+        summary = summary_line(entry.config_cls)
+        add_dataclass_arguments(
+            p,
+            entry.config_cls,
+            prefix=_algo_prefix(entry.config_cls),
+            title=f"{name} — {summary}" if summary else f"{name} options",
+        )
         p.set_defaults(func=_train)
 
+    return fill
+
+
+def _fill_eval(ev: argparse.ArgumentParser) -> None:
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a `marlkd train` run directory")
+    add_dataclass_arguments(ev, EvalConfig, title="evaluation", exclude=_TRAINING_ONLY_EVAL_FIELDS)
+    add_quiet(ev)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    subparsers.add_parser(
+        "train",
+        help="train a method on an offline dataset",
+        description="Train METHOD on an HDF5 dataset; resumes RUN_DIR if it was killed. "
+        "`marlkd train METHOD --help` lists the method's options.",
+        fill=_fill_methods,
+    )
     ev = subparsers.add_parser(
         "eval",
         help="evaluate a trained run directory",
-        description="Decentralized evaluation of a trained run.",
+        description="Decentralized evaluation of a trained run (options not given: the run's own).",
+        fill=_fill_eval,
     )
-    ev.add_argument("run_dir")
-    add_dataclass_arguments(ev, EvalConfig)
     ev.set_defaults(func=_eval)
 
 
 def config_from_arguments(args: argparse.Namespace) -> RunConfig:
+    from marlkd.algos import ALGOS
+
     entry = ALGOS[args.method]
     base = RunConfig.load(args.config) if args.config else None
     if base is not None and base.method != args.method:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from marlkd.data.format import write_dataset
 from marlkd.envs import env_spec, make_batched
+from marlkd.progress import progress_bar
 
 # act_fn(obs (B,N,O) float32, action_mask (B,N,A) bool, rng) -> actions (B,N) int64
 ActFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
@@ -92,7 +92,7 @@ def collect_episodes(
     chunk = {name: np.zeros((batch, *shape), dtype=dtype) for name, (shape, dtype) in shapes.items()}
 
     env_base, rng = _seeds(seed)
-    bar = tqdm(total=episodes, desc=f"collect {env_id}", unit="ep", disable=not progress)
+    bar = progress_bar(progress, total=episodes, desc=f"collect {env_id}", unit="ep")
     for start in range(0, episodes, batch):
         for array in chunk.values():
             array.fill(0)

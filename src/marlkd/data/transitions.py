@@ -23,6 +23,7 @@ agent's own episode ended, and losses of per-agent learners weight by it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -34,7 +35,8 @@ import torch
 #   exact only where the time fraction is in the observation, which Equal Space, SMAX and Highway lack).
 # "drop": bootstraps through truncations where the next step is stored and leaves the TD error of a
 #   truncated last step out.
-TRUNCATION_RULES = ("bootstrap", "final", "drop")
+TruncationRule = Literal["bootstrap", "final", "drop"]
+TRUNCATION_RULES: tuple[str, ...] = get_args(TruncationRule)
 
 
 @dataclass

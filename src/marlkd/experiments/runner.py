@@ -1034,6 +1034,6 @@ class _Scheduler:
 
 
 def _progress_bar(total: int, sweep: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from marlkd.progress import progress_bar
 
-    return tqdm(total=total, desc=sweep, unit="run", dynamic_ncols=True, disable=not enabled)
+    return progress_bar(enabled, total=total, desc=sweep, unit="run", dynamic_ncols=True)

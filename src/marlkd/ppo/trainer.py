@@ -113,7 +113,7 @@ def train_ppo(
         config: the hyperparameters (``config.mode`` picks centralized PPO or MAPPO).
         out_dir: receives ``checkpoint.pt``, ``checkpoints/``, ``learning_curve.csv/.png``, ``config.json``.
         init_actor_state: a state dict loaded into the actor before training (e.g. pretrained weights).
-        progress: show a tqdm bar over environment steps.
+        progress: show a bar over environment steps (on a terminal; see marlkd.progress).
         callback: called after every update with a :class:`PPOIteration`; returning True stops training.
         actor: your own actor module (obs ``(M, N, O)`` -> logits ``(M, N, A)``) instead of the built-in
             one of ``config.mode``; :func:`load_ppo_policy` then needs it again to load the checkpoint.
@@ -122,7 +122,7 @@ def train_ppo(
     Returns:
         A :class:`PPOResult` (checkpoint path, environment steps used, learning curve).
     """
-    from tqdm.auto import tqdm
+    from marlkd.progress import progress_bar
 
     env_kwargs = dict(env_kwargs or {})
     out = Path(out_dir)
@@ -140,7 +140,7 @@ def train_ppo(
     env_steps, iteration, keep = 0, 0, _KeepSchedule(config)
     curve: list[tuple[int, float]] = []
     start = time.perf_counter()
-    bar = tqdm(total=config.total_steps, disable=not progress, unit="step", desc=f"ppo {env_id}")
+    bar = progress_bar(progress, total=config.total_steps, unit="step", desc=f"ppo {env_id}")
 
     def save(mean_return: float, keep: bool) -> Path:
         state = nets.checkpoint(env_id, env_kwargs, env.spec, config, iteration, env_steps, mean_return)
