@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from marlkd.cli import add_quiet
 from marlkd.config import (
@@ -16,7 +17,9 @@ from marlkd.config import (
     summary_line,
 )
 from marlkd.errors import MarlkdError
-from marlkd.run_config import RunConfig
+
+if TYPE_CHECKING:
+    from marlkd.run_config import RunConfig
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 # Evaluation options that only make sense while training (not for `marlkd eval`).
@@ -95,6 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_arguments(args: argparse.Namespace) -> RunConfig:
     from marlkd.algos import ALGOS
+    from marlkd.run_config import RunConfig
 
     entry = ALGOS[args.method]
     base = RunConfig.load(args.config) if args.config else None
@@ -144,6 +148,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from marlkd.run_config import RunConfig
     from marlkd.training import evaluate_run
 
     run_dir = Path(args.run_dir)
