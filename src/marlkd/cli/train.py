@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from marlkd.cli import add_quiet
 from marlkd.config import (
@@ -76,6 +76,7 @@ def _method_filler(name: str):
 def _fill_eval(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a `marlkd train` run directory")
     add_dataclass_arguments(ev, EvalConfig, title="evaluation", exclude=_TRAINING_ONLY_EVAL_FIELDS)
+    ev.add_argument("--json", action="store_true", help="print the evaluation summary as JSON")
     add_quiet(ev)
 
 
@@ -116,25 +117,69 @@ def config_from_arguments(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def _print_results(results: dict) -> None:
-    keys = (
-        "method",
-        "env_id",
-        "return_mean",
-        "return_std",
-        "episodes",
-        "train_steps",
-        "train_time_s",
-        "env_steps",
-        "precision",
-    )
-    for key in keys:
-        if key in results:
-            value = results[key]
-            print(f"{key:>14}: {value:.4g}" if isinstance(value, float) else f"{key:>14}: {value}")
-    extra = {k: v for k, v in results.items() if k.endswith("/return_mean")}
-    for key, value in extra.items():
-        print(f"{key:>14}: {value:.4g}")
+def data_returns(path: str | Path) -> dict[str, Any] | None:
+    """The dataset's returns for context beside a policy's: mean and best per-agent episode return, its
+    quality and size, and the expert's and random policy's returns where recorded; None if unreadable."""
+    from marlkd.cli.dataset import reference_returns
+    from marlkd.data.format import load_dataset
+
+    try:
+        meta = load_dataset(path).metadata
+    except MarlkdError:
+        return None
+    return {
+        "mean": meta.mean_return,
+        "best": meta.max_return,
+        "quality": meta.quality,
+        "episodes": meta.n_episodes,
+        "env_id": meta.env_id,
+        **reference_returns(meta.behavior_policy),
+    }
+
+
+def format_results(results: dict[str, Any], data: dict[str, Any] | None) -> str:
+    """A training or evaluation summary: the policy's return beside the data's (and the expert's)."""
+    lines = []
+    env_id = results.get("env_id") or (data or {}).get("env_id", "?")
+    head = f"{results.get('method', '?')} on {env_id}"
+    facts = []
+    if "train_steps" in results:
+        facts.append(f"{results['train_steps']} updates")
+    if "train_time_s" in results:
+        facts.append(f"{results['train_time_s']:.0f} s training")
+    if results.get("env_steps"):
+        facts.append(f"{results['env_steps']:,} environment steps")
+    if "precision" in results:
+        facts.append(str(results["precision"]))
+    lines.append(head + (f" ({', '.join(facts)})" if facts else ""))
+    rows: list[tuple[str, str]] = []
+    if "return_mean" in results:
+        text = f"{results['return_mean']:.4g}"
+        if "return_std" in results:
+            text += f" ± {results['return_std']:.3g}"
+        if "episodes" in results:
+            text += f" over {results['episodes']} episodes"
+        if data and "expert" in data and "random" in data and data["expert"] != data["random"]:
+            score = (results["return_mean"] - data["random"]) / (data["expert"] - data["random"])
+            text += f"  (normalized {score:.2f})"
+        rows.append(("policy return", text))
+    for key, value in results.items():
+        if key.endswith("/return_mean") and isinstance(value, float):
+            rows.append((f"{key.split('/')[0]} return", f"{value:.4g}"))
+    if data:
+        rows.append(
+            (
+                "data return",
+                f"mean {data['mean']:.4g}, best {data['best']:.4g} "
+                f"({data['quality']}, {data['episodes']} episodes)",
+            )
+        )
+        references = [f"{name} {data[name]:.4g}" for name in ("expert", "random") if name in data]
+        if references:
+            rows.append(("references", ", ".join(references)))
+    lines += [f"  {label:<15} {text}" for label, text in rows]
+    lines.append("  (returns: mean per-agent episode return)")
+    return "\n".join(lines)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -142,7 +187,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = config_from_arguments(args)
     results = train(config, progress=not args.quiet)
-    _print_results(results)
+    print(format_results(results, data_returns(config.data)))
     print(f"run directory: {Path(config.out)}")
     return 0
 
@@ -158,7 +203,11 @@ def _eval(args: argparse.Namespace) -> int:
     eval_cfg = dataclass_from_arguments(EvalConfig, args, base=saved.eval)
     gif = run_dir / "eval.gif" if eval_cfg.gif else None
     summary = evaluate_run(run_dir, eval_cfg, gif=gif)
-    print(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        shown = {"method": saved.method, **summary}
+        print(format_results(shown, data_returns(saved.data)))
     print(f"written to {run_dir / 'eval.json'}")
     if gif is not None:
         print(f"episode GIF: {gif}")
