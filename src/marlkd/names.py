@@ -1,6 +1,6 @@
-"""Names shared across layers, kept free of package imports (only the standard library's typing) so the
-loading torch: the dataset quality tiers, the ablation switches of ``ours`` and the finetuning
-pseudo-method that starts from random weights."""
+"""Names shared across layers, kept free of package imports (only the standard library's ``typing``) so
+the experiments layer can read them without loading torch: the dataset quality tiers, the ablation
+switches of ``ours`` and the finetuning pseudo-method that starts from random weights."""
 
 from typing import Literal, get_args
 
