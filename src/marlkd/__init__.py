@@ -28,11 +28,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'marlkd' has no attribute {name!r}")
 
 
-def train(config: "RunConfig", *, progress: bool = True, lock_timeout: float = 0.0) -> dict:
+def train(
+    config: "RunConfig", *, progress: bool = True, lock_timeout: float = 0.0, wandb: bool | None = None
+) -> dict:
     """Train one method on one dataset (see :func:`marlkd.training.train`)."""
     from marlkd.training import train as _train
 
-    return _train(config, progress=progress, lock_timeout=lock_timeout)
+    return _train(config, progress=progress, lock_timeout=lock_timeout, wandb=wandb)
 
 
 def load_dataset(path):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from marlkd import atomic, checkpoint, filelock
+from marlkd import atomic, checkpoint, filelock, tracking
 from marlkd.algos import ALGOS, Algorithm, BuildContext
 from marlkd.algos.base import ReturnConditioned
 from marlkd.checkpoint import CheckpointError, clean_stale_temporaries
@@ -137,12 +137,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 class MetricsLog:
-    """Appends tidy metric rows to metrics.csv and scalars to TensorBoard.
+    """Appends tidy metric rows to metrics.csv and scalars to TensorBoard (and to W&B when given a
+    :class:`marlkd.tracking.WandbLogger`, which its owner finishes).
 
     ``resume_step``: the step the run restarts from; rows logged after it (by the interrupted attempt) are
     dropped from metrics.csv and TensorBoard, so every step appears once."""
 
-    def __init__(self, run_dir: Path, resume_step: int = 0) -> None:
+    def __init__(self, run_dir: Path, resume_step: int = 0, wandb: Any = None) -> None:
+        self.wandb = wandb
         self.path = run_dir / METRICS
         _truncate_metrics(self.path, resume_step)
         new = not self.path.exists() or self.path.stat().st_size == 0
@@ -162,6 +164,8 @@ class MetricsLog:
             self.writer.writerow([step, f"{wall_time:.3f}", key, f"{value:.6g}"])
             if self.tb is not None:
                 self.tb.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(step, metrics)
         self.file.flush()
 
     def close(self) -> None:
@@ -214,15 +218,21 @@ def data_metrics(dataset: Any) -> dict[str, float]:
     return metrics
 
 
-def train(config: RunConfig, *, progress: bool = True, lock_timeout: float = 0.0) -> dict[str, Any]:
+def train(
+    config: RunConfig, *, progress: bool = True, lock_timeout: float = 0.0, wandb: bool | None = None
+) -> dict[str, Any]:
     """Run (or resume, extend, re-evaluate, or return the finished results of) one training run.
 
     Returns results.json's content. The run directory is locked while this runs: a second process on
     the same directory waits ``lock_timeout`` seconds for it, then fails naming the holder. Everything
-    the run needs (dataset, environment, memory) is checked before the first update."""
+    the run needs (dataset, environment, memory) is checked before the first update. ``wandb``: also log
+    to Weights & Biases (:mod:`marlkd.tracking`); None: as the environment variable ``MARLKD_WANDB`` says."""
+    use_wandb = tracking.wanted(wandb)
+    if use_wandb:
+        tracking.check_available()  # before anything is written
     run_dir = _prepare_run_dir(config.out)
     with filelock.locked(run_dir / LOCK_FILE, timeout=lock_timeout, what=f"run directory {run_dir}"):
-        return _train_locked(config, run_dir, progress)
+        return _train_locked(config, run_dir, progress, use_wandb)
 
 
 def _pin(config: RunConfig):
@@ -252,7 +262,9 @@ def _cut(dataset, config: RunConfig):
     return dataset.subset(np.arange(n))
 
 
-def _train_locked(config: RunConfig, run_dir: Path, progress: bool) -> dict[str, Any]:
+def _train_locked(
+    config: RunConfig, run_dir: Path, progress: bool, use_wandb: bool = False
+) -> dict[str, Any]:
     clean_stale_temporaries(run_dir)
     results_path = run_dir / RESULTS
     existing = read_run_config(run_dir)
@@ -309,7 +321,8 @@ def _train_locked(config: RunConfig, run_dir: Path, progress: bool) -> dict[str,
             checkpoint_path,
         )
 
-    log = MetricsLog(run_dir, resume_step=start)
+    tracker = tracking.WandbLogger(run_dir, config.to_dict()) if use_wandb else None
+    log = MetricsLog(run_dir, resume_step=start, wandb=tracker)
     bar = None
     if progress and start < total:
         from marlkd.progress import progress_bar
@@ -370,7 +383,11 @@ def _train_locked(config: RunConfig, run_dir: Path, progress: bool) -> dict[str,
             {"eval/return_mean": final["return_mean"], "eval/return_std": final["return_std"]},
         )
     log.close()
-    return _write_results(results_path, results, config)
+    written = _write_results(results_path, results, config)
+    if tracker is not None:
+        tracker.summary(written)
+        tracker.close()
+    return written
 
 
 # The entries of results.json that training made (kept when only the evaluation is redone).

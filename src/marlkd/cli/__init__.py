@@ -84,6 +84,16 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_wandb(parser: argparse.ArgumentParser) -> None:
+    """``--wandb``: also log to Weights & Biases (needs marlkd[wandb]; WANDB_MODE etc. apply)."""
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log metrics and results to Weights & Biases (pip install 'marlkd[wandb]'; WANDB_MODE, "
+        "WANDB_PROJECT apply; MARLKD_WANDB=1 does the same)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="marlkd",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from collections import Counter
 
-from marlkd.cli import add_quiet
+from marlkd.cli import add_quiet, add_wandb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,6 +79,7 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task asks for")
     add_quiet(run)
+    add_wandb(run)
     run.set_defaults(func=_run)
 
     report = actions.add_parser("report", help="tables, robust statistics and plots from the results table")
@@ -130,6 +132,11 @@ def _terminated(signum: int, frame: object) -> None:
 def _run(args: argparse.Namespace) -> int:
     from marlkd.experiments.runner import DEFAULT_ROOT, run_sweep
 
+    if args.wandb:  # each run logs to W&B; local worker processes inherit the variable
+        from marlkd import tracking
+
+        tracking.check_available()
+        os.environ[tracking.ENV_FLAG] = "1"
     # A scheduler's SIGTERM (SLURM, Kubernetes, `kill`) stops the sweep as Ctrl-C does: the workers are
     # stopped, interrupted runs keep their checkpoints, and the next launch resumes them.
     previous = signal.signal(signal.SIGTERM, _terminated)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marlkd.cli import add_quiet
+from marlkd.cli import add_quiet, add_wandb
 from marlkd.config import (
     EvalConfig,
     TrainConfig,
@@ -57,6 +57,7 @@ def _method_filler(name: str):
             help="a config.json to start from (options given here override it)",
         )
         add_quiet(p)
+        add_wandb(p)
         add_dataclass_arguments(p, TrainConfig, title="training")
         add_dataclass_arguments(
             p, EvalConfig, prefix="eval", title="evaluation (after training; --eval-every: during it too)"
@@ -186,7 +187,7 @@ def _train(args: argparse.Namespace) -> int:
     from marlkd.training import train
 
     config = config_from_arguments(args)
-    results = train(config, progress=not args.quiet)
+    results = train(config, progress=not args.quiet, wandb=args.wandb or None)
     print(format_results(results, data_returns(config.data)))
     print(f"run directory: {Path(config.out)}")
     return 0
