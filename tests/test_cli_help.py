@@ -20,6 +20,7 @@ from marlkd.cli import envs as envs_command
 from marlkd.cli.train import config_from_arguments
 from marlkd.config import EvalConfig, TrainConfig, field_docs, plain_text
 from marlkd.demo import DemoConfig
+from marlkd.names import QUALITIES
 from marlkd.progress import progress_bar
 from marlkd.run_config import RunConfig
 
@@ -131,7 +132,7 @@ def test_enum_like_fields_list_their_choices(capsys: pytest.CaptureFixture[str])
     )
     assert "--algo-reward {positive,logit,negative}" in _help(["train", "gail"], capsys)
     assert "--truncation {final,drop}" in _help(["train", "cql"], capsys)
-    assert "--quality {good,normal,poor,random}" in _help(["demo"], capsys)
+    assert "--quality {" + ",".join(QUALITIES) + "}" in _help(["demo"], capsys)
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "ours", "--data", "d.h5", "--out", "r", "--ablation", "no-such"])
     assert exit_info.value.code == 2
