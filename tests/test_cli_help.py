@@ -118,7 +118,7 @@ def test_field_docs_reads_shared_entries_and_continuations() -> None:
 def test_method_help_reads_well(method: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = _help(["train", method], capsys)
     assert "``" not in out
-    assert "(options)" not in out and "Config" not in out
+    assert "(options)" not in out and "TrainConfig" not in out and "EvalConfig" not in out
     assert "\ntraining:\n" in out and "\nevaluation (after training" in out
     assert "--precision {auto,fp32,bf16}" in out
     assert "--device {cpu,cuda,auto}" in out
@@ -131,7 +131,7 @@ def test_enum_like_fields_list_their_choices(capsys: pytest.CaptureFixture[str])
         ["train", "ours"], capsys
     )
     assert "--algo-reward {positive,logit,negative}" in _help(["train", "gail"], capsys)
-    assert "--truncation {final,drop}" in _help(["train", "cql"], capsys)
+    assert "--truncation {bootstrap,final,drop}" in _help(["train", "cql"], capsys)
     assert "--quality {" + ",".join(QUALITIES) + "}" in _help(["demo"], capsys)
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "ours", "--data", "d.h5", "--out", "r", "--ablation", "no-such"])

@@ -223,9 +223,13 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def summary_line(cls: type) -> str:
-    """The first line of ``cls``'s docstring, markup removed and without its final full stop."""
-    first = (inspect.getdoc(cls) or "").strip().splitlines()
-    return plain_text(first[0]).rstrip(".") if first else ""
+    """The first clause of ``cls``'s docstring (up to its first full stop or semicolon), markup and
+    references to other classes removed: a group title."""
+    paragraph = " ".join((inspect.getdoc(cls) or "").strip().split("\n\n")[0].split())
+    first = re.split(r"(?<=[^.])\.(?:\s|$)|;\s", paragraph)[0]
+    first = re.sub(r"\s*\(``\w+``\)", "", first)  # "(``MLPConfig``)"
+    first = plain_text(first).strip().rstrip(".:")
+    return first + ")" * (first.count("(") - first.count(")"))  # a clause cut inside parentheses
 
 
 class _NoneValue:
