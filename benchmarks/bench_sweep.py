@@ -2,7 +2,7 @@
 
 A fixed set of cells of the built-in ``table1`` sweep on Grid-World (IDT, MADT, ours, BC, CQL; their exact
 configs: the sweep's model, batch sizes and budget), ``--seeds`` seeds each, trained in this process with
-one thread: first every run alone (``marlkd.train``), then the same runs as the sweep now trains them
+one thread: first every run alone (``marlkd.train``), then the same runs as the sweep trains them
 (IDT's and MADT's seeds as the members of one program, ``marlkd.experiments.members``; the other methods
 one at a time, as before). Each cell's time is the CPU time of this process (training and evaluation), so
 other work on the machine does not count. Also: the CPU time of one training step of the sweep's
