@@ -157,6 +157,13 @@ def collect_rollout(
         obs = next_obs
         if agent_done.all():
             break
+    return _stacked(buf, log_probs, values, T)
+
+
+def _stacked(
+    buf: dict[str, list[np.ndarray]], log_probs: list[torch.Tensor], values: list[torch.Tensor], T: int
+) -> Rollout:
+    """The rollout's per-step records stacked along time and padded to ``T`` steps."""
     pad = T - len(buf["obs"])
     stacked = {k: np.stack(v) for k, v in buf.items()}
     if pad:  # every copy ended early: pad to T so rollouts keep one shape

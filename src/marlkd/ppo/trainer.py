@@ -57,6 +57,21 @@ class PPOResult:
     curve: list[tuple[int, float]]
     wall_time_s: float
 
+    @classmethod
+    def of(
+        cls,
+        out_dir: Path,
+        checkpoint: Path,
+        env_steps: int,
+        iterations: int,
+        curve: list[tuple[int, float]],
+        wall_time_s: float,
+    ) -> PPOResult:
+        """The result of a finished training, ``final_return`` the mean of the curve's last tenth."""
+        tail = [r for _, r in curve[-max(1, len(curve) // 10) :]]
+        final_return = float(np.mean(tail)) if tail else float("nan")
+        return cls(out_dir, checkpoint, env_steps, iterations, final_return, curve, wall_time_s)
+
 
 Callback = Callable[[PPOIteration], "bool | None"]
 
@@ -171,16 +186,7 @@ def train_ppo(
         bar.close()
     checkpoint = save(curve[-1][1] if curve else float("nan"), keep=keep.keeps_last)
     plot_learning_curve(log.path, out / "learning_curve.png", f"PPO ({config.mode}) on {env_id}")
-    tail = [r for _, r in curve[-max(1, len(curve) // 10) :]]
-    return PPOResult(
-        out_dir=out,
-        checkpoint=checkpoint,
-        env_steps=env_steps,
-        iterations=iteration,
-        final_return=float(np.mean(tail)) if tail else float("nan"),
-        curve=curve,
-        wall_time_s=time.perf_counter() - start,
-    )
+    return PPOResult.of(out, checkpoint, env_steps, iteration, curve, time.perf_counter() - start)
 
 
 class _KeepSchedule:
