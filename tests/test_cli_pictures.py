@@ -105,3 +105,28 @@ def test_results_show_the_data_beside_the_policy(normal_dataset: Path) -> None:
     assert "references      expert 2.5, random 0.1" in text
     assert "normalized" not in format_results(results, data)  # no references: no normalized score
     assert "data return" not in format_results(results, None)
+
+
+def test_periodic_evaluation_also_draws_the_teachers_curve(tmp_path: Path) -> None:
+    import marlkd
+    from marlkd.algos.ours import Config as OursConfig
+    from marlkd.config import EvalConfig, TrainConfig
+    from marlkd.data.collect import collect_random_dataset
+    from marlkd.run_config import RunConfig
+
+    data = collect_random_dataset("grid-world", 12, tmp_path / "gw.h5", seed=3)
+    config = RunConfig(
+        method="ours",
+        data=str(data),
+        out=str(tmp_path / "run"),
+        algo=OursConfig(context=4, width=16, layers=1, heads=2, head_hidden=16, teacher_steps=2),
+        train=TrainConfig(steps=2, batch_size=8, warmup_steps=1, log_every=1, precision="fp32"),
+        eval=EvalConfig(episodes=2, every=2),
+    )
+    results = marlkd.train(config, progress=False)
+    meta = load_dataset(data).metadata
+    assert results["data/mean_return"] == pytest.approx(meta.mean_return)
+    assert "data/expert_return" not in results  # random data records no expert
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    teacher_steps = [int(r.split(",")[0]) for r in rows if ",teacher/eval/return_mean," in r]
+    assert teacher_steps == [2]  # evaluated beside the students while the run trains

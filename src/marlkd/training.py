@@ -345,11 +345,16 @@ def _train_locked(
                     bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(metrics.items())[:3]})
             if config.eval.every and done % config.eval.every == 0 and done < total and evaluating:
                 summary = run_evaluation(algo.policy(), dataset, config.eval)
-                log.log(
-                    done,
-                    train_time,
-                    {"eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"]},
-                )
+                evaluated = {
+                    "eval/return_mean": summary["return_mean"],
+                    "eval/return_std": summary["return_std"],
+                }
+                # the diagnostic policies too (ours: the teacher, whose curve shows its training phase)
+                for name, extra in algo.extra_policies().items():
+                    evaluated[f"{name}/eval/return_mean"] = run_evaluation(extra, dataset, config.eval)[
+                        "return_mean"
+                    ]
+                log.log(done, train_time, evaluated)
             if done % config.train.checkpoint_every == 0 and done < total:
                 save(done)
             if bar is not None:

@@ -85,7 +85,7 @@ def plot_against_setting(
             ax.set_xscale("log")
         ax.set_title(title)
         ax.set_xlabel(axis.replace("_", " "))
-        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
     _save(fig, path)
     return path
@@ -118,35 +118,107 @@ def curve_metric_of(frame: pd.DataFrame, spec: SweepSpec) -> str | None:
     return None
 
 
+_AXIS_LABELS = {
+    "train_steps": "training updates",
+    "wall_time_s": "wall-clock time (s)",
+    "env_steps": "environment steps",
+}
+# Reference lines: the training data's mean per-agent return and the expert's (recorded by training).
+_REFERENCES = (
+    ("data/mean_return", "data's return", ":", "0.35"),
+    ("data/expert_return", "expert", "--", "0.1"),
+)
+
+
+def metric_label(metric: str) -> str:
+    """A readable axis name: ``curve:eval/return_mean`` -> ``mean per-agent return``; a diagnostic
+    policy's (``teacher/eval/return_mean``) names it."""
+    name = metric[len(CURVE_PREFIX) :] if metric.startswith(CURVE_PREFIX) else metric
+    owner, _, rest = name.rpartition("/")
+    owner = owner.removesuffix("/eval").removesuffix("eval")
+    if rest == "return_mean":
+        return "mean per-agent return" + (f" ({owner})" if owner else "")
+    if rest == "return_std":
+        return "std of the per-agent return" + (f" ({owner})" if owner else "")
+    return name.replace("_", " ").replace("/", ": ")
+
+
+def _reference_lines(frame: pd.DataFrame, run_ids: Any) -> list[tuple[str, float, str, str]]:
+    """(label, value, style, colour) of the data's and the expert's return where every run of the panel
+    recorded the same value."""
+    lines = []
+    runs = frame[frame["run_id"].isin(run_ids)]
+    for metric, label, style, colour in _REFERENCES:
+        values = runs.loc[runs["metric"] == metric, "value"].astype(float).dropna()
+        if len(values) and np.allclose(values, values.iloc[0], rtol=1e-6, atol=1e-9):
+            lines.append((label, float(values.iloc[0]), style, colour))
+    return lines
+
+
+def _first_phase(frame: pd.DataFrame, run_ids: Any) -> float:
+    """Updates a run spends before its own policy trains (ours: its teacher's), from the runs' total
+    updates and their ``steps``; 0 when there is none or the runs record no ``teacher/`` metric."""
+    runs = frame[frame["run_id"].isin(run_ids)]
+    if not runs["metric"].astype(str).str.startswith("teacher/").any():  # only a method with a teacher
+        return 0.0
+    phases = []
+    for _, run in runs.groupby("run_id"):
+        total, steps = run["train_steps"].max(), run["steps"].dropna()
+        if len(steps) and np.isfinite(total) and total > float(steps.iloc[0]) > 0:
+            phases.append(total - float(steps.iloc[0]))
+    return float(np.mean(phases)) if phases else 0.0
+
+
+def _run_curves(part: pd.DataFrame, axis: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    curves = []
+    for _, run in part.groupby("run_id"):
+        run = run.sort_values(axis)
+        curves.append((run[axis].to_numpy(dtype=float), run["value"].to_numpy(dtype=float)))
+    return curves
+
+
 def plot_curves(
     frame: pd.DataFrame, spec: SweepSpec, metric: str, rows: str, axis: str, path: Path
 ) -> Path | None:
     """Learning curves: ``metric`` (a ``curve:`` metric) against ``axis`` (``train_steps``, ``wall_time_s``
-    or ``env_steps``), mean ± std over runs, one panel per report column, one line per row value."""
+    or ``env_steps``), mean ± std over runs, one panel per report column, one line per row value, with
+    horizontal lines at the data's and the expert's return.
+
+    Against training updates, a method that trains something else first (ours: its teacher, for the first
+    ``train_steps - steps`` updates) has that phase shaded; its own curve starts after it, and the teacher's
+    evaluations (``teacher/eval/return_mean``, logged with ``eval.every``) are drawn dashed inside it."""
     data = frame[(frame["metric"] == metric) & frame[axis].notna()]
     if data.empty:
         return None
+    name = metric[len(CURVE_PREFIX) :]
+    teacher_metric = CURVE_PREFIX + "teacher/" + name
     facets = _facets(data, spec, spec.report.columns)
     fig, axes = _figure(len(facets))
     key = order_key(spec, rows)
     for ax, (title, part) in zip(axes, facets, strict=True):
         for value in sorted(part[rows].unique(), key=key):
-            curves = []
-            for _, run in part[part[rows] == value].groupby("run_id"):
-                run = run.sort_values(axis)
-                curves.append((run[axis].to_numpy(dtype=float), run["value"].to_numpy(dtype=float)))
-            grid, mean, std = _mean_curve(curves)
-            ax.plot(grid, mean, label=value_label(rows, value) if rows != "variant" else value)
-            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+            label = value_label(rows, value) if rows != "variant" else value
+            runs = part[part[rows] == value]
+            phase = _first_phase(frame, runs["run_id"].unique()) if axis == "train_steps" else 0.0
+            grid, mean, std = _mean_curve(_run_curves(runs, axis))
+            after = grid >= phase if phase else np.ones_like(grid, dtype=bool)
+            (line,) = ax.plot(grid[after], mean[after], label=label)
+            ax.fill_between(grid[after], (mean - std)[after], (mean + std)[after], alpha=0.2)
+            if not phase:
+                continue
+            ax.axvspan(0, phase, color=line.get_color(), alpha=0.06, label=f"{label}: teacher phase")
+            teacher = frame[
+                (frame["metric"] == teacher_metric) & frame["run_id"].isin(runs["run_id"].unique())
+            ]
+            teacher = teacher[teacher[axis].notna() & (teacher[axis] <= phase)]
+            if not teacher.empty:
+                t_grid, t_mean, _ = _mean_curve(_run_curves(teacher, axis))
+                ax.plot(t_grid, t_mean, linestyle="--", color=line.get_color(), label=f"{label}: its teacher")
+        for ref_label, level, style, colour in _reference_lines(frame, part["run_id"].unique()):
+            ax.axhline(level, linestyle=style, color=colour, linewidth=1.0, label=ref_label)
         ax.set_title(title)
-        ax.set_xlabel(
-            {
-                "train_steps": "training updates",
-                "wall_time_s": "wall-clock time (s)",
-                "env_steps": "environment steps",
-            }[axis]
-        )
-        ax.set_ylabel(metric[len(CURVE_PREFIX) :])
+        ax.set_xlabel(_AXIS_LABELS[axis])
+        ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
     _save(fig, path)
     return path
