@@ -9,10 +9,23 @@ from typing import Literal, get_args
 # The Literal types let the command line list the choices of config fields annotated with them.
 Quality = Literal["good", "normal", "poor", "medium", "early", "replay", "mixed", "random"]
 QUALITIES: tuple[str, ...] = get_args(Quality)
-# Values of ``ours``'s config field ``ablation``, in the order of the paper's Table 3.
+# Values of ``ours``'s config field ``ablation``: the paper's Table 3, in its order, then the remedies of
+# the relational loss and of the teacher's targets (``marlkd.algos.ours``).
 Ablation = Literal[
-    "full", "no-momentum", "no-mapping", "no-kl", "no-kl-no-mapping", "kl-only", "shared-mapping"
+    "full",
+    "no-momentum",
+    "no-mapping",
+    "no-kl",
+    "no-kl-no-mapping",
+    "kl-only",
+    "shared-mapping",
+    "ema-mapping",
+    "frozen-mapping",
+    "raw-teacher",
+    "spread",
+    "eval-target",
 ]
 ABLATIONS: tuple[str, ...] = get_args(Ablation)
+PAPER_ABLATIONS, REMEDIES = ABLATIONS[:7], ABLATIONS[7:]
 # The "method" of a finetuning run (or sweep) that starts MAPPO from random weights.
 SCRATCH = "scratch"

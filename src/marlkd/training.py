@@ -379,6 +379,7 @@ def _train_locked(
     }
     if algo.return_scale is not None:
         results["return_scale"] = float(algo.return_scale)
+    results.update(algo.summary())  # a method's own end-of-run summary (ours: its distillation diagnostics)
     final = _final_evaluation(algo, dataset, config, run_dir)
     results.update(final)
     if "return_mean" in final:

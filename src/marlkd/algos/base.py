@@ -87,6 +87,10 @@ class Algorithm(Protocol):
         one that maps ``obs (M, N, O)`` to logits ``(M, N, A)``; None otherwise."""
         ...
 
+    def summary(self) -> dict[str, Any]:
+        """What the method adds to results.json at the end of a run (ours: its last diagnostics)."""
+        ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -108,6 +112,9 @@ class BaseAlgorithm:
 
     def policy_network(self) -> nn.Module | None:
         return None
+
+    def summary(self) -> dict[str, Any]:
+        return {}
 
 
 @dataclass
