@@ -8,8 +8,11 @@ dataset step (eval mode), both with the teacher conditioned on each step's own r
 dataset's trajectories (``kl_eval``). Writes ``<out>/variants.json`` and a Markdown table
 ``<out>/variants.md`` (mean ± std over seeds).
 
-    python scripts/distill_variants.py --data runs/data/grid-world-normal-200.h5 --out runs/variants \
-        --seeds 3 --steps 800 --teacher-steps 800
+    python scripts/distill_variants.py all --data runs/data/grid-world-normal-200.h5 --out runs/variants \
+        --seeds 0 1 2 --steps 800 --teacher-steps 800
+
+``run`` trains single runs (``idt`` is a variant there) and ``report`` tabulates the finished ones, so
+the runs can be spread over processes by hand.
 """
 
 from __future__ import annotations
@@ -76,21 +79,42 @@ def _kl_to_teacher(run_dir: Path, own, high, high_returns) -> dict[str, float]:
     return out
 
 
-def one_seed(data: str, out: str, seed: int, steps: int, teacher_steps: int, variants: list[str]) -> list:
+def train_run(data: str, out: str, variant: str, seed: int, steps: int, teacher_steps: int) -> dict:
+    """Train (or resume, or read the finished results of) one run: ``idt`` or an ours variant."""
     import torch
 
     torch.set_num_threads(1)
     import marlkd
+
+    method = "idt" if variant == "idt" else "ours"
+    return marlkd.train(_config(data, out, method, variant, seed, steps, teacher_steps), progress=False)
+
+
+def one_seed(data: str, out: str, seed: int, steps: int, teacher_steps: int, variants: list[str]) -> None:
+    """IDT, then every variant, one after the other (the first ours variant trains the seed's teacher)."""
+    for variant in ["idt", *variants]:
+        train_run(data, out, variant, seed, steps, teacher_steps)
+
+
+def seed_rows(out: str, seed: int, variants: list[str]) -> list[dict]:
+    """The finished runs of one seed, with the students' KL to the seed's teacher."""
+    import torch
+
+    torch.set_num_threads(1)
     from marlkd.algos.teacher import eval_target_returns, teacher_outputs
     from marlkd.training import load_run
 
     rows = []
-    for method, variant in [("idt", "idt")] + [("ours", v) for v in variants]:
-        cfg = _config(data, out, method, variant, seed, steps, teacher_steps)
-        result = marlkd.train(cfg, progress=False)
-        rows.append({"variant": variant, "seed": seed, "run": cfg.out, "result": result})
+    for variant in ["idt", *variants]:
+        run = Path(out) / variant / f"s{seed}"
+        if (run / "results.json").exists():
+            result = json.loads((run / "results.json").read_text())
+            rows.append({"variant": variant, "seed": seed, "run": str(run), "result": result})
+    ours_runs = [r for r in rows if r["variant"] != "idt"]
+    if not ours_runs:
+        return rows
     # the seed's teacher, conditioned on own returns and on the evaluation target
-    _, ours, dataset = load_run(next(r["run"] for r in rows if r["variant"] != "idt"))
+    _, ours, dataset = load_run(ours_runs[0]["run"])
     students = ours.students
     high_returns = eval_target_returns(dataset, students.target_return, students.return_scale)
     own = teacher_outputs(ours.teacher, students.sampler)
@@ -102,6 +126,12 @@ def one_seed(data: str, out: str, seed: int, steps: int, teacher_steps: int, var
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "command",
+        choices=("all", "run", "report"),
+        help="all: every seed (one process each), then the report; run: the given seeds and variants "
+        "('idt' is one) in this process; report: the table of the finished runs",
+    )
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", default="runs/variants")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -109,9 +139,16 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=800)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     args = parser.parse_args()
-    jobs = [(args.data, args.out, s, args.steps, args.teacher_steps, args.variants) for s in args.seeds]
-    with ProcessPoolExecutor(len(jobs)) as pool:
-        rows = [row for seed_rows in pool.map(one_seed, *zip(*jobs, strict=True)) for row in seed_rows]
+    if args.command == "run":
+        for seed in args.seeds:
+            for variant in args.variants:
+                train_run(args.data, args.out, variant, seed, args.steps, args.teacher_steps)
+        return
+    if args.command == "all":
+        jobs = [(args.data, args.out, s, args.steps, args.teacher_steps, args.variants) for s in args.seeds]
+        with ProcessPoolExecutor(len(jobs)) as pool:
+            list(pool.map(one_seed, *zip(*jobs, strict=True)))
+    rows = [row for seed in args.seeds for row in seed_rows(args.out, seed, args.variants)]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "variants.json").write_text(json.dumps(rows, indent=1, default=str))
     keys = [

@@ -12,8 +12,8 @@ import torch
 
 import marlkd
 from marlkd.algos import BuildContext
-from marlkd.algos._dt import DTLearner
 from marlkd.algos import distill_diagnostics as diag
+from marlkd.algos._dt import DTLearner
 from marlkd.algos.idt import Config as IDTConfig
 from marlkd.algos.ours import Config as OursConfig
 from marlkd.algos.ours import Ours, kl_loss, spread_loss
@@ -36,7 +36,12 @@ def grid_data(tmp_path_factory) -> Path:
 
 def make_ctx(dataset, config, steps: int = 10, seed: int = 0, **train) -> BuildContext:
     train_cfg = TrainConfig(
-        steps=steps, batch_size=train.pop("batch_size", 8), warmup_steps=1, seed=seed, precision="fp32", **train
+        steps=steps,
+        batch_size=train.pop("batch_size", 8),
+        warmup_steps=1,
+        seed=seed,
+        precision="fp32",
+        **train,
     )
     torch.manual_seed(seed)
     return BuildContext(
@@ -76,12 +81,24 @@ def test_spread_loss_is_one_when_collapsed_and_near_zero_when_spread():
 def test_collapse_needs_both_high_cosine_and_small_spread():
     base = {"distill/angle_teacher_std": 10.0, "distill/mapped_cosine_teacher": 0.5}
     base["distill/angle_mapped_teacher_std"] = 5.0
-    assert diag.collapsed_metric({**base, "distill/mapped_cosine_student": 0.95,
-                                  "distill/angle_mapped_student_std": 0.5}) == "distill/mapped_cosine_student"
-    assert diag.collapsed_metric({**base, "distill/mapped_cosine_student": 0.95,
-                                  "distill/angle_mapped_student_std": 2.0}) is None
-    assert diag.collapsed_metric({**base, "distill/mapped_cosine_student": 0.5,
-                                  "distill/angle_mapped_student_std": 0.5}) is None
+    assert (
+        diag.collapsed_metric(
+            {**base, "distill/mapped_cosine_student": 0.95, "distill/angle_mapped_student_std": 0.5}
+        )
+        == "distill/mapped_cosine_student"
+    )
+    assert (
+        diag.collapsed_metric(
+            {**base, "distill/mapped_cosine_student": 0.95, "distill/angle_mapped_student_std": 2.0}
+        )
+        is None
+    )
+    assert (
+        diag.collapsed_metric(
+            {**base, "distill/mapped_cosine_student": 0.5, "distill/angle_mapped_student_std": 0.5}
+        )
+        is None
+    )
 
 
 # ---------------------------------------------------------------- the collapse and its remedy
@@ -117,7 +134,10 @@ def test_paper_mapping_collapses_and_warns_once(grid_data):
     assert last["distill/l_rel"] < 0.2 * first["distill/l_rel"]  # the loss vanishes with the relation
     assert len(caught) == 1 and "distill/mapped_cosine_" in str(caught[0].message)
     summary = ours.summary()
-    assert summary["distill/collapse"].startswith("distill/mapped_cosine_") and summary["distill/collapse_update"] > 0
+    assert (
+        summary["distill/collapse"].startswith("distill/mapped_cosine_")
+        and summary["distill/collapse_update"] > 0
+    )
 
 
 @pytest.mark.parametrize("ablation", ["raw-teacher", "frozen-mapping"])
@@ -138,7 +158,9 @@ def test_remedies_hold_the_teacher_map(grid_data):
     for m, n in zip(ours.map_teacher.parameters(), ours.map_student.parameters(), strict=True):
         assert m.grad is None
         assert not torch.equal(m, n)  # moved half way toward N, which took a step
-    frozen = Ours(make_ctx(grid_data, OursConfig(**SMALL, teacher_steps=0, ablation="frozen-mapping"), steps=3))
+    frozen = Ours(
+        make_ctx(grid_data, OursConfig(**SMALL, teacher_steps=0, ablation="frozen-mapping"), steps=3)
+    )
     before = [p.clone() for p in frozen.map_teacher.parameters()]
     frozen.update(0)
     frozen.update(1)
@@ -221,10 +243,23 @@ def hidden_bit_dataset(episodes: int = 512, seed: int = 0) -> OfflineDataset:
     }
     returns = rewards.sum(1).mean(-1)
     metadata = DatasetMetadata(
-        format_version=1, env_id="hidden-bit", env_kwargs={}, n_agents=2, obs_dim=2, n_actions=2,
-        state_dim=0, behavior_policy={}, quality="random", seed=seed, n_episodes=episodes,
-        mean_return=float(returns.mean()), min_return=float(returns.min()), max_return=float(returns.max()),
-        normalized_score=math.nan, checksum=compute_checksum(arrays), marlkd_version=marlkd.__version__,
+        format_version=1,
+        env_id="hidden-bit",
+        env_kwargs={},
+        n_agents=2,
+        obs_dim=2,
+        n_actions=2,
+        state_dim=0,
+        behavior_policy={},
+        quality="random",
+        seed=seed,
+        n_episodes=episodes,
+        mean_return=float(returns.mean()),
+        min_return=float(returns.min()),
+        max_return=float(returns.max()),
+        normalized_score=math.nan,
+        checksum=compute_checksum(arrays),
+        marlkd_version=marlkd.__version__,
     )
     return OfflineDataset(**arrays, state=None, avail_actions=None, metadata=metadata)
 
@@ -247,7 +282,11 @@ def test_distillation_of_the_high_return_teacher_lowers_the_kl_below_idt(tmp_pat
     results = {}
     for target in ("own-return", "eval-return"):  # one teacher (shared through the cache), two targets
         cfg = OursConfig(
-            **model, teacher_steps=200, ablation="kl-only", beta=10.0, teacher_target=target,
+            **model,
+            teacher_steps=200,
+            ablation="kl-only",
+            beta=10.0,
+            teacher_target=target,
             teacher_cache=str(tmp_path),
         )
         ours = Ours(make_ctx(data, cfg, **steps))
@@ -285,8 +324,15 @@ def test_train_writes_distill_metrics_and_summary(grid_data, tmp_path):
         warnings.simplefilter("ignore", diag.CollapseWarning)
         results = marlkd.train(config, progress=False)
     text = (tmp_path / "run" / "metrics.csv").read_text()
-    for name in ("l_rel", "l_kl", "angle_teacher_mean", "angle_mapped_student_std", "angle_corr",
-                 "mapped_cosine_teacher", "grad_norm_rel"):
+    for name in (
+        "l_rel",
+        "l_kl",
+        "angle_teacher_mean",
+        "angle_mapped_student_std",
+        "angle_corr",
+        "mapped_cosine_teacher",
+        "grad_norm_rel",
+    ):
         assert f"distill/{name}," in text
         assert f"distill/{name}" in results
     assert "distill/collapse" in results

@@ -180,6 +180,11 @@ def test_builtin_table_specs_follow_the_paper() -> None:
         "no-kl-no-mapping",
         "kl-only",
         "shared-mapping",
+        "raw-teacher",
+        "frozen-mapping",
+        "ema-mapping",
+        "spread",
+        "eval-target",
     }
     table2 = expand(load_spec("table2"))
     assert {(r.env, r.quality) for r in table2} == {

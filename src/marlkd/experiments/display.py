@@ -31,6 +31,11 @@ ABLATION_NAMES = {
     "no-kl-no-mapping": "Ours - KL Distillation - Mapping Network",
     "kl-only": "Ours (conventional distillation)",
     "shared-mapping": "Ours (M = N)",
+    "ema-mapping": "Ours + EMA teacher map",
+    "frozen-mapping": "Ours + frozen teacher map",
+    "raw-teacher": "Ours + raw teacher angles",
+    "spread": "Ours + spread term",
+    "eval-target": "Ours + eval-return teacher",
 }
 ENV_NAMES = {
     "fill-in": "Fill-In",
