@@ -1,4 +1,5 @@
-"""Plot ours's ``distill/*`` diagnostics against student updates, one line per variant (mean over seeds).
+"""Plot ours's ``distill/*`` diagnostics against student updates, one line per variant (mean over its
+finished seeds).
 
     python scripts/plot_distill_diagnostics.py runs/variants --variants full raw-teacher eval-target \
         --out results/distill-variants/diagnostics.png
@@ -45,7 +46,7 @@ def main() -> None:
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for variant in args.variants:
         runs = sorted((Path(args.root) / variant).glob("s*"))
-        curves = [read_curves(r) for r in runs if (r / "metrics.csv").exists()]
+        curves = [read_curves(r) for r in runs if (r / "results.json").exists()]  # finished runs
         for ax, (metric, title) in zip(axes.flat, PANELS, strict=True):
             steps = sorted(set.intersection(*(set(c.get(metric, {})) for c in curves)) if curves else set())
             steps = [s for s in steps if s > 0]
