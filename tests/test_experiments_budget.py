@@ -60,7 +60,7 @@ PINNED_FULL_IDS = {
     "table1": "6220a451546bfa14",
     "table2": "0ef5ccaca6e846d5",
     "table3": "dca7bc150877c608",  # head_hidden = 64 since shared-mapping needs it
-    "tiers": "542ecfb251b77def",
+    "tiers": "1cd55c18ac9935f0",
 }
 
 
