@@ -171,6 +171,14 @@ def test_teacher_parameters_grow_with_n_only_for_concatenation(grid_data):
     assert sizes["concat", 3] > sizes["concat", 2]
 
 
+def test_the_runs_settings_reach_the_factored_network(grid_data):
+    settings = dict(context=3, width=24, layers=2, heads=3, dropout=0.2, attn_dropout=0.0, head_hidden=12)
+    cfg = ALGOS["teacher"].config_cls(**settings, teacher="factored", agent_ids=4)
+    model_cfg = build_teacher(make_ctx(grid_data[2], cfg), cfg).model.cfg
+    assert {name: getattr(model_cfg, name) for name in settings} == settings
+    assert (model_cfg.agent_ids, model_cfg.obs_dim, model_cfg.n_actions) == (4, 78, 5)
+
+
 def test_factored_teacher_learns_and_gives_per_agent_features(grid_data):
     cfg = ALGOS["teacher"].config_cls(**{**SMALL, "width": 32}, teacher="factored")
     ctx = make_ctx(grid_data[2], cfg, steps=120)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from marlkd.algos._dt import DTLearner, DTModelConfig, DTPolicy
+from marlkd.algos._dt import ARCHITECTURE_FIELDS, DTLearner, DTModelConfig, DTPolicy
 from marlkd.config import check
 from marlkd.errors import ConfigError
 from marlkd.models.factored_teacher import FactoredConfig, FactoredTeacher
@@ -56,14 +56,9 @@ def factored_config(
         obs_dim=obs_dim,
         n_actions=n_actions,
         head_hidden=cfg.head_hidden,
-        context=cfg.context,
         max_timestep=max_timestep,
-        width=cfg.width,
-        layers=cfg.layers,
-        heads=cfg.heads,
-        dropout=cfg.dropout,
-        attn_dropout=cfg.attn_dropout,
         agent_ids=cfg.agent_ids,
+        **{name: getattr(cfg, name) for name in ARCHITECTURE_FIELDS},
     )
 
 
