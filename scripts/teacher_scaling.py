@@ -1,19 +1,21 @@
-"""The factored teacher against the concatenation teacher and IDT on Equal Space with several team sizes.
+"""The factored teacher against the concatenation teacher and IDT, on Equal Space at several team sizes.
 
-For each n in ``--agents`` and each seed: a dataset of expert ("good") episodes of Equal Space with
-``n_agents = n`` (made once under ``<out>/datasets``, its expert trained there first if missing), then
-IDT, ours with the concatenation teacher (the paper's) and ours with the factored teacher, all with the
-sweeps' budget model (K = 10, width 64, 2 layers, MLP head width 64) and ``--steps`` updates per phase.
-Reported per n: the teachers' own (centralized) return, their students' (decentralized) return and
-IDT's, as the mean ± std over seeds and the interquartile mean (IQM) with a 95 % bootstrap interval;
-written to ``<out>/teacher_scaling.md`` and ``.json``.
+For each task (Equal Space with ``n_agents = n`` for each n of ``--agents``, then each SMAX map of
+``--smax``) and each seed: a dataset of expert ("good") episodes (made once under ``<out>/datasets``, its
+expert trained there first if missing), then IDT, ours with the concatenation teacher (the paper's) and
+ours with the factored teacher, all with the sweeps' budget model (K = 10, width 64, 2 layers, MLP head
+width 64) and ``--steps`` updates per phase. Reported per task: the teachers' own (centralized) return,
+their students' (decentralized) return and IDT's, as the mean ± std over seeds and the interquartile mean
+(IQM) with a 95 % bootstrap interval; written to ``<out>/teacher_scaling.md`` and ``.json``. Finished runs
+are reused; ``--report-only`` tabulates those finished so far.
 
-Then ``--cross`` (a Grid-World team size, default 2) trains a factored teacher on Grid-World with that
-many agents and evaluates the one checkpoint on ``--cross-eval`` team sizes (Grid-World's observation does
-not grow with n), beside uniformly random actions.
+Then ``--cross`` (a Grid-World team size, default 2; 0 skips it) trains a factored teacher on Grid-World
+with that many agents and evaluates the one checkpoint on ``--cross-eval`` team sizes (Grid-World's
+observation does not grow with n), beside uniformly random actions.
 
-    python scripts/teacher_scaling.py --out runs/teacher-scaling --agents 3 6 --seeds 2 --steps 500
-    python scripts/teacher_scaling.py --out runs/teacher-scaling --agents 3 6 12 --seeds 10 --steps 1000
+    python scripts/teacher_scaling.py --out runs/teacher-scaling --agents 3 6 --seeds 2 --steps 200
+    python scripts/teacher_scaling.py --out runs/teacher-scaling --agents 3 6 12 \
+        --smax smax-8m-vs-9m smax-3s5z-vs-3s6z --seeds 10 --steps 1000 --workers 8
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def one_run(data: str, out: str, method: str, fields: dict, seed: int, steps: in
 
 def iqm_interval(values: list[float]) -> tuple[float, float, float]:
     """Interquartile mean of ``values`` and its 95 % percentile-bootstrap interval."""
-    from marlkd.experiments.report import iqm, stratified_bootstrap_ci
+    from marlkd.experiments.stats import iqm, stratified_bootstrap_ci
 
     low, high = stratified_bootstrap_ci([np.asarray(values)])
     return float(iqm(np.asarray(values))), low, high
@@ -72,7 +74,10 @@ def cell(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/teacher-scaling")
-    parser.add_argument("--agents", type=int, nargs="+", default=[3, 6])
+    parser.add_argument("--agents", type=int, nargs="*", default=[3, 6], help="Equal Space team sizes")
+    parser.add_argument(
+        "--smax", nargs="*", default=[], help="SMAX maps (e.g. smax-8m-vs-9m), after Equal Space"
+    )
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument(
         "--steps", type=int, default=500, help="updates per phase (ours: teacher, then students)"
@@ -82,44 +87,17 @@ def main() -> None:
     parser.add_argument("--cross", type=int, default=2, help="Grid-World team size to train on (0: skip)")
     parser.add_argument("--cross-eval", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--report-only", action="store_true", help="tabulate the finished runs, train nothing"
+    )
     args = parser.parse_args()
-    from marlkd.experts import ensure_dataset
 
     out = Path(args.out)
-    datasets = {
-        n: str(
-            ensure_dataset("equal-space", "good", args.episodes, out / "datasets", env_kwargs={"n_agents": n})
-        )
-        for n in args.agents
-    }
-    jobs = [
-        (datasets[n], str(out / f"equal-space-n{n}" / name / f"s{seed}"), *VARIANTS[name], seed, args.steps,
-         args.eval_episodes)
-        for n in args.agents for seed in range(args.seeds) for name in VARIANTS
-    ]  # fmt: skip
-    with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(one_run, *zip(*jobs, strict=True)))
-    table: dict[tuple[int, str], list[float]] = {}
-    for (n, _seed, name), result in zip(
-        [(n, s, v) for n in args.agents for s in range(args.seeds) for v in VARIANTS], results, strict=True
-    ):
-        table.setdefault((n, name), []).append(result["return_mean"])
-        if "teacher/return_mean" in result:
-            table.setdefault((n, name.replace("ours-", "teacher-")), []).append(result["teacher/return_mean"])
-    rows = ("teacher-concat", "teacher-factored", "ours-concat", "ours-factored", "idt")
-    lines = [
-        f"Equal Space, good data ({args.episodes} episodes per n), {args.seeds} seeds, {args.steps} updates "
-        f"per phase, model {MODEL}, {args.eval_episodes} evaluation episodes; per-agent return, mean ± std "
-        "over seeds (IQM [95 % bootstrap interval]).",
-        "",
-        "| | " + " | ".join(f"n = {n}" for n in args.agents) + " |",
-        "| --- |" + " --- |" * len(args.agents),
-    ]
-    for row in rows:
-        lines.append(f"| {row} | " + " | ".join(cell(table[n, row]) for n in args.agents) + " |")
-    report = {"equal_space": {f"{row}/n{n}": table[n, row] for row in rows for n in args.agents}}
-
-    if args.cross:
+    lines: list[str] = []
+    report: dict = {}
+    if args.agents or args.smax:
+        lines, report = equal_space(out, args)
+    if args.cross and not args.report_only:
         cross_lines, report["grid_world_team_sizes"] = cross_size(out, args)
         lines += ["", *cross_lines]
     text = "\n".join(lines) + "\n"
@@ -127,6 +105,57 @@ def main() -> None:
     (out / "teacher_scaling.md").write_text(text)
     (out / "teacher_scaling.json").write_text(json.dumps({"args": vars(args), **report}, indent=2))
     print(text)
+
+
+def tasks(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
+    """Table column -> (environment, constructor arguments): Equal Space at each n, then SMAX maps."""
+    columns = {f"equal-space-n{n}": ("equal-space", {"n_agents": n}) for n in args.agents}
+    return columns | {env_id: (env_id, {}) for env_id in args.smax}
+
+
+def equal_space(out: Path, args: argparse.Namespace) -> tuple[list[str], dict]:
+    """IDT and ours with each teacher on every task of :func:`tasks` (with ``--report-only``, the table of
+    the runs already finished under ``out``)."""
+    columns = tasks(args)
+    cells = [(task, seed, name) for task in columns for seed in range(args.seeds) for name in VARIANTS]
+    run_dirs = {cell: out / cell[0] / cell[2] / f"s{cell[1]}" for cell in cells}
+    if not args.report_only:
+        from marlkd.experts import ensure_dataset
+
+        datasets = {
+            task: ensure_dataset(env_id, "good", args.episodes, out / "datasets", env_kwargs=kwargs or None)
+            for task, (env_id, kwargs) in columns.items()
+        }
+        jobs = [
+            (str(datasets[task]), str(run_dirs[task, seed, name]), *VARIANTS[name], seed, args.steps,
+             args.eval_episodes)
+            for task, seed, name in cells
+        ]  # fmt: skip
+        with ProcessPoolExecutor(args.workers) as pool:
+            list(pool.map(one_run, *zip(*jobs, strict=True)))
+    table: dict[tuple[str, str], list[float]] = {}
+    for (task, _seed, name), run_dir in run_dirs.items():
+        if not (run_dir / "results.json").exists():
+            continue
+        result = json.loads((run_dir / "results.json").read_text())
+        table.setdefault((task, name), []).append(result["return_mean"])
+        if "teacher/return_mean" in result:
+            table.setdefault((task, name.replace("ours-", "teacher-")), []).append(
+                result["teacher/return_mean"]
+            )
+    rows = ("teacher-concat", "teacher-factored", "ours-concat", "ours-factored", "idt")
+    lines = [
+        f"Good data ({args.episodes} episodes per task), {args.steps} updates per phase, model {MODEL}, "
+        f"{args.eval_episodes} evaluation episodes; per-agent return, mean ± std over seeds "
+        "(IQM [95 % bootstrap interval]), seeds in brackets.",
+        "",
+        "| | " + " | ".join(columns) + " |",
+        "| --- |" + " --- |" * len(columns),
+    ]
+    for row in rows:
+        values = [table.get((task, row), []) for task in columns]
+        lines.append(f"| {row} | " + " | ".join(f"{cell(v)} [{len(v)}]" if v else "—" for v in values) + " |")
+    return lines, {"tasks": {f"{row}/{task}": table.get((task, row), []) for row in rows for task in columns}}
 
 
 class RandomPolicy:
