@@ -361,7 +361,7 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
 
 class _RayBackend:
     """Ray tasks on a local instance (``address="local"``) or a cluster; each task asks for ``threads`` CPUs
-    (and ``gpus_per_run`` GPUs). Joins an already initialised Ray session if there is one."""
+    (and ``gpus_per_run`` GPUs). Joins an already initialised Ray instance if there is one."""
 
     capture = True
 
