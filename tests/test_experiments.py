@@ -31,7 +31,7 @@ from marlkd.experiments import (
     sweep_status,
 )
 from marlkd.experiments.report import write_report
-from marlkd.experiments.results import RESULT_COLUMNS, append_rows, marker_rows
+from marlkd.experiments.results import RESULT_COLUMNS, append_rows
 from marlkd.experiments.runner import MARKER_FILE, read_marker, run_dir_for
 from marlkd.experiments.spec import DatasetKey, RunSpec
 from marlkd.experiments.stats import cell_stats, iqm, stratified_bootstrap_ci
@@ -653,31 +653,17 @@ def test_precision_results_and_report(tmp_path: Path) -> None:
     assert "| Ours | **2.00 ± 0.71 (2)** | **2.00 ± 0.71 (2)** |" in text
 
 
-def test_older_results_table_gains_the_precision_column(tmp_path: Path) -> None:
+def test_results_table_with_other_columns_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "mini" / "results.csv"
     path.parent.mkdir(parents=True)
     old_columns = [c for c in RESULT_COLUMNS if c != "precision"]
-    old_row = {c: "" for c in old_columns} | {
-        "spec": "mini",
-        "run_id": "old",
-        "env": "grid-world",
-        "method": "idt",
-        "seed": "0",
-        "metric": "return_mean",
-        "value": "1.0",
-        "timestamp": "2026-01-01T00:00:00+00:00",
-    }
+    row = {c: "" for c in RESULT_COLUMNS} | {"spec": "mini", "run_id": "new", "metric": "return_mean"}
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=old_columns)
-        writer.writeheader()
-        writer.writerow(old_row)
-    assert load_results(tmp_path, "mini")["precision"].tolist() == [""]  # read as it is
-    new_row = {**old_row, "run_id": "new", "precision": "bf16", "timestamp": "2026-01-02T00:00:00+00:00"}
-    append_rows(path, [new_row])
-    with open(path, newline="") as f:
-        assert next(csv.reader(f)) == list(RESULT_COLUMNS)
-    table = load_results(tmp_path, "mini")
-    assert dict(zip(table["run_id"], table["precision"], strict=True)) == {"old": "", "new": "bf16"}
+        csv.writer(f).writerow(old_columns)
+    before = path.read_bytes()
+    with pytest.raises(MarlkdError, match="are not this version's .*move it away"):
+        append_rows(path, [row])
+    assert path.read_bytes() == before  # left as it was
 
 
 def test_builtin_precision_spec() -> None:
@@ -961,48 +947,6 @@ def test_a_run_whose_holder_gave_up_is_run_here(tmp_path: Path, monkeypatch: pyt
     timer.join()
     assert summary.ok and summary.done == 8 and summary.shared == 0
     assert all(_calls(tmp_path, r) == 1 for r in expand(spec))
-
-
-def test_old_layout_finished_run_is_migrated(tmp_path: Path) -> None:
-    spec = parse_spec(MINI)
-    runs = expand(spec)
-    first, second = runs[0], next(r for r in runs if r.env == "fill-in")
-    run_sweep(
-        spec,
-        tmp_path,
-        workers=0,
-        run_fn=fake_run,
-        dataset_fn=fake_dataset,
-        progress=False,
-        only_envs=["grid-world"],
-        only_methods=["idt"],
-    )
-    # Make the old per-sweep layout: first finished (marker with sweep-specific rows, no curve), second
-    # started but unfinished (a driver of the earlier version may still be on it).
-    marker = read_marker(run_dir_for(tmp_path, first))
-    assert marker is not None
-    old_rows = [{**row, "spec": "old-sweep"} for row in marker_rows(first, marker)]
-    legacy = tmp_path / "mini" / "runs" / first.run_id
-    legacy.parent.mkdir(parents=True)
-    (tmp_path / "runs" / first.run_id).rename(legacy)
-    (legacy / MARKER_FILE).write_text(
-        json.dumps({"status": "done", "run": first.to_dict(), "result": marker["result"], "rows": old_rows})
-    )
-    unfinished = tmp_path / "mini" / "runs" / second.run_id
-    unfinished.mkdir(parents=True)
-    (unfinished / "calls.txt").write_text("call\n")
-    (tmp_path / "mini" / "results.csv").unlink()
-    assert {s.run_id: s.status for s in sweep_status(spec, tmp_path)}[first.run_id] == "done"
-
-    summary = run_sweep(spec, tmp_path, workers=0, run_fn=fake_run, dataset_fn=fake_dataset, progress=False)
-    assert summary.ok and summary.skipped == 2 and summary.done == 6  # first moved; idt s1 already stored
-    assert not legacy.exists() and _calls(tmp_path, first) == 1  # moved, not run again
-    assert read_marker(run_dir_for(tmp_path, first))["rows"] == old_rows
-    assert unfinished.is_dir() and _calls(tmp_path, second) == 1  # left alone; run afresh in the store
-    table = load_results(tmp_path, spec)
-    rows = table[table["run_id"] == first.run_id]
-    assert len(rows) == len(old_rows) and set(rows["spec"]) == {"mini"}
-    assert set(rows["metric"]) >= {"return_mean", "curve:eval/return_mean"}
 
 
 def test_reserved_sweep_names(tmp_path: Path) -> None:

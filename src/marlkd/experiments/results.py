@@ -72,9 +72,6 @@ NUMERIC_COLUMNS = (
     "env_steps",
 )
 _INTEGER_COLUMNS = ("seed", "num_trajectories", "steps", "eval_episodes", "dataset_episodes")
-# Columns added after the first tables were written: an older table lacking them is upgraded on the next
-# append (their cells empty in its old rows) and read as if they were empty.
-_ADDED_COLUMNS = ("precision",)
 RESULTS_FILE = "results.csv"
 CURVE_PREFIX = "curve:"
 # Keys of a run's results that describe it rather than measure it: not metric rows.
@@ -231,26 +228,6 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _older_header(header: list[str]) -> bool:
-    """Whether ``header`` is this version's columns less some of :data:`_ADDED_COLUMNS`, in order."""
-    missing = [c for c in RESULT_COLUMNS if c not in header]
-    return (
-        bool(missing)
-        and set(missing) <= set(_ADDED_COLUMNS)
-        and header == [c for c in RESULT_COLUMNS if c not in missing]
-    )
-
-
-def _upgrade(path: Path) -> None:
-    """Rewrite an older table with this version's columns (the added ones empty); atomically."""
-    with open(path, newline="") as f:
-        old_rows = list(csv.DictReader(f))
-    with atomic.replacing(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: row.get(k, "") for k in RESULT_COLUMNS} for row in old_rows)
-
-
 def _encode(rows: Iterable[Mapping[str, Any]], header: bool) -> bytes:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)
@@ -297,9 +274,7 @@ def _write_all(path: Path, data: bytes) -> None:
 def _check_header(path: Path) -> None:
     with open(path, newline="") as f:
         header = next(csv.reader(f), [])
-    if _older_header(header):
-        _upgrade(path)
-    elif tuple(header) != RESULT_COLUMNS:
+    if tuple(header) != RESULT_COLUMNS:
         raise MarlkdError(
             f"{path}: its columns {header} are not this version's "
             f"{list(RESULT_COLUMNS)}; move it away to start a new table"
@@ -311,9 +286,7 @@ def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
     how many were written.
 
     Idempotent per run: rows of a run id the table already holds are not written again (so two drivers
-    finishing or finding the same run add its rows once). A cut last line left by a crash is removed first,
-    and a table written by an earlier version without some of the later columns (``precision``) is
-    upgraded."""
+    finishing or finding the same run add its rows once). A cut last line left by a crash is removed first."""
     path = Path(path)
     rows = list(rows)
     if not rows:
@@ -435,9 +408,6 @@ def load_results(root: str | Path, spec: SweepSpec | str | Path, quick: bool = F
         raise MarlkdError(f"no results table at {path}: run the sweep first (marlkd experiment run)")
     check_table(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False).drop_duplicates()
-    for column in _ADDED_COLUMNS:
-        if column not in frame.columns:  # a table from before the column was added
-            frame[column] = ""
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:
         raise MarlkdError(f"{path}: missing column(s) {', '.join(missing)}")

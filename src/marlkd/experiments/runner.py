@@ -11,8 +11,7 @@ released by the system if the driver dies); when the run finishes it writes the 
 the run's rows to its sweep's results table. A run with a ``done`` marker is skipped by every sweep (each
 adds the run's rows to its own table); a failed or interrupted one is run again (the training loop
 resumes it from its last checkpoint). A run whose lock another driver holds is left to it and waited for
-at the end. Finished runs of the earlier per-sweep layout (``<root>/<sweep>/runs/<run_id>``) are moved
-into the store when a sweep needs them.
+at the end.
 
 Local workers end when their driver does (each watches its parent), and the training loop locks its run
 directory, so a driver killed with ``kill -9`` and launched again never has two processes training one
@@ -29,7 +28,6 @@ import heapq
 import importlib
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -482,21 +480,6 @@ def run_dir_for(root: str | Path, run: RunSpec) -> Path:
     return store_dir(root) / run.run_id
 
 
-def legacy_run_dirs(root: str | Path, run: RunSpec) -> list[Path]:
-    """Where the earlier per-sweep layout kept the run: ``<root>/<sweep>/runs/<run_id>`` of the run's own
-    sweep first, then of every other sweep under the root (only those that exist)."""
-    root = Path(root)
-    sweeps = [run.sweep]
-    with contextlib.suppress(OSError):
-        sweeps += sorted(
-            entry.name
-            for entry in root.iterdir()
-            if entry.is_dir() and entry.name not in RESERVED_NAMES and entry.name != run.sweep
-        )
-    candidates = (sweep_dir(root, sweep) / STORE_DIR / run.run_id for sweep in sweeps)
-    return [path for path in candidates if path.is_dir()]
-
-
 def read_marker(run_dir: Path) -> dict[str, Any] | None:
     """The run's marker (``experiment.json``), or None when it has none or it is unreadable."""
     path = Path(run_dir) / MARKER_FILE
@@ -522,39 +505,10 @@ def release_run_lock(lock: filelock.FileLock) -> None:
     lock.release()
 
 
-def finished_marker(root: str | Path, run: RunSpec, migrate: bool = True) -> dict[str, Any] | None:
-    """The run's ``done`` marker, or None if it is not finished.
-
-    Looks in the store, then in the earlier per-sweep layout (:func:`legacy_run_dirs`). With ``migrate``, a
-    run finished there is moved into the store (``os.replace`` of its directory, under the run's lock; an
-    unfinished attempt in the store is replaced by it). A legacy run that is not finished (perhaps still
-    being trained by a driver of the earlier version) is left where it is.
-    """
-    directory = run_dir_for(root, run)
-    marker = read_marker(directory)
-    if _is_done(marker):
-        return marker
-    for legacy in legacy_run_dirs(root, run):
-        old = read_marker(legacy)
-        if not _is_done(old):
-            continue
-        if not migrate:
-            return old
-        handle = try_lock_run(root, run.run_id)
-        if handle is None:  # another driver is on it; it is waited for like any run executing elsewhere
-            return None
-        try:
-            marker = read_marker(directory)
-            if _is_done(marker):
-                return marker
-            if directory.exists():
-                shutil.rmtree(directory)
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(legacy, directory)
-            return read_marker(directory)
-        finally:
-            release_run_lock(handle)
-    return None
+def finished_marker(root: str | Path, run: RunSpec) -> dict[str, Any] | None:
+    """The run's ``done`` marker in the store, or None if it is not finished."""
+    marker = read_marker(run_dir_for(root, run))
+    return marker if _is_done(marker) else None
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -598,7 +552,7 @@ def sweep_status(
     max_seeds: int | None = None,
 ) -> list[RunStatus]:
     """The state of every (selected) run of the sweep, from the markers in the shared store (a run finished
-    by any sweep is done; one finished in the earlier per-sweep layout too, it is moved on the next run)."""
+    by any sweep is done)."""
     spec = _resolve_spec(spec)
     statuses = []
     recorded = recorded_run_ids(results_path(Path(root), spec.sweep_name(quick)))
@@ -607,11 +561,10 @@ def sweep_status(
         marker = read_marker(directory)
         if marker is not None and marker.get("status") in ("done", "failed"):
             status, error = marker["status"], marker.get("error", "")
-        elif finished_marker(root, run, migrate=False) is not None or run.run_id in recorded:
+        elif run.run_id in recorded:
             status, error = "done", ""
         else:
-            started = directory.exists() or bool(legacy_run_dirs(root, run))
-            status, error = ("incomplete" if started else "missing"), ""
+            status, error = ("incomplete" if directory.exists() else "missing"), ""
         statuses.append(RunStatus(run.run_id, run.env, run.method, run.seed, status, error))
     return statuses
 
@@ -626,7 +579,7 @@ def unrecorded_runs(
     counts = recorded_row_counts(table)
     missing = []
     for run in expand(spec, quick):
-        marker = finished_marker(root, run, migrate=False)
+        marker = finished_marker(root, run)
         if marker is not None and counts.get(run.run_id, 0) != len(marker_rows(run, marker)):
             missing.append(run.run_id)
     return missing
