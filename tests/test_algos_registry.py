@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 import tiny_envs
-from marlkd.algos import ALGOS, Algorithm
+from marlkd.algos import ALGOS, AlgoEntry, Algorithm, register
 from marlkd.algos.base import BaseAlgorithm
 from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset, load_dataset
+from marlkd.experiments.display import variant_name
+from marlkd.names import METHOD_NAMES, SCRATCH
 from marlkd.run_config import RunConfig
 from marlkd.training import load_policy, load_run, train
 
@@ -104,3 +106,24 @@ def test_registered_algorithm_trains_evaluates_and_resumes(
 def _observation():
     env = tiny_envs.MatchBatched(2, masked=True)
     return env.reset(seed=0), env.action_mask()
+
+
+def test_every_method_has_its_display_name_in_reports() -> None:
+    assert set(METHOD_NAMES) - {SCRATCH} == set(ALGOS)  # the built-in methods, all registered
+    for name, entry in ALGOS.items():
+        assert entry.display_name and entry.display_name == METHOD_NAMES[name]
+        assert variant_name(name, "") == entry.display_name
+    assert variant_name("cql", "") == "MA-CQL"
+
+
+def test_a_user_method_gets_its_entry_display_name() -> None:
+    named = AlgoEntry("user-cql", ALGOS["cql"].config_cls, ALGOS["cql"].build, display_name="User CQL")
+    unnamed = AlgoEntry("user-bc", ALGOS["bc"].config_cls, ALGOS["bc"].build)
+    assert unnamed.display_name == "user-bc"  # defaults to the registry name
+    try:
+        register(named)
+        assert variant_name("user-cql", "") == "User CQL"
+        assert variant_name("user-cql", "x") == "User CQL (x)"
+    finally:
+        ALGOS.pop("user-cql", None)
+    assert variant_name("user-cql", "") == "user-cql"  # not registered: its id

@@ -254,3 +254,14 @@ def test_prelisted_environments_match_their_modules() -> None:
             f"{spec.n_actions}{mask}",
         ), env_id
         assert row.description == entry.description, env_id
+
+
+def test_report_names_methods_without_importing_them(tmp_path: Path) -> None:
+    # a report of a committed results table: the methods' display names come from marlkd.names
+    results = Path(__file__).resolve().parents[1] / "results"
+    argv = ["experiment", "report", "table1", "--root", str(results), "--out", str(tmp_path)]
+    loaded, out = _loaded_after([*argv, "--bootstrap-reps", "20"])
+    assert "report.md" in out
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    report = (tmp_path / "report.md").read_text()
+    assert "| MA-CQL |" in report and "| MA-ICQ |" in report

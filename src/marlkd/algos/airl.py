@@ -24,6 +24,7 @@ from marlkd.algos.adversarial import AdversarialConfig, AdversarialImitation, Ba
 from marlkd.config import check
 from marlkd.data.transitions import TRUNCATION_RULES
 from marlkd.models.agent_nets import AgentMLP
+from marlkd.names import METHOD_NAMES
 
 
 @dataclass(frozen=True)
@@ -76,4 +77,13 @@ def build(ctx) -> AdversarialImitation:
     return AdversarialImitation(ctx, disc, cfg.truncation)
 
 
-register(AlgoEntry("airl", Config, build, "adversarial IRL: per-agent shaped rewards, MAPPO", interacts=True))
+register(
+    AlgoEntry(
+        "airl",
+        Config,
+        build,
+        "adversarial IRL: per-agent shaped rewards, MAPPO",
+        interacts=True,
+        display_name=METHOD_NAMES["airl"],
+    )
+)

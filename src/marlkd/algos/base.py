@@ -143,7 +143,9 @@ class BuildContext:
 
 @dataclass(frozen=True)
 class AlgoEntry:
-    """A registered method: its config class and its builder."""
+    """A registered method: its config class and its builder, and how reports name it (``display_name``;
+    the built-in methods' are in :data:`marlkd.names.METHOD_NAMES`, another method's defaults to its
+    ``name``)."""
 
     name: str
     config_cls: type
@@ -152,6 +154,11 @@ class AlgoEntry:
     # Environment steps the method itself takes while training (adversarial imitation, finetuning);
     # purely offline methods take none.
     interacts: bool = False
+    display_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.name)
 
 
 def checkpoint_state(parts: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:

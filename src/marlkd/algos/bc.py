@@ -20,6 +20,7 @@ from marlkd.algos.base import BaseAlgorithm, GreedyPolicy
 from marlkd.data.transitions import Transitions, TransitionSampler
 from marlkd.models.agent_nets import AgentMLP, MLPConfig
 from marlkd.models.layouts import masked_logits
+from marlkd.names import METHOD_NAMES
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 
@@ -94,4 +95,12 @@ class BC(BaseAlgorithm):
         self.generator.set_state(state["generator"])
 
 
-register(AlgoEntry("bc", Config, BC, "behaviour cloning: an independent MLP policy per agent"))
+register(
+    AlgoEntry(
+        "bc",
+        Config,
+        BC,
+        "behaviour cloning: an independent MLP policy per agent",
+        display_name=METHOD_NAMES["bc"],
+    )
+)

@@ -27,6 +27,7 @@ from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, loa
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
 from marlkd.models.layouts import NEG_INF, masked_logits
+from marlkd.names import METHOD_NAMES
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 
@@ -158,4 +159,12 @@ class BCQ(BaseAlgorithm):
         load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
-register(AlgoEntry("bcq", Config, BCQ, "batch-constrained Q-learning (discrete), independent learners"))
+register(
+    AlgoEntry(
+        "bcq",
+        Config,
+        BCQ,
+        "batch-constrained Q-learning (discrete), independent learners",
+        display_name=METHOD_NAMES["bcq"],
+    )
+)

@@ -26,6 +26,7 @@ from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, loa
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
 from marlkd.models.layouts import masked_logits
+from marlkd.names import METHOD_NAMES
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 
@@ -130,4 +131,12 @@ class CQL(BaseAlgorithm):
         load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
-register(AlgoEntry("cql", Config, CQL, "conservative Q-learning, independent per-agent learners"))
+register(
+    AlgoEntry(
+        "cql",
+        Config,
+        CQL,
+        "conservative Q-learning, independent per-agent learners",
+        display_name=METHOD_NAMES["cql"],
+    )
+)

@@ -25,6 +25,7 @@ from marlkd.algos import AlgoEntry, register
 from marlkd.algos.adversarial import AdversarialConfig, AdversarialImitation, Batch
 from marlkd.config import check
 from marlkd.models.agent_nets import AgentMLP
+from marlkd.names import METHOD_NAMES
 
 Reward = Literal["positive", "logit", "negative"]
 REWARDS: tuple[str, ...] = get_args(Reward)
@@ -78,5 +79,12 @@ def build(ctx) -> AdversarialImitation:
 
 
 register(
-    AlgoEntry("gail", Config, build, "adversarial imitation: per-agent discriminators, MAPPO", interacts=True)
+    AlgoEntry(
+        "gail",
+        Config,
+        build,
+        "adversarial imitation: per-agent discriminators, MAPPO",
+        interacts=True,
+        display_name=METHOD_NAMES["gail"],
+    )
 )

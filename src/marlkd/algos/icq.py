@@ -48,6 +48,7 @@ from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_we
 from marlkd.models.agent_nets import AgentMLP
 from marlkd.models.layers import MLP
 from marlkd.models.layouts import NEG_INF, masked_logits
+from marlkd.names import METHOD_NAMES
 from marlkd.optim import autocast, make_optimizer, optimizer_step
 
 
@@ -219,5 +220,11 @@ class ICQ(BaseAlgorithm):
 
 
 register(
-    AlgoEntry("icq", Config, ICQ, "implicit constraint Q-learning, state-conditioned critics, linear mixer")
+    AlgoEntry(
+        "icq",
+        Config,
+        ICQ,
+        "implicit constraint Q-learning, state-conditioned critics, linear mixer",
+        display_name=METHOD_NAMES["icq"],
+    )
 )

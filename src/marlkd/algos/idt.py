@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos._dt import DTLearner, DTModelConfig
 from marlkd.models.layouts import Layout
+from marlkd.names import METHOD_NAMES
 
 
 @dataclass(frozen=True)
@@ -22,4 +23,12 @@ def build(ctx) -> DTLearner:
     return DTLearner(ctx, Layout.INDEPENDENT, ctx.config)
 
 
-register(AlgoEntry("idt", Config, build, "independent decision transformers, one per agent"))
+register(
+    AlgoEntry(
+        "idt",
+        Config,
+        build,
+        "independent decision transformers, one per agent",
+        display_name=METHOD_NAMES["idt"],
+    )
+)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from marlkd.algos import AlgoEntry, register
 from marlkd.algos._dt import DTLearner, DTModelConfig
 from marlkd.models.layouts import Layout
+from marlkd.names import METHOD_NAMES
 
 
 @dataclass(frozen=True)
@@ -20,4 +21,12 @@ def build(ctx) -> DTLearner:
     return DTLearner(ctx, Layout.SHARED, ctx.config)
 
 
-register(AlgoEntry("madt", Config, build, "multi-agent decision transformer: shared weights + agent ids"))
+register(
+    AlgoEntry(
+        "madt",
+        Config,
+        build,
+        "multi-agent decision transformer: shared weights + agent ids",
+        display_name=METHOD_NAMES["madt"],
+    )
+)

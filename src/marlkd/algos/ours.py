@@ -52,7 +52,7 @@ from marlkd.algos.teacher_models import TeacherModelConfig, build_teacher
 from marlkd.config import check
 from marlkd.models.layers import MLP
 from marlkd.models.layouts import Layout, masked_logits
-from marlkd.names import ABLATIONS, Ablation
+from marlkd.names import ABLATIONS, METHOD_NAMES, Ablation
 from marlkd.optim import make_optimizer, optimizer_step
 
 # The teacher-side mapping M: trained with the students (the paper), an exponential moving average of N
@@ -489,4 +489,12 @@ class Ours(BaseAlgorithm):
         self.cache = None  # recomputed from the restored teacher on the next student update
 
 
-register(AlgoEntry("ours", Config, Ours, "centralized teacher DT distilled into per-agent student DTs"))
+register(
+    AlgoEntry(
+        "ours",
+        Config,
+        Ours,
+        "centralized teacher DT distilled into per-agent student DTs",
+        display_name=METHOD_NAMES["ours"],
+    )
+)

@@ -29,6 +29,7 @@ from marlkd.algos._dt import DTLearner
 from marlkd.algos.teacher_models import TeacherModelConfig, build_teacher
 from marlkd.data.windows import WindowSampler
 from marlkd.errors import ConfigError
+from marlkd.names import METHOD_NAMES
 
 # What the teacher's cached outputs are conditioned on (``ours``'s ``teacher_target``).
 TeacherTarget = Literal["own-return", "eval-return"]
@@ -125,4 +126,12 @@ def teacher_outputs(
     return features, logits
 
 
-register(AlgoEntry("teacher", Config, build, "centralized decision transformer (the teacher alone)"))
+register(
+    AlgoEntry(
+        "teacher",
+        Config,
+        build,
+        "centralized decision transformer (the teacher alone)",
+        display_name=METHOD_NAMES["teacher"],
+    )
+)

@@ -1,28 +1,20 @@
 """Display names of methods, ablations and environments in reports, and the keys ``[report.paper]``
-uses for a run's values."""
+uses for a run's values.
+
+A method's display name is its registry entry's (``AlgoEntry.display_name``): the built-in methods' are in
+:data:`marlkd.names.METHOD_NAMES`, read here without importing the methods (or torch); a method
+registered by the user's code is looked up in the registry when that code has loaded it."""
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
-from marlkd.names import SCRATCH
+from marlkd.names import METHOD_NAMES
 
 if TYPE_CHECKING:
     from marlkd.experiments.schema import RunSpec
 
-METHOD_NAMES = {
-    "bc": "BC",
-    "idt": "IDT",
-    "madt": "MADT",
-    "cql": "MA-CQL",
-    "icq": "MA-ICQ",
-    "bcq": "MA-BCQ",
-    "gail": "MA-GAIL",
-    "airl": "MA-AIRL",
-    "teacher": "Teacher (centralized DT)",
-    "ours": "Ours",
-    SCRATCH: "From scratch",
-}
 ABLATION_NAMES = {
     "full": "Ours (full method)",
     "no-momentum": "Ours - Momentum Update",
@@ -50,11 +42,20 @@ ENV_NAMES = {
 }
 
 
+def method_name(method: str) -> str:
+    """Display name of a method: its registry entry's, else its id."""
+    if method in METHOD_NAMES:
+        return METHOD_NAMES[method]
+    registry = sys.modules.get("marlkd.algos")  # loaded already when a user's method is registered
+    entry = getattr(registry, "ALGOS", {}).get(method)
+    return entry.display_name if entry is not None else method
+
+
 def variant_name(method: str, ablation: str) -> str:
     """Display name of a method, or of ``ours`` under an ablation."""
     if ablation:
-        return ABLATION_NAMES.get(ablation, f"{METHOD_NAMES.get(method, method)} ({ablation})")
-    return METHOD_NAMES.get(method, method)
+        return ABLATION_NAMES.get(ablation, f"{method_name(method)} ({ablation})")
+    return method_name(method)
 
 
 def variant_id(method: str, ablation: str) -> str:
