@@ -197,3 +197,29 @@ def test_load_rejects_other_files(tmp_path: Path) -> None:
     torch.save({"something": 1}, tmp_path / "checkpoint.pt")
     with pytest.raises(MarlkdError, match="not a marlkd PPO checkpoint"):
         load_ppo_policy(tmp_path)
+
+
+def test_metrics_csv_has_the_tidy_rows_of_every_run(tmp_path: Path) -> None:
+    config = _quick(mode="mappo", total_steps=2048)
+    for _ in range(2):  # a second training in the same folder starts its metrics afresh
+        result = train_ppo(ENV, config, tmp_path, progress=False)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["step", "wall_time_s", "metric", "value"]  # marlkd.training's MetricsLog format
+    by_metric: dict[str, list[tuple[int, float]]] = {}
+    for step, wall_time, metric, value in rows[1:]:
+        assert float(wall_time) >= 0.0
+        by_metric.setdefault(metric, []).append((int(step), float(value)))
+    stats = {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac"}
+    assert set(by_metric) == {"return/env", "env_steps"} | {f"ppo/{k}" for k in stats}
+    with open(tmp_path / "learning_curve.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) == result.iterations == 4
+    assert [s for s, _ in by_metric["return/env"]] == [int(r["iteration"]) for r in curve] == [1, 2, 3, 4]
+    for (_, value), row in zip(by_metric["return/env"], curve, strict=True):
+        assert math.isclose(value, float(row["mean_return"]), rel_tol=1e-5)
+    assert [int(v) for _, v in by_metric["env_steps"]] == [int(r["env_steps"]) for r in curve]
+    for k in stats:
+        for (_, value), row in zip(by_metric[f"ppo/{k}"], curve, strict=True):
+            assert math.isclose(value, float(row[k]), rel_tol=1e-5, abs_tol=1e-9)
+    assert not (tmp_path / "tb").exists()  # metrics.csv alone, PPO's other files as they were

@@ -12,7 +12,6 @@ one run directory at once; ``marlkd eval RUN`` writes ``eval.json``.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -34,12 +33,13 @@ from marlkd.config import EvalConfig, to_dict
 from marlkd.data.format import check_environment
 from marlkd.errors import ConfigError, DatasetError, MarlkdError
 from marlkd.evaluate import can_evaluate, evaluate, record_gif
+from marlkd.metrics_log import MetricsLog
 from marlkd.optim import resolve_precision
 from marlkd.provenance import provenance
 from marlkd.run_config import RunConfig
 from marlkd.threads import apply_threads
 
-CHECKPOINT, RESULTS, CONFIG, METRICS = "checkpoint.pt", "results.json", "config.json", "metrics.csv"
+CHECKPOINT, RESULTS, CONFIG = "checkpoint.pt", "results.json", "config.json"
 EVAL = "eval.json"
 LOCK_FILE = ".lock"
 
@@ -118,60 +118,6 @@ def _check_same_run(run_dir: Path, existing: RunConfig, config: RunConfig, finis
         f"{run_dir} holds a run with a different config ({run_dir / CONFIG}); use another --out or "
         "delete the directory"
     )
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics.csv rows after ``step`` (written after the checkpoint a resumed run restarts from)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    keep = [rows[0]] if rows else [["step", "wall_time_s", "metric", "value"]]
-    for row in rows[1:]:
-        if len(row) == 4 and row[0].isdigit() and int(row[0]) <= step:
-            keep.append(row)
-    if len(keep) == len(rows):
-        return
-    with atomic.replacing(path) as tmp, open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
-
-
-class MetricsLog:
-    """Appends tidy metric rows to metrics.csv and scalars to TensorBoard (and to W&B when given a
-    :class:`marlkd.tracking.WandbLogger`, which its owner finishes).
-
-    ``resume_step``: the step the run restarts from; rows logged after it (by the interrupted attempt) are
-    dropped from metrics.csv and TensorBoard, so every step appears once."""
-
-    def __init__(self, run_dir: Path, resume_step: int = 0, wandb: Any = None) -> None:
-        self.wandb = wandb
-        self.path = run_dir / METRICS
-        _truncate_metrics(self.path, resume_step)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self.file = open(self.path, "a", newline="")
-        self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(["step", "wall_time_s", "metric", "value"])
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step else None)
-        except ImportError:  # tensorboard is a dependency; tolerate its absence in stripped installs
-            self.tb = None
-
-    def log(self, step: int, wall_time: float, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            self.writer.writerow([step, f"{wall_time:.3f}", key, f"{value:.6g}"])
-            if self.tb is not None:
-                self.tb.add_scalar(key, value, step)
-        if self.wandb is not None:
-            self.wandb.log(step, metrics)
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()
 
 
 def _env_of(dataset) -> tuple[str, dict[str, Any]]:

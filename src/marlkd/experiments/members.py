@@ -212,11 +212,11 @@ def train_members(configs: Sequence, *, progress: bool = False) -> list[dict[str
 
 def _train_pending(configs: list, indices: list[int], progress: bool) -> dict[int, Any]:
     from marlkd import checkpoint
+    from marlkd.metrics_log import MetricsLog
     from marlkd.threads import apply_threads
     from marlkd.training import (
         CHECKPOINT,
         CONFIG,
-        MetricsLog,
         _check_same_run,
         _cut,
         _numpy_rng_state,

@@ -38,7 +38,9 @@ Hooks for code that trains a policy with PPO (the API is :func:`train_ppo`):
 
 Outputs in ``out_dir``: ``checkpoint.pt`` (the latest; written atomically), ``checkpoints/step_*.pt``
 (every ``checkpoint_every`` environment steps), ``learning_curve.csv`` (environment steps, mean
-per-agent episode return, losses), ``learning_curve.png`` and ``config.json``. :func:`load_ppo_policy`
+per-agent episode return, losses), ``learning_curve.png``, ``config.json`` and ``metrics.csv`` (the
+same tidy ``step, wall_time_s, metric, value`` rows as every run, :mod:`marlkd.metrics_log`: per update,
+``return/env``, ``env_steps`` and ``ppo/<loss>``). :func:`load_ppo_policy`
 turns a checkpoint into a :class:`marlkd.algos.base.Policy`; its ``act_fn`` is the collection callback of
 :func:`marlkd.data.collect.collect_episodes`.
 

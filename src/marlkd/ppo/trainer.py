@@ -21,6 +21,7 @@ from marlkd import atomic
 from marlkd import checkpoint as ckpt
 from marlkd.envs import EnvSpec, make_batched
 from marlkd.errors import MarlkdError
+from marlkd.metrics_log import MetricsLog
 from marlkd.ppo.config import PPOConfig
 from marlkd.ppo.networks import Critic, PPOPolicy, RunningNorm, build_actor
 from marlkd.ppo.rollout import Rollout, collect_rollout
@@ -126,7 +127,9 @@ def train_ppo(
     Args:
         env_id: a registered environment id; ``env_kwargs`` its constructor arguments.
         config: the hyperparameters (``config.mode`` picks centralized PPO or MAPPO).
-        out_dir: receives ``checkpoint.pt``, ``checkpoints/``, ``learning_curve.csv/.png``, ``config.json``.
+        out_dir: receives ``checkpoint.pt``, ``checkpoints/``, ``learning_curve.csv/.png``, ``config.json``
+            and ``metrics.csv`` (the tidy rows every run writes, :mod:`marlkd.metrics_log`; one step per
+            update: ``return/env``, ``env_steps`` and ``ppo/<loss>``).
         init_actor_state: a state dict loaded into the actor before training (e.g. pretrained weights).
         progress: show a bar over environment steps (on a terminal; see marlkd.progress).
         callback: called after every update with a :class:`PPOIteration`; returning True stops training.
@@ -152,6 +155,7 @@ def train_ppo(
         + "\n"
     )
     log = _CurveLog(out / "learning_curve.csv")
+    metrics = MetricsLog(out, tensorboard=False)
     env_steps, iteration, keep = 0, 0, _KeepSchedule(config)
     curve: list[tuple[int, float]] = []
     start = time.perf_counter()
@@ -173,7 +177,9 @@ def train_ppo(
             iteration += 1
             mean_return = float(rollout.episode_returns().mean())
             curve.append((env_steps, mean_return))
-            log.write(iteration, env_steps, mean_return, stats, time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            log.write(iteration, env_steps, mean_return, stats, elapsed)
+            metrics.log(iteration, elapsed, _tidy(env_steps, mean_return, stats))
             bar.update(min(new_steps, config.total_steps - bar.n))
             bar.set_postfix(ret=f"{mean_return:.3f}")
             if keep.due(env_steps, iteration):
@@ -184,6 +190,7 @@ def train_ppo(
                 break
     finally:
         bar.close()
+        metrics.close()
     checkpoint = save(curve[-1][1] if curve else float("nan"), keep=keep.keeps_last)
     plot_learning_curve(log.path, out / "learning_curve.png", f"PPO ({config.mode}) on {env_id}")
     return PPOResult.of(out, checkpoint, env_steps, iteration, curve, time.perf_counter() - start)
@@ -207,6 +214,12 @@ class _KeepSchedule:
         if by_iteration:
             self.next_iteration = max(iteration + 1, math.ceil(self.next_iteration * self.growth))
         return by_steps or by_iteration
+
+
+def _tidy(env_steps: int, mean_return: float, stats: dict[str, float]) -> dict[str, float]:
+    """One update's ``metrics.csv`` rows, named as the adversarial methods' PPO rows are."""
+    ppo = {f"ppo/{k}": v for k, v in stats.items()}
+    return {"return/env": mean_return, "env_steps": float(env_steps), **ppo}
 
 
 class _CurveLog:
