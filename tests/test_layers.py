@@ -146,3 +146,14 @@ def test_make_optimizer_keeps_parameters_given_as_generators_in_groups():
     optimizer, _ = make_optimizer([{"params": (p for p in model.parameters()), "weight_decay": 0.0}], train)
     assert [p for group in optimizer.param_groups for p in group["params"]] == list(model.parameters())
     assert optimizer.defaults["fused"] is True
+
+
+def test_bf16_autocast_only_where_it_pays_off() -> None:
+    from marlkd.optim import cpu_supports_bf16
+
+    amd = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx512f avx512_bf16\n"
+    intel_amx = "vendor_id\t: GenuineIntel\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    intel_no_amx = "vendor_id\t: GenuineIntel\nflags\t\t: fpu avx512f avx512_bf16\n"
+    old_amd = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2\n"
+    assert cpu_supports_bf16(amd) and cpu_supports_bf16(intel_amx)
+    assert not cpu_supports_bf16(intel_no_amx) and not cpu_supports_bf16(old_amd)

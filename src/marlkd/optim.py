@@ -82,14 +82,20 @@ def clip_grad_norm_per_member(params: list[torch.Tensor], members: int, max_norm
     return norms
 
 
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 matmul (AVX-512 BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
+    """True when bf16 autocast pays off on this CPU: it has AMX (Intel Sapphire Rapids and later), or
+    AVX-512 BF16 on an AMD CPU (Zen 4 and later). An Intel CPU with AVX-512 BF16 but no AMX runs the
+    decision transformer's bf16 matmuls slower than fp32 (docs/performance.md), so it trains in fp32.
+
+    ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when None; no file: False)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and "AuthenticAMD" in flags)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
