@@ -74,7 +74,7 @@ def main() -> None:
             ("idt", idt.update),
             ("madt", madt.update),
             ("teacher", ours.teacher.update),
-            ("distillation", lambda s: ours._student_update()),
+            ("distillation", lambda s: ours._student_update(log_step=False)),
         ):
             if r == 0:
                 per_update(update, 2)
