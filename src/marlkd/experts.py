@@ -451,6 +451,7 @@ def make_dataset(
     elif quality != "random":
         raise ConfigError(f"config field expert_dir: quality {quality!r} needs a trained expert")
 
+    calibration_seed = seed + CALIBRATION_SEED_OFFSET
     if quality == "random":
         recipe.update(mechanism="uniform_random", description="uniformly random available actions")
         act_fn = random_act_fn
@@ -458,7 +459,6 @@ def make_dataset(
         recipe.update(mechanism="expert", description="the expert")
         act_fn = policy.act_fn
     elif quality in CHECKPOINT_TIERS:
-        calibration_seed = seed + CALIBRATION_SEED_OFFSET
 
         def score(fn: Any) -> float:
             return info.normalized(mean_return(env_id, kwargs, fn, calibration, calibration_seed)[0])
@@ -470,7 +470,6 @@ def make_dataset(
         if quality in CALIBRATED_TIERS:
             recipe["calibration"] = {"episodes": calibration, "seed": calibration_seed}
     else:
-        calibration_seed = seed + CALIBRATION_SEED_OFFSET
         epsilon, trace = calibrate_epsilon(
             env_id, kwargs, policy, info, TIER_TARGETS[quality], calibration_seed, episodes=calibration
         )
@@ -506,6 +505,12 @@ def make_dataset(
     return write_dataset(out, arrays, metadata)
 
 
+def _calibrated(quality: str) -> bool:
+    """Whether making ``quality`` measures scores over calibration episodes (the epsilon search of normal
+    and poor, the checkpoint scores of medium, early and mixed)."""
+    return quality in TIER_TARGETS or quality in CALIBRATED_TIERS
+
+
 def _budget_tag(
     env_id: str,
     quality: str,
@@ -519,8 +524,7 @@ def _budget_tag(
     if quality == "random":
         return ""
     tag = _expert_tag(env_id, steps, reference_episodes)
-    calibrated = quality in TIER_TARGETS or quality in CALIBRATED_TIERS
-    if calibrated and calibration_episodes not in (None, CALIBRATION_EPISODES):
+    if _calibrated(quality) and calibration_episodes not in (None, CALIBRATION_EPISODES):
         tag += f"-c{calibration_episodes}"
     return tag
 
@@ -589,7 +593,7 @@ def ensure_dataset(
                 expected["reference_episodes"] = (
                     REFERENCE_EPISODES if reference_episodes is None else reference_episodes
                 )
-            if (quality in TIER_TARGETS or quality in CALIBRATED_TIERS) and "calibration" in recorded:
+            if _calibrated(quality) and "calibration" in recorded:
                 found["calibration_episodes"] = recorded["calibration"]["episodes"]
                 expected["calibration_episodes"] = (
                     CALIBRATION_EPISODES if calibration_episodes is None else calibration_episodes
