@@ -12,14 +12,19 @@ GFLOP/s, against a matmul microbenchmark at the model's largest matmul shape on 
     python benchmarks/bench_sweep.py                  # the sweep's budget: 1000 updates, 32 eval episodes
     python benchmarks/bench_sweep.py --steps 100 --seeds 4 --eval-episodes 8   # a short measurement
     python benchmarks/bench_sweep.py --device cuda    # on a GPU (wall time there)
+    python benchmarks/bench_sweep.py --cells idt --quality good   # the equality check on the sweep's data
 
 The dataset is a Grid-World dataset of ``--episodes`` random-policy episodes (``--data FILE`` takes any
-other): throughput does not depend on the data's quality.
+other): throughput does not depend on the data's quality. ``--quality good`` (or normal, poor) trains on
+the tier the sweep trains on instead (``marlkd.experts.ensure_dataset`` under ``--data-root``: the PPO
+expert is trained first if it is missing, a few CPU-minutes), which makes the comparison of returns the
+one that matters. ``--json FILE`` also writes every figure, with each run's return.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -30,7 +35,7 @@ import torch
 
 import marlkd
 from marlkd.experiments import expand, load_spec
-from marlkd.experiments.members import MEMBER_METHODS, train_members
+from marlkd.experiments.members import MEMBER_METHODS, MemberFailure, train_members
 from marlkd.run_config import RunConfig
 from marlkd.threads import apply_threads
 
@@ -70,11 +75,19 @@ def cell_configs(method: str, seeds: int, data: Path, out: Path, args) -> list[R
     return configs
 
 
+def _return(result) -> float:
+    """A run's mean evaluation return; a member that failed says so and counts as NaN."""
+    if isinstance(result, MemberFailure):
+        print(f"  member {result.out} failed: {result.error}")
+        return float("nan")
+    return result.get("return_mean", float("nan"))
+
+
 def one_at_a_time(configs: list[RunConfig], clock: Clock) -> tuple[float, list[float]]:
     """(time, each run's mean evaluation return)."""
     start = clock()
     results = [marlkd.train(config, progress=False) for config in configs]
-    return clock() - start, [r.get("return_mean", float("nan")) for r in results]
+    return clock() - start, [_return(r) for r in results]
 
 
 def as_members(configs: list[RunConfig], clock: Clock) -> tuple[float, list[float]]:
@@ -83,7 +96,7 @@ def as_members(configs: list[RunConfig], clock: Clock) -> tuple[float, list[floa
         results = train_members(configs)
     else:
         results = [marlkd.train(config, progress=False) for config in configs]
-    return clock() - start, [r.get("return_mean", float("nan")) for r in results]
+    return clock() - start, [_return(r) for r in results]
 
 
 def difference_interval(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -156,6 +169,15 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     parser.add_argument("--episodes", type=int, default=1000, help="episodes of the random-policy dataset")
     parser.add_argument("--data", type=Path, default=None, help="a Grid-World dataset to use instead")
+    parser.add_argument(
+        "--quality",
+        choices=("random", "good", "normal", "poor"),
+        default="random",
+        help="random: a random-policy dataset in a temporary folder; else the sweep's dataset of that tier "
+        "(--episodes episodes, made under --data-root if missing, its expert too)",
+    )
+    parser.add_argument("--data-root", type=Path, default=Path("runs/bench/datasets"))
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
@@ -168,14 +190,20 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     try:
         data = args.data
-        if data is None:
+        if data is None and args.quality == "random":
             from marlkd.data import collect_random_dataset
 
             data = collect_random_dataset("grid-world", args.episodes, work / "gw.h5", seed=0)
+        elif data is None:
+            from marlkd.experts import ensure_dataset
+
+            data = ensure_dataset("grid-world", args.quality, args.episodes, args.data_root, progress=False)
+            data = Path(data)
         unit = "GPU wall" if args.device == "cuda" else "CPU"
         precision = args.precision or marlkd.TrainConfig().precision
         print(
-            f"Grid-World, table1's configs, {args.seeds} seeds, {args.steps or 'sweep budget'} updates, "
+            f"Grid-World ({Path(data).name}), table1's configs, {args.seeds} seeds, "
+            f"{args.steps or 'sweep budget'} updates, "
             f"{args.eval_episodes} eval episodes, threads={args.threads}, device={args.device}, "
             f"precision={precision}; {unit} seconds per cell\n"
         )
@@ -185,6 +213,8 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|")
         totals = {"dt_old": 0.0, "dt_new": 0.0, "all_old": 0.0, "all_new": 0.0}
+        record: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "precision": precision}
+        record["cells"] = {}
         returns: dict[str, tuple[list[float], list[float]]] = {}
         for method in args.cells:
             old, old_returns = one_at_a_time(
@@ -195,6 +225,15 @@ def main() -> None:
             )
             returns[method] = (old_returns, new_returns)
             n = args.seeds
+            record["cells"][method] = {
+                "seconds_one_at_a_time": old,
+                "seconds_members": new,
+                "runs_per_hour_one_at_a_time": n * 3600 / old,
+                "runs_per_hour_members": n * 3600 / new,
+                "ratio": old / new,
+                "returns_one_at_a_time": old_returns,
+                "returns_members": new_returns,
+            }
             print(
                 f"| {method} | {old:.1f} | {new:.1f} | {n * 3600 / old:.0f} | {n * 3600 / new:.0f} "
                 f"| {old / new:.2f}x |"
@@ -223,9 +262,15 @@ def main() -> None:
             for method, (old_returns, new_returns) in returns.items():
                 diff, half = difference_interval(old_returns, new_returns)
                 verdict = "within" if abs(diff) <= half else "OUTSIDE"
+                record["cells"][method].update(difference=diff, interval_half_width=half)
                 print(
                     f"  {method}: {statistics.mean(old_returns):.3f} / {statistics.mean(new_returns):.3f}, "
                     f"difference {diff:+.3f} +- {half:.3f} ({verdict} its interval)"
+                )
+                print(
+                    f"    std {statistics.stdev(old_returns):.3f} / {statistics.stdev(new_returns):.3f}; "
+                    f"per seed, one at a time: {' '.join(f'{r:.3f}' for r in old_returns)}; "
+                    f"as members: {' '.join(f'{r:.3f}' for r in new_returns)}"
                 )
 
         profile = step_profile(data, args.seeds, args, clock)
@@ -247,6 +292,17 @@ def main() -> None:
             f"{100 * gflops / one / rate:.0f} % of it in one run, "
             f"{100 * gflops * args.seeds / group / rate:.0f} % as members"
         )
+        record["step"] = {
+            "gflop": gflops,
+            "seconds_one": one,
+            "seconds_members": group,
+            "members": args.seeds,
+            "matmul_gflops": rate,
+            "matmul_shape": shape,
+        }
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(record, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -196,3 +196,35 @@ def test_a_sweep_trains_a_cells_seeds_as_members(tmp_path: Path) -> None:
         assert result["seed"] == run.seed
         # IDT's three seeds trained as one group of three members; BC (no members) one run at a time
         assert result.get("members") == (3 if run.method == "idt" else None)
+
+
+def test_a_sweep_records_a_failing_member_and_keeps_the_others(tmp_path: Path, monkeypatch) -> None:
+    """Seed 1's evaluation always fails: the group still trains all three seeds, seeds 0 and 2 finish as
+    members, and the sweep records seed 1 as failed (its own marker and traceback), whichever of the
+    group's runs the sweep executes first."""
+    import marlkd.training
+
+    def broken(original):
+        def train(config, *args, **kwargs):
+            if config.train.seed == 1:
+                raise RuntimeError("evaluation broke")
+            return original(config, *args, **kwargs)
+
+        return train
+
+    monkeypatch.setattr(marlkd.training, "train", broken(marlkd.training.train))
+    monkeypatch.setattr(marlkd, "train", broken(marlkd.train))  # a run trained alone, as the fallback does
+    spec = parse_spec(SPEC.replace('methods = ["idt", "bc"]', 'methods = ["idt"]'))
+    summary = run_sweep(spec, tmp_path, workers=0, dataset_fn=random_dataset, progress=False)
+    from marlkd.experiments import expand
+    from marlkd.experiments.runner import MARKER_FILE
+
+    runs = {run.seed: run for run in expand(spec)}
+    assert summary.done == 2 and [f.run_id for f in summary.failed] == [runs[1].run_id]
+    assert "evaluation broke" in summary.failed[0].error
+    marker = json.loads((run_dir_for(tmp_path, runs[1]) / MARKER_FILE).read_text())
+    assert marker["status"] == "failed" and "RuntimeError: evaluation broke" in marker["traceback"]
+    for seed in (0, 2):
+        result = json.loads((run_dir_for(tmp_path, runs[seed]) / "results.json").read_text())
+        assert result["seed"] == seed and result["members"] == 3
+    assert not (run_dir_for(tmp_path, runs[1]) / "results.json").exists()

@@ -127,3 +127,48 @@ def test_finetune_and_evaluation_apply_threads(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(MarlkdError, match="no config.json"):
         evaluate_run(tmp_path)
     assert torch.get_num_threads() == 1
+
+
+class _Started(Exception):
+    """Raised by a stand-in for an entry point's first piece of work, once it saw the thread count."""
+
+
+def test_every_public_entry_point_applies_threads(
+    grid_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each public function that computes sets the automatic count (here MARLKD_THREADS=1, while torch
+    runs 2 threads) before its first piece of work: the stand-in for that work records the count."""
+    from marlkd import ppo, training
+    from marlkd.experiments import members
+    from marlkd.ppo import trainer
+
+    seen: list[int] = []
+
+    def record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise _Started
+
+    def check(call) -> None:
+        torch.set_num_threads(2)
+        with pytest.raises(_Started):
+            call()
+        assert seen.pop() == 1
+
+    monkeypatch.setenv(threads.THREADS_ENV, "1")
+    monkeypatch.setattr(trainer, "make_batched", record)  # PPO's first step: its environments
+    check(lambda: ppo.train_ppo("grid-world", ppo.PPOConfig(total_steps=8), tmp_path / "ppo", progress=False))
+    monkeypatch.setattr(experts, "train_ppo", record)
+    check(lambda: experts.train_expert("grid-world", tmp_path / "expert", steps=8, progress=False))
+    monkeypatch.setattr(experts, "train_expert", record)
+    check(lambda: experts.ensure_expert("grid-world", tmp_path / "experts", steps=8, progress=False))
+    monkeypatch.setattr(experts, "collect_episodes", record)
+    check(lambda: experts.make_dataset("grid-world", "random", 4, tmp_path / "r.h5", progress=False))
+    monkeypatch.setattr(members.MemberGroup, "update", record)  # members: the group's first update
+    group = [
+        RunConfig(method="idt", data=str(grid_data), out=str(tmp_path / f"m{seed}"),
+                  train=TrainConfig(steps=1, batch_size=4, seed=seed), eval=EvalConfig(episodes=0))
+        for seed in (0, 1)
+    ]  # fmt: skip
+    check(lambda: members.train_members(group))
+    monkeypatch.setattr(training, "build_algorithm", record)
+    check(lambda: marlkd.train(RunConfig(method="bc", data=str(grid_data), out=str(tmp_path / "bc"))))

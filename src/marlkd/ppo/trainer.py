@@ -26,6 +26,7 @@ from marlkd.ppo.config import PPOConfig
 from marlkd.ppo.networks import Critic, PPOPolicy, RunningNorm, build_actor
 from marlkd.ppo.rollout import Rollout, collect_rollout
 from marlkd.ppo.update import RewardFn, learning_rewards, ppo_update
+from marlkd.threads import apply_threads
 
 CHECKPOINT_FORMAT = "marlkd-ppo"
 CHECKPOINT_VERSION = 1
@@ -142,6 +143,7 @@ def train_ppo(
     """
     from marlkd.progress import progress_bar
 
+    apply_threads()
     env_kwargs = dict(env_kwargs or {})
     out = Path(out_dir)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
