@@ -20,6 +20,7 @@ from marlkd.experiments.plots import curve_metric_of, plot_against_setting, plot
 from marlkd.experiments.results import CURVE_PREFIX, load_results, results_path, sweep_dir
 from marlkd.experiments.runner import DEFAULT_ROOT
 from marlkd.experiments.schema import SweepSpec
+from marlkd.experiments.superseded import superseded_section
 from marlkd.experiments.tables import aggregate_table, markdown_table, summarize
 
 if TYPE_CHECKING:
@@ -77,12 +78,17 @@ def write_report(
     """
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     sweep = spec.sweep_name(quick)
-    frame, excluded = _report_rows(spec, root, quick, all_runs)
+    frame, excluded, earlier = _report_rows(spec, root, quick, all_runs)
     folder = Path(out) if out is not None else sweep_dir(root, sweep) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     stats = _StatArgs(bootstrap_reps, confidence, seed, use_rliable)
     lines = _header_lines(spec, sweep, frame, results_path(root, sweep), excluded)
     lines += _metric_sections(spec, frame, quick, stats)
+    if earlier is not None:
+        import pandas as pd
+
+        current = set(frame["run_id"])
+        lines += superseded_section(pd.concat([frame, earlier]), current, spec, **stats.common())
     lines += _plot_section(spec, frame, folder)
     report = folder / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n")
@@ -102,20 +108,24 @@ class _StatArgs:
         return {"reps": self.reps, "confidence": self.confidence, "seed": self.seed}
 
 
-def _report_rows(spec: SweepSpec, root: str | Path, quick: bool, all_runs: bool) -> tuple[pd.DataFrame, int]:
-    """The results rows to report and the number of runs left out (not in the spec's current grid)."""
+def _report_rows(
+    spec: SweepSpec, root: str | Path, quick: bool, all_runs: bool
+) -> tuple[pd.DataFrame, int, pd.DataFrame | None]:
+    """The results rows to report, the number of runs left out (not in the spec's current grid) and those
+    runs' rows (None when none are left out)."""
     frame = load_results(root, spec, quick=quick)
-    excluded = 0
+    excluded, earlier = 0, None
     if not all_runs:
         current = frame["run_id"].isin({run.run_id for run in expand(spec, quick)})
         excluded = frame.loc[~current, "run_id"].nunique()
+        earlier = frame[~current].reset_index(drop=True) if excluded else None
         frame = frame[current].reset_index(drop=True)
     if frame.empty:
         raise MarlkdError(
             f"{results_path(root, spec.sweep_name(quick))} has no rows of the spec's runs yet"
             + (f" ({excluded} other runs; --all-runs reports them)" if excluded else "")
         )
-    return frame, excluded
+    return frame, excluded, earlier
 
 
 def _header_lines(spec: SweepSpec, sweep: str, frame: pd.DataFrame, source: Path, excluded: int) -> list[str]:
@@ -136,7 +146,8 @@ def _header_lines(spec: SweepSpec, sweep: str, frame: pd.DataFrame, source: Path
     if excluded:
         lines += [
             f"{excluded} runs of the table are not in the spec's current grid (made before a value "
-            "changed) and are left out; `--all-runs` reports them too.",
+            'changed) and are left out of the tables; where a cell has both, "Earlier runs beside the '
+            'current ones" compares them, and `--all-runs` reports them in the tables too.',
             "",
         ]
     return lines
