@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from marlkd.algos.base import BaseAlgorithm
 from marlkd.config import check
-from marlkd.data.windows import Window, WindowSampler, default_return_scale
+from marlkd.data.windows import Window, WindowSampler, dead_agents, default_return_scale
+from marlkd.errors import DatasetError
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
 from marlkd.models.layouts import Layout, masked_logits, model_input_sizes, per_agent_logits, to_inputs
 from marlkd.optim import autocast, make_optimizer, optimizer_step
@@ -85,12 +86,24 @@ def build_model(layout: Layout, dataset, cfg: DTModelConfig, mlp_heads: bool = F
 
 def action_loss(logits: torch.Tensor, window: Window) -> torch.Tensor:
     """Cross-entropy of per-agent logits ``(B, K, N, A)`` to the dataset actions, averaged over valid steps
-    and summed over agents (each agent's model gets the gradient of its own mean loss)."""
+    and summed over agents (each agent's model gets the gradient of its own mean loss). Agents that do not
+    act (``window.present`` False: padding, dead, finished) add nothing."""
     logits = masked_logits(logits.float(), window.action_mask)
     ce = F.cross_entropy(logits.flatten(0, 2), window.actions.flatten(), reduction="none")
     ce = ce.view(window.actions.shape)  # (B, K, N)
+    if window.present is not None:
+        ce = ce * window.present
     weight = window.mask.float()[..., None]
     return (ce * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def acting_per_step(window: Window, n_agents: int) -> float:
+    """The mean number of acting agents per valid step of ``window`` (``n_agents`` when all act): the
+    divisor that turns :func:`action_loss` into a loss per agent."""
+    if window.present is None:
+        return float(n_agents)
+    steps = window.mask.sum().clamp(min=1)
+    return float((window.present & window.mask[..., None]).sum().clamp(min=1) / steps)
 
 
 class DTLearner(BaseAlgorithm):
@@ -103,16 +116,23 @@ class DTLearner(BaseAlgorithm):
         cfg: DTModelConfig,
         mlp_heads: bool = False,
         model: torch.nn.Module | None = None,
+        train_data=None,
     ) -> None:
         """``model``: a network that follows the decision transformer's call contract, built by the caller
-        (the factored teacher); None builds a :class:`DecisionTransformer` for ``layout``."""
+        (the factored teacher); None builds a :class:`DecisionTransformer` for ``layout``. ``train_data``:
+        what it trains on, when not ``ctx.dataset`` (the factored teacher's pool of teams,
+        :class:`marlkd.data.teams.TeamPool`); its return scale comes from it, while its policy acts for
+        ``ctx.dataset``'s team. Under the factored layout the windows carry which agents act."""
         super().__init__(ctx)
         self.layout, self.cfg = layout, cfg
         dataset = ctx.dataset
+        self.train_data = dataset if train_data is None else train_data
         self.n_agents, self.n_actions = dataset.n_agents, dataset.n_actions
-        self.return_scale = cfg.return_scale or default_return_scale(dataset)
+        self.return_scale = cfg.return_scale or default_return_scale(self.train_data)
         self.target_return = dataset.episode_returns().max(axis=0).astype(np.float32)  # (N,)
-        self.sampler = WindowSampler(dataset, cfg.context, self.return_scale, ctx.device)
+        self.sampler = WindowSampler(
+            self.train_data, cfg.context, self.return_scale, ctx.device, presence=layout == Layout.FACTORED
+        )
         self.model = (model if model is not None else build_model(layout, dataset, cfg, mlp_heads)).to(
             ctx.device
         )
@@ -125,9 +145,7 @@ class DTLearner(BaseAlgorithm):
         """Per-agent logits ``(B, K, N, A)`` and the model's features ``(M, B', K, H, F)``."""
         inputs = to_inputs(window, self.layout, self.n_actions)
         with autocast(self.ctx.device, self.ctx.autocast_dtype):
-            logits, features = self.model(
-                inputs.returns, inputs.obs, inputs.actions, inputs.timesteps, inputs.mask
-            )
+            logits, features = self.model(*inputs.args(), **inputs.kwargs())
         return per_agent_logits(logits.float(), self.layout, self.n_agents), features
 
     def update(self, step: int) -> dict[str, float]:
@@ -136,8 +154,8 @@ class DTLearner(BaseAlgorithm):
         logits, _ = self.forward(window)
         loss = action_loss(logits, window)
         grad_norm = optimizer_step(loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip)
-        # logged per agent (the mean over agents), as every method logs it; the gradient uses the sum
-        return {"loss/action": loss.item() / self.n_agents, "grad_norm": grad_norm}
+        # logged per (acting) agent, as every method logs it; the gradient uses the sum over agents
+        return {"loss/action": loss.item() / acting_per_step(window, self.n_agents), "grad_norm": grad_norm}
 
     def policy(self) -> DTPolicy:
         return DTPolicy(
@@ -160,9 +178,24 @@ class DTLearner(BaseAlgorithm):
             "generator": self.generator.get_state(),
             "return_scale": self.return_scale,
             "target_return": self.target_return,
+            **({"train_sources": self._train_sources()} if self._train_sources() else {}),
         }
 
+    def _train_sources(self) -> list[list[str]]:
+        """[name, checksum] of each dataset of a pooled training set (empty: it trains on ctx.dataset)."""
+        return [[source.name, source.checksum] for source in getattr(self.train_data, "sources", ())]
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved, mine = state.get("train_sources", []), self._train_sources()
+        if sorted(c for _, c in saved) != sorted(c for _, c in mine):
+
+            def names(sources: list[list[str]]) -> str:
+                return ", ".join(name for name, _ in sources) or "the run's dataset alone"
+
+            raise DatasetError(
+                f"the checkpoint's model was trained on {names(saved)}; this run's datasets ({names(mine)}) "
+                "hold other data (their checksums differ): give the original files, or train a new run"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -176,7 +209,10 @@ class DTPolicy:
 
     Under the ``independent`` and ``shared`` layouts each agent's action depends only on its own history
     (decentralized execution); under ``centralized`` (the teacher) on all agents'. The return-to-go starts at
-    ``target_return`` (N,) and is decremented by each agent's own reward.
+    ``target_return`` (N,) and is decremented by each agent's own reward. Under ``factored`` the model is
+    told which agents act, by the rule its training data was marked with
+    (``marlkd.data.windows.acting_agents``): not after the agent's own ``done``, not dead (all-zero
+    observation, at most one available action).
     """
 
     def __init__(
@@ -206,6 +242,8 @@ class DTPolicy:
         self.returns = torch.zeros(num_envs, K, N, device=self.device)
         self.timesteps = torch.zeros(num_envs, K, dtype=torch.int64, device=self.device)
         self.mask = torch.zeros(num_envs, K, dtype=torch.bool, device=self.device)
+        self.present = torch.ones(num_envs, K, N, dtype=torch.bool, device=self.device)
+        self.ended = torch.zeros(num_envs, N, dtype=torch.bool, device=self.device)
         self.current_return = (
             torch.as_tensor(self.target_return, device=self.device).expand(num_envs, N).clone()
         )
@@ -228,6 +266,13 @@ class DTPolicy:
         step = torch.full((B,), min(self.t, self.max_timestep - 1), dtype=torch.int64, device=self.device)
         self.timesteps = self._push(self.timesteps, step)
         self.mask = self._push(self.mask, torch.ones(B, dtype=torch.bool, device=self.device))
+        mask_t = None if action_mask is None else torch.tensor(action_mask, device=self.device)  # a copy
+        present = None
+        if self.layout == Layout.FACTORED:
+            # a copy whose whole team is done is frozen until the batch ends: nothing to hide there
+            ended = self.ended & ~self.ended.all(-1, keepdim=True)
+            self.present = self._push(self.present, ~ended & ~dead_agents(obs_t, mask_t))
+            present = None if bool(self.present.all()) else self.present
         window = Window(
             self.returns,
             self.obs,
@@ -237,14 +282,15 @@ class DTPolicy:
             None,
             torch.zeros(B, dtype=torch.int64),
             self.timesteps,
+            present,
         )
         inputs = to_inputs(window, self.layout, self.n_actions)
         self.model.eval()
         with autocast(self.device, self.autocast_dtype):
-            logits, _ = self.model(inputs.returns, inputs.obs, inputs.actions, inputs.timesteps, inputs.mask)
+            logits, _ = self.model(*inputs.args(), **inputs.kwargs())
         logits = per_agent_logits(logits.float(), self.layout, self.n_agents)[:, -1]  # (B, N, A)
-        if action_mask is not None:
-            logits = masked_logits(logits, torch.tensor(action_mask, device=self.device))  # a copy, as obs
+        if mask_t is not None:
+            logits = masked_logits(logits, mask_t)
         if self.deterministic:
             actions = logits.argmax(-1)
         else:
@@ -254,4 +300,6 @@ class DTPolicy:
 
     def observe(self, rewards: np.ndarray, done: np.ndarray) -> None:
         self.current_return -= torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+        done_t = torch.as_tensor(np.asarray(done, dtype=bool), device=self.device)
+        self.ended |= done_t.reshape(self.ended.shape)
         self.t += 1

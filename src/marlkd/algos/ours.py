@@ -47,6 +47,7 @@ from marlkd.algos.teacher import (
     load_teacher_run,
     teacher_key,
     teacher_outputs,
+    teacher_view,
 )
 from marlkd.algos.teacher_models import TeacherModelConfig, build_teacher
 from marlkd.config import check
@@ -250,7 +251,8 @@ class Ours(BaseAlgorithm):
         self.cache_file = (
             None
             if cfg.teacher_cache is None
-            else Path(cfg.teacher_cache) / teacher_key(ctx, cfg, self.teacher_steps)
+            else Path(cfg.teacher_cache)
+            / teacher_key(ctx, cfg, self.teacher_steps, getattr(self.teacher.train_data, "sources", ()))
         )
         if self.cache_file is not None and self.cache_file.exists():
             self.teacher.model.load_state_dict(
@@ -307,11 +309,13 @@ class Ours(BaseAlgorithm):
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
             checkpoint.save(self.teacher.model.state_dict(), self.cache_file)
         self.teacher.model.requires_grad_(False)
-        students = self.students  # the students' windows and return scale condition the teacher too
+        # the teacher's outputs on the students' windows (the run's dataset), read with its return scale
+        students = self.students
+        sampler = teacher_view(self.teacher, students.sampler, self.ctx.dataset)
         returns = None
         if self.switch.teacher_target == "eval-return":
-            returns = eval_target_returns(self.ctx.dataset, students.target_return, students.return_scale)
-        self.cache = teacher_outputs(self.teacher, students.sampler, returns)
+            returns = eval_target_returns(self.ctx.dataset, students.target_return, sampler.return_scale)
+        self.cache = teacher_outputs(self.teacher, sampler, returns)
 
     def _student_update(self, log_step: bool) -> dict[str, float]:
         students, sw, cfg = self.students, self.switch, self.cfg

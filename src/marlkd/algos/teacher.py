@@ -29,6 +29,7 @@ from marlkd.algos._dt import DTLearner
 from marlkd.algos.teacher_models import TeacherModelConfig, build_teacher
 from marlkd.data.windows import WindowSampler
 from marlkd.errors import ConfigError
+from marlkd.models.layouts import Layout
 from marlkd.names import METHOD_NAMES
 
 # What the teacher's cached outputs are conditioned on (``ours``'s ``teacher_target``).
@@ -45,9 +46,11 @@ def build(ctx) -> DTLearner:
     return build_teacher(ctx, ctx.config)
 
 
-def teacher_key(ctx, cfg: TeacherModelConfig, teacher_steps: int) -> str:
+def teacher_key(ctx, cfg: TeacherModelConfig, teacher_steps: int, sources=()) -> str:
     """File name of a teacher in a shared ``teacher_cache``: a hash of everything that determines it (the
-    dataset, the model config, the training config, the seed and the number of updates)."""
+    dataset, the model config, the training config, the seed and the number of updates). ``sources``: the
+    datasets of a pooled teacher (``TeamPool.sources``), which replace the run's dataset in the key, so
+    runs on any one of them (``--data a --teacher-data b`` and ``--data b --teacher-data a``) share it."""
     train, data = ctx.train, ctx.dataset
     key = {
         "dataset": data.metadata.checksum,
@@ -64,6 +67,9 @@ def teacher_key(ctx, cfg: TeacherModelConfig, teacher_steps: int) -> str:
     }
     if cfg.teacher != "concat":  # concatenation teachers keep their earlier file names
         key["teacher"] = {"teacher": cfg.teacher, "agent_ids": cfg.agent_ids}
+    if sources:
+        del key["dataset"], key["episodes"]
+        key["datasets"] = sorted([source.checksum, source.episodes] for source in sources)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"teacher-{digest}.pt"
 
@@ -99,6 +105,16 @@ def eval_target_returns(dataset, target: np.ndarray, return_scale: float) -> tor
     return torch.as_tensor(rtg * dataset.mask[..., None], dtype=torch.float32)
 
 
+def teacher_view(learner: DTLearner, sampler: WindowSampler, dataset) -> WindowSampler:
+    """The windows of ``sampler`` (on ``dataset``, the students') as the teacher ``learner`` reads them: its
+    return scale (a pooled teacher's comes from all its datasets) and, for the factored teacher, which
+    agents act. ``sampler`` itself where these are the same."""
+    factored = learner.layout == Layout.FACTORED
+    if not factored and learner.return_scale == sampler.return_scale:
+        return sampler
+    return sampler.for_model(dataset, learner.return_scale, presence=factored)
+
+
 @torch.no_grad()
 def teacher_outputs(
     learner: DTLearner, sampler: WindowSampler, returns: torch.Tensor | None = None, chunk: int = 1024
@@ -107,13 +123,14 @@ def teacher_outputs(
     K-step context ending at that step, computed in eval mode (dropout off): features ``(E, T, N, F)``
     and logits ``(E, T, N, A)`` (zeros on padding). ``returns`` ``(E, T, N)`` replaces the windows'
     returns-to-go (already divided by the return scale; default: each step's own return-to-go). Computed
-    once per dataset, then looked up by the students' batches."""
+    once per dataset, then looked up by the students' batches. ``sampler`` gives the dataset and the
+    teacher's view of it (its return scale, which agents act: :func:`teacher_view`)."""
     learner.model.eval()
     if returns is not None:
         sampler = copy.copy(sampler)  # the same data, conditioned on other returns
         sampler.rtg = returns.to(sampler.device)
     E, T = sampler.mask.shape
-    N, A = learner.n_agents, learner.n_actions
+    N, A = sampler.n_agents, learner.n_actions
     features = torch.zeros(E, T, N, learner.model.cfg.head_hidden, device=sampler.device)
     logits = torch.zeros(E, T, N, A, device=sampler.device)
     episode, step = sampler.all_positions()

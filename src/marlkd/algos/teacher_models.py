@@ -5,7 +5,10 @@
 - ``factored``: one token per (timestep, agent), causal attention over time and full attention over the
   agents of a step, every weight shared across agents (``marlkd.models.factored_teacher``); its size does
   not depend on n, permuting the agents permutes its outputs, and one checkpoint runs teams of other sizes
-  where the observation size allows (:func:`team_policy`).
+  where the observation size allows (:func:`team_policy`). It can also train on several datasets of
+  different team sizes at once (``teacher_data``: their episodes pooled, teams padded to the largest,
+  :mod:`marlkd.data.teams`), and it hides agents that do not act (dead units, padding) from its attention
+  and its loss.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import numpy as np
 
 from marlkd.algos._dt import ARCHITECTURE_FIELDS, DTLearner, DTModelConfig, DTPolicy
 from marlkd.config import check
+from marlkd.data.format import OfflineDataset, load_dataset
+from marlkd.data.teams import TeamPool, pool_teams
 from marlkd.errors import ConfigError
 from marlkd.models.factored_teacher import FactoredConfig, FactoredTeacher
 from marlkd.models.layouts import Layout
@@ -32,10 +37,17 @@ class TeacherModelConfig(DTModelConfig):
             parameters independent of the number of agents).
         agent_ids: factored only: size of its agent-id embedding table (0: none, for teams of exchangeable
             agents; otherwise at least the number of agents).
+        teacher_data: factored only: more dataset files the teacher trains on besides the run's own
+            (--data), of other team sizes (or more data of the same); their episodes are pooled with the
+            run's, every team padded to the largest with absent agents. One agent's observation and action
+            sizes must be the same in all. The run's own dataset alone gives the students (their team and
+            their distillation data) and the evaluation. Paths are read as given (relative to the working
+            directory).
     """
 
     teacher: str = "concat"
     agent_ids: int = 0
+    teacher_data: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,6 +57,17 @@ class TeacherModelConfig(DTModelConfig):
             self.agent_ids == 0 or self.teacher == "factored",
             "algo.agent_ids",
             f"applies to the factored teacher only (algo.teacher is {self.teacher!r})",
+        )
+        check(
+            not self.teacher_data or self.teacher == "factored",
+            "algo.teacher_data",
+            "only the factored teacher trains on several datasets (its parameters do not depend on the "
+            f"team size); algo.teacher is {self.teacher!r}",
+        )
+        check(
+            all(isinstance(path, str) and path.strip() for path in self.teacher_data),
+            "algo.teacher_data",
+            f"must be dataset file paths, got {self.teacher_data!r}",
         )
 
 
@@ -62,17 +85,29 @@ def factored_config(
     )
 
 
+def teacher_training_data(ctx, cfg: TeacherModelConfig) -> OfflineDataset | TeamPool:
+    """What the teacher trains on: ``ctx.dataset``, or with ``cfg.teacher_data`` the pool of it and those
+    files (:func:`marlkd.data.teams.pool_teams`; a clear error for a missing file or other sizes)."""
+    if not cfg.teacher_data:
+        return ctx.dataset
+    own = ctx.dataset.path if ctx.dataset.path is not None else "the run's dataset (--data)"
+    datasets = [(str(own), ctx.dataset)]
+    datasets += [(path, load_dataset(path)) for path in cfg.teacher_data]
+    return pool_teams(datasets)
+
+
 def build_teacher(ctx, cfg: TeacherModelConfig) -> DTLearner:
-    """The teacher learner for ``cfg.teacher`` on ``ctx.dataset``."""
+    """The teacher learner for ``cfg.teacher`` on ``ctx.dataset`` (and ``cfg.teacher_data``); its policy
+    acts for ``ctx.dataset``'s team."""
     if cfg.teacher == "concat":
         return DTLearner(ctx, Layout.CENTRALIZED, cfg, mlp_heads=True)
-    data = ctx.dataset
+    data = teacher_training_data(ctx, cfg)
     if 0 < cfg.agent_ids < data.n_agents:
         raise ConfigError(
             f"config field algo.agent_ids: {cfg.agent_ids} agent ids for a dataset of {data.n_agents} agents"
         )
     model = FactoredTeacher(factored_config(cfg, data.obs_dim, data.n_actions, data.max_steps + 1))
-    return DTLearner(ctx, Layout.FACTORED, cfg, model=model)
+    return DTLearner(ctx, Layout.FACTORED, cfg, model=model, train_data=data)
 
 
 def team_policy(

@@ -31,7 +31,9 @@ class Layout(StrEnum):
 
 
 class StepWindow(Protocol):
-    """A batch of B windows of K steps of N agents (O obs size)."""
+    """A batch of B windows of K steps of N agents (O obs size). A window may also carry ``present``
+    ``(B, K, N)`` bool, the agents that act (``marlkd.data.windows``; missing or None: all of them), which
+    the factored layout passes on to the model."""
 
     returns: torch.Tensor  # (B, K, N) float32, return-to-go divided by the return scale
     obs: torch.Tensor  # (B, K, N, O) float32
@@ -42,13 +44,23 @@ class StepWindow(Protocol):
 
 @dataclass
 class DTInputs:
-    """Model inputs with the member axis first (see ``DecisionTransformer.forward``)."""
+    """Model inputs with the member axis first (see ``DecisionTransformer.forward``); ``presence`` only
+    under the factored layout, where some agents do not act (see ``FactoredTeacher.forward``)."""
 
     returns: torch.Tensor  # (M, B', K, R)
     obs: torch.Tensor  # (M, B', K, O')
     actions: torch.Tensor  # (M, B', K, A') one-hot float
     timesteps: torch.Tensor  # (M, B', K)
     mask: torch.Tensor  # (M, B', K)
+    presence: torch.Tensor | None = None  # (1, B, K, N) bool
+
+    def args(self) -> tuple[torch.Tensor, ...]:
+        """The positional inputs every model takes."""
+        return self.returns, self.obs, self.actions, self.timesteps, self.mask
+
+    def kwargs(self) -> dict[str, torch.Tensor]:
+        """The keyword inputs: ``presence`` where there is one (only the factored teacher takes it)."""
+        return {} if self.presence is None else {"presence": self.presence}
 
 
 def to_inputs(window: StepWindow, layout: Layout, n_actions: int) -> DTInputs:
@@ -64,12 +76,14 @@ def to_inputs(window: StepWindow, layout: Layout, n_actions: int) -> DTInputs:
             mask=window.mask.expand(N, B, K),
         )
     if layout == Layout.FACTORED:
+        present = getattr(window, "present", None)
         return DTInputs(
             returns=window.returns.unsqueeze(0),  # (1, B, K, N)
             obs=window.obs.unsqueeze(0),  # (1, B, K, N, O)
             actions=onehot.unsqueeze(0),  # (1, B, K, N, A)
             timesteps=window.timesteps.unsqueeze(0),
             mask=window.mask.unsqueeze(0),
+            presence=None if present is None else present.unsqueeze(0),  # (1, B, K, N)
         )
     if layout == Layout.SHARED:
         ids = torch.eye(N, device=window.obs.device).expand(B, K, N, N)
