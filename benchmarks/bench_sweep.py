@@ -55,7 +55,9 @@ class Clock:
         return time.process_time()
 
 
-def cell_configs(method: str, seeds: int, data: Path, out: Path, args) -> list[RunConfig]:
+def cell_configs(
+    method: str, seeds: int, data: Path, out: Path, args, precision: str | None = None
+) -> list[RunConfig]:
     runs = [
         run
         for run in expand(load_spec("table1"))
@@ -65,8 +67,8 @@ def cell_configs(method: str, seeds: int, data: Path, out: Path, args) -> list[R
     for run in sorted(runs, key=lambda r: r.seed):
         config = dict(run.config)
         config["train"] = {**config["train"], "device": args.device}
-        if args.precision:
-            config["train"]["precision"] = args.precision
+        if precision or args.precision:
+            config["train"]["precision"] = precision or args.precision
         if args.steps:
             config["train"]["steps"] = args.steps
             config["train"]["checkpoint_every"] = max(args.steps, 1)
@@ -114,51 +116,201 @@ def difference_interval(a: list[float], b: list[float]) -> tuple[float, float]:
     return statistics.mean(b) - statistics.mean(a), t * se
 
 
-def step_profile(data: Path, members: int, args, clock: Clock) -> dict[str, float]:
-    """CPU (or GPU wall) seconds per training step of the sweep's IDT model at 1 and ``members`` seeds, the
-    step's FLOPs and the achieved rate."""
+def step_profiles(data: Path, members: int, precisions: list[str], args, clock: Clock) -> dict[str, dict]:
+    """Per precision: CPU (or GPU wall) seconds per training step of the sweep's IDT model as one run and as
+    ``members`` seeds' members (medians over ``--profile-steps`` interleaved rounds: each round times every
+    precision's single run and group in turn), and the step's FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from marlkd.experiments.members import MemberGroup
     from marlkd.training import build_algorithm, load_training_dataset
 
     tmp = Path(tempfile.mkdtemp())
-    configs = cell_configs("idt", members, data, tmp, args)
-    dataset = load_training_dataset(configs[0])
-    learners = [build_algorithm(c, tmp / f"p{i}", dataset)[0] for i, c in enumerate(configs)]
-    single, group = learners[0], MemberGroup(learners)
-    result = {}
-    with FlopCounterMode(display=False) as counter:
-        single.update(0)
-    flops = counter.get_total_flops()
-    for name, update in (("one", single.update), ("members", group.update)):
-        for step in range(3):
-            update(step)
-        times = []
+    try:
+        updates: dict[tuple[str, str], object] = {}
+        flops: dict[str, int] = {}
+        for precision in precisions:
+            configs = cell_configs("idt", members, data, tmp / precision, args, precision)
+            dataset = load_training_dataset(configs[0])
+            learners = [
+                build_algorithm(c, tmp / precision / f"p{i}", dataset)[0] for i, c in enumerate(configs)
+            ]
+            single = build_algorithm(configs[0], tmp / precision / "single", dataset)[0]
+            with FlopCounterMode(display=False) as counter:
+                single.update(0)
+            flops[precision] = counter.get_total_flops()
+            updates[precision, "one"] = single.update
+            updates[precision, "members"] = MemberGroup(learners).update
+        for step in range(3):  # warm-up
+            for update in updates.values():
+                update(step)
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in updates}
         for step in range(args.profile_steps):
-            t0 = clock()
-            update(step)
-            times.append(clock() - t0)
-        result[name] = statistics.median(times)
-    result["flops"] = flops
-    shutil.rmtree(tmp, ignore_errors=True)
-    return result
+            for key, update in updates.items():
+                t0 = clock()
+                update(step)
+                times[key].append(clock() - t0)
+        return {
+            precision: {
+                "flops": flops[precision],
+                "one": statistics.median(times[precision, "one"]),
+                "members": statistics.median(times[precision, "members"]),
+            }
+            for precision in precisions
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def matmul_rate(shape: tuple[int, int, int], dtype: torch.dtype | None, device: str, clock: Clock) -> float:
-    """GFLOP/s of an (m x k) @ (k x n) matmul, median of 20."""
+def matmul_rates(
+    shape: tuple[int, int, int], dtypes: list[torch.dtype | None], device: str, clock: Clock
+) -> list[float]:
+    """GFLOP/s of an (m x k) @ (k x n) matmul in each dtype (None: fp32), median of 20 interleaved rounds
+    of 10 products."""
     m, k, n = shape
-    a = torch.randn(m, k, device=device, dtype=dtype or torch.float32)
-    b = torch.randn(k, n, device=device, dtype=dtype or torch.float32)
-    for _ in range(5):
-        a @ b
-    times = []
-    for _ in range(20):
-        t0 = clock()
-        for _ in range(10):
+    pairs = [
+        (
+            torch.randn(m, k, device=device, dtype=d or torch.float32),
+            torch.randn(k, n, device=device, dtype=d or torch.float32),
+        )
+        for d in dtypes
+    ]
+    for a, b in pairs:
+        for _ in range(5):
             a @ b
-        times.append((clock() - t0) / 10)
-    return 2 * m * k * n / statistics.median(times) / 1e9
+    times: list[list[float]] = [[] for _ in dtypes]
+    for _ in range(20):
+        for index, (a, b) in enumerate(pairs):
+            t0 = clock()
+            for _ in range(10):
+                a @ b
+            times[index].append((clock() - t0) / 10)
+    return [2 * m * k * n / statistics.median(t) / 1e9 for t in times]
+
+
+def warm_up(data: Path, work: Path, args) -> None:
+    """One short IDT run before anything is timed: the first run in a process pays one-time costs (lazy
+    imports, oneDNN's kernel generation) that would otherwise count against the one-at-a-time column."""
+    import dataclasses
+
+    (config,) = cell_configs("idt", 1, data, work / "warm-up", args)
+    train = dataclasses.replace(config.train, steps=2, checkpoint_every=2)
+    marlkd.train(dataclasses.replace(config, train=train), progress=False)
+    shutil.rmtree(work / "warm-up", ignore_errors=True)
+
+
+def print_profiles(data: Path, args, clock: Clock, record: dict) -> None:
+    from marlkd.optim import resolve_precision
+
+    precisions = args.profile_precision or [args.precision or marlkd.TrainConfig().precision]
+    profiles = step_profiles(data, args.profile_members or args.seeds, precisions, args, clock)
+    dtypes = [resolve_precision(p, torch.device(args.device)) for p in precisions]
+    shape = (64 * 3 * 10, 64, 256)  # (B x 3K tokens) x D @ D x 4D: the MLP's first matmul
+    rates = matmul_rates(shape, dtypes, args.device, clock)
+    members = args.profile_members or args.seeds
+    record["step"] = {"members": members, "matmul_shape": shape}
+    for precision, dtype, rate in zip(precisions, dtypes, rates, strict=True):
+        profile = profiles[precision]
+        gflops = profile["flops"] / 1e9
+        one, group = profile["one"], profile["members"]
+        name = str(dtype or "fp32").replace("torch.", "")
+        print(
+            f"\nIDT training step (sweep model, precision={precision}: {name}, one member per agent): "
+            f"{gflops:.2f} GFLOP; one run: {one * 1e3:.1f} ms ({gflops / one:.1f} GFLOP/s); "
+            f"{members} seeds as members: {group * 1e3:.1f} ms "
+            f"({gflops * members / group:.1f} GFLOP/s, {group / one:.2f}x one run's step)"
+        )
+        print(
+            f"matmul {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]} in {name}: {rate:.1f} GFLOP/s; the step "
+            f"reaches {100 * gflops / one / rate:.0f} % of it in one run, "
+            f"{100 * gflops * members / group / rate:.0f} % as members"
+        )
+        record["step"][precision] = {
+            "dtype": name,
+            "gflop": gflops,
+            "seconds_one": one,
+            "seconds_members": group,
+            "matmul_gflops": rate,
+        }
+    if len(precisions) > 1:
+        base = profiles[precisions[0]]
+        for precision in precisions[1:]:
+            other = profiles[precision]
+            print(
+                f"{precision} against {precisions[0]}: one run's step {base['one'] / other['one']:.2f}x "
+                f"as fast, {members} members' {base['members'] / other['members']:.2f}x"
+            )
+
+
+def run_cells(data: Path, work: Path, args, clock: Clock, unit: str, record: dict) -> None:
+    """Each cell one run at a time, then as the sweep trains it; rates, ratios and the returns' check."""
+    print(
+        "| cell | one at a time (s) | as members (s) | runs/hour, one at a time | runs/hour, members "
+        "| ratio |"
+    )
+    print("|---|---|---|---|---|---|")
+    totals = {"dt_old": 0.0, "dt_new": 0.0, "all_old": 0.0, "all_new": 0.0}
+    returns: dict[str, tuple[list[float], list[float]]] = {}
+    for method in args.cells:
+        old, old_returns = one_at_a_time(
+            cell_configs(method, args.seeds, data, work / f"{method}-old", args), clock
+        )
+        new, new_returns = as_members(
+            cell_configs(method, args.seeds, data, work / f"{method}-new", args), clock
+        )
+        returns[method] = (old_returns, new_returns)
+        n = args.seeds
+        record["cells"][method] = {
+            "seconds_one_at_a_time": old,
+            "seconds_members": new,
+            "runs_per_hour_one_at_a_time": n * 3600 / old,
+            "runs_per_hour_members": n * 3600 / new,
+            "ratio": old / new,
+            "returns_one_at_a_time": old_returns,
+            "returns_members": new_returns,
+        }
+        print(
+            f"| {method} | {old:.1f} | {new:.1f} | {n * 3600 / old:.0f} | {n * 3600 / new:.0f} "
+            f"| {old / new:.2f}x |"
+        )
+        totals["all_old"] += old
+        totals["all_new"] += new
+        if method in MEMBER_METHODS or method == "ours":
+            totals["dt_old"] += old
+            totals["dt_new"] += new
+    runs = args.seeds * len(args.cells)
+    print(
+        f"\nall cells: {runs * 3600 / totals['all_old']:.0f} runs per {unit}-hour one at a time, "
+        f"{runs * 3600 / totals['all_new']:.0f} as members: {totals['all_old'] / totals['all_new']:.2f}x"
+    )
+    if totals["dt_new"]:
+        print(
+            f"decision-transformer cells: {totals['dt_old'] / totals['dt_new']:.2f}x more runs "
+            f"per {unit}-hour"
+        )
+
+    if args.eval_episodes and args.seeds > 1:
+        print(
+            "\nmean evaluation return per cell, one at a time / as members (95 % interval of the difference):"
+        )
+        for method, (old_all, new_all) in returns.items():
+            old_returns = [r for r in old_all if r == r]  # without failed runs (NaN)
+            new_returns = [r for r in new_all if r == r]
+            if min(len(old_returns), len(new_returns)) < 2:
+                print(f"  {method}: fewer than two finished runs one way")
+                continue
+            diff, half = difference_interval(old_returns, new_returns)
+            verdict = "within" if abs(diff) <= half else "OUTSIDE"
+            record["cells"][method].update(difference=diff, interval_half_width=half)
+            print(
+                f"  {method}: {statistics.mean(old_returns):.3f} / {statistics.mean(new_returns):.3f}, "
+                f"difference {diff:+.3f} +- {half:.3f} ({verdict} its interval)"
+            )
+            print(
+                f"    std {statistics.stdev(old_returns):.3f} / {statistics.stdev(new_returns):.3f}; "
+                f"per seed, one at a time: {' '.join(f'{r:.3f}' for r in old_returns)}; "
+                f"as members: {' '.join(f'{r:.3f}' for r in new_returns)}"
+            )
 
 
 def main() -> None:
@@ -184,6 +336,19 @@ def main() -> None:
         "--precision", choices=("auto", "fp32", "bf16"), default=None, help="override the spec's precision"
     )
     parser.add_argument("--profile-steps", type=int, default=10)
+    parser.add_argument(
+        "--profile-precision",
+        nargs="+",
+        choices=("auto", "fp32", "bf16"),
+        default=None,
+        help="precisions of the step profile, timed interleaved (default: the cells' precision)",
+    )
+    parser.add_argument(
+        "--profile-members", type=int, default=0, help="seeds in the profiled member group (0: --seeds)"
+    )
+    parser.add_argument(
+        "--profile-only", action="store_true", help="only the step profile and the matmul rates, no cells"
+    )
     args = parser.parse_args()
     apply_threads(args.threads)
     clock = Clock(args.device)
@@ -207,99 +372,12 @@ def main() -> None:
             f"{args.eval_episodes} eval episodes, threads={args.threads}, device={args.device}, "
             f"precision={precision}; {unit} seconds per cell\n"
         )
-        print(
-            "| cell | one at a time (s) | as members (s) | runs/hour, one at a time | runs/hour, members "
-            "| ratio |"
-        )
-        print("|---|---|---|---|---|---|")
-        totals = {"dt_old": 0.0, "dt_new": 0.0, "all_old": 0.0, "all_new": 0.0}
         record: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "precision": precision}
         record["cells"] = {}
-        returns: dict[str, tuple[list[float], list[float]]] = {}
-        for method in args.cells:
-            old, old_returns = one_at_a_time(
-                cell_configs(method, args.seeds, data, work / f"{method}-old", args), clock
-            )
-            new, new_returns = as_members(
-                cell_configs(method, args.seeds, data, work / f"{method}-new", args), clock
-            )
-            returns[method] = (old_returns, new_returns)
-            n = args.seeds
-            record["cells"][method] = {
-                "seconds_one_at_a_time": old,
-                "seconds_members": new,
-                "runs_per_hour_one_at_a_time": n * 3600 / old,
-                "runs_per_hour_members": n * 3600 / new,
-                "ratio": old / new,
-                "returns_one_at_a_time": old_returns,
-                "returns_members": new_returns,
-            }
-            print(
-                f"| {method} | {old:.1f} | {new:.1f} | {n * 3600 / old:.0f} | {n * 3600 / new:.0f} "
-                f"| {old / new:.2f}x |"
-            )
-            totals["all_old"] += old
-            totals["all_new"] += new
-            if method in MEMBER_METHODS or method == "ours":
-                totals["dt_old"] += old
-                totals["dt_new"] += new
-        runs = args.seeds * len(args.cells)
-        print(
-            f"\nall cells: {runs * 3600 / totals['all_old']:.0f} runs per {unit}-hour one at a time, "
-            f"{runs * 3600 / totals['all_new']:.0f} as members: {totals['all_old'] / totals['all_new']:.2f}x"
-        )
-        if totals["dt_new"]:
-            print(
-                f"decision-transformer cells: {totals['dt_old'] / totals['dt_new']:.2f}x more runs "
-                f"per {unit}-hour"
-            )
-
-        if args.eval_episodes and args.seeds > 1:
-            print(
-                "\nmean evaluation return per cell, one at a time / as members "
-                "(95 % interval of the difference):"
-            )
-            for method, (old_returns, new_returns) in returns.items():
-                diff, half = difference_interval(old_returns, new_returns)
-                verdict = "within" if abs(diff) <= half else "OUTSIDE"
-                record["cells"][method].update(difference=diff, interval_half_width=half)
-                print(
-                    f"  {method}: {statistics.mean(old_returns):.3f} / {statistics.mean(new_returns):.3f}, "
-                    f"difference {diff:+.3f} +- {half:.3f} ({verdict} its interval)"
-                )
-                print(
-                    f"    std {statistics.stdev(old_returns):.3f} / {statistics.stdev(new_returns):.3f}; "
-                    f"per seed, one at a time: {' '.join(f'{r:.3f}' for r in old_returns)}; "
-                    f"as members: {' '.join(f'{r:.3f}' for r in new_returns)}"
-                )
-
-        profile = step_profile(data, args.seeds, args, clock)
-        from marlkd.optim import resolve_precision
-
-        dtype = resolve_precision(precision, torch.device(args.device))
-        shape = (64 * 3 * 10, 64, 256)  # (B x 3K tokens) x D @ D x 4D: the MLP's first matmul
-        rate = matmul_rate(shape, dtype, args.device, clock)
-        gflops = profile["flops"] / 1e9
-        one, group = profile["one"], profile["members"]
-        print(
-            f"\nIDT training step (sweep model, {str(dtype or 'fp32').replace('torch.', '')}, one member per "
-            f"agent): {gflops:.2f} GFLOP; one run: {one * 1e3:.1f} ms ({gflops / one:.1f} GFLOP/s); "
-            f"{args.seeds} seeds as members: {group * 1e3:.1f} ms "
-            f"({gflops * args.seeds / group:.1f} GFLOP/s, {group / one:.2f}x one run's step)"
-        )
-        print(
-            f"matmul {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}: {rate:.1f} GFLOP/s; the step reaches "
-            f"{100 * gflops / one / rate:.0f} % of it in one run, "
-            f"{100 * gflops * args.seeds / group / rate:.0f} % as members"
-        )
-        record["step"] = {
-            "gflop": gflops,
-            "seconds_one": one,
-            "seconds_members": group,
-            "members": args.seeds,
-            "matmul_gflops": rate,
-            "matmul_shape": shape,
-        }
+        if not args.profile_only:
+            warm_up(data, work, args)
+            run_cells(data, work, args, clock, unit, record)
+        print_profiles(data, args, clock, record)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(record, indent=1))

@@ -74,6 +74,25 @@ def test_members_equal_separate_runs(grid_data: Path, tmp_path: Path, method: st
     assert not torch.allclose(a0["embed_obs.weight"], a7["embed_obs.weight"])
 
 
+def test_members_equal_separate_runs_under_bf16_autocast(grid_data: Path, tmp_path: Path) -> None:
+    """The precision ``auto`` picks on CPUs with fast bf16 (and on GPUs): a member computes its bf16
+    matmuls on its own slices, so it still ends where the separate run ends (here within 1e-4; five
+    updates at lr 3e-3 move a weight by up to 1.5e-2, so a member that did not train would fail)."""
+    from dataclasses import replace
+
+    def bf16(out: Path, seed: int) -> RunConfig:
+        run = config(grid_data, out, "idt", seed)
+        return replace(run, train=replace(run.train, precision="bf16"))
+
+    train_members([bf16(tmp_path / f"m{s}", s) for s in (0, 7)])
+    for seed in (0, 7):
+        marlkd.train(bf16(tmp_path / f"s{seed}", seed), progress=False)
+        a = load(tmp_path / f"m{seed}" / "checkpoint.pt")["algo"]["model"]
+        b = load(tmp_path / f"s{seed}" / "checkpoint.pt")["algo"]["model"]
+        for key in b:
+            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4), key
+
+
 def test_per_member_clipping_matches_clip_grad_norm() -> None:
     torch.manual_seed(0)
     params = [torch.randn(3, 4, 5, requires_grad=True), torch.randn(3, 1, 5, requires_grad=True)]
