@@ -20,6 +20,7 @@ from pettingzoo.test import parallel_api_test  # noqa: E402
 
 from marlkd.data.collect import collect_episodes, random_act_fn  # noqa: E402
 from marlkd.data.format import load_dataset, write_dataset  # noqa: E402
+from marlkd.data.windows import dead_agents  # noqa: E402
 from marlkd.envs import env_spec, make, make_batched  # noqa: E402
 from marlkd.envs.smax import SMAX_SCENARIOS, BatchedSMAX, InvalidActionError, SMAXParallelEnv  # noqa: E402
 from marlkd.errors import ConfigError, MarlkdError  # noqa: E402
@@ -105,6 +106,9 @@ def test_batched_matches_single_with_valid_actions(batched: BatchedSMAX) -> None
     for _ in range(batched.spec.max_steps):
         mask = batched.action_mask()
         assert mask.shape == (B, 5, 10) and mask[..., 4].all()
+        for b in np.flatnonzero(~batched.done()):  # the rule the factored teacher reads dead units by
+            alive = batched.unit_state(int(b))["alive"][:5]
+            np.testing.assert_array_equal(dead_agents(obs[b], mask[b]), ~alive)
         actions = _random_valid(mask, rng)
         assert np.take_along_axis(mask, actions[..., None], axis=2).all()  # never an unavailable action
         np.testing.assert_array_equal(
@@ -129,7 +133,7 @@ def test_batched_matches_single_with_valid_actions(batched: BatchedSMAX) -> None
         if batched.done().all():
             break
     assert batched.done().all()
-    assert saw_dead_ally  # random play loses units, and dead allies only have "stop"
+    assert saw_dead_ally  # random play loses units, and dead allies only have "stop" and observe zeros
     assert (returns >= 0).all()
 
 
