@@ -298,7 +298,7 @@ def test_ours_distils_a_pooled_teacher_into_each_datasets_team(data, tmp_path):
     assert all(torch.equal(teacher_a[k], teacher_b[k]) for k in teacher_a)
 
 
-def test_a_run_refuses_teacher_data_that_changed(data, tmp_path):
+def test_a_run_refuses_teacher_data_that_changed_or_differs(data, tmp_path):
     more = tmp_path / "more.h5"
     more.write_bytes(Path(data["gw3"]).read_bytes())
     out = tmp_path / "run"
@@ -306,6 +306,18 @@ def test_a_run_refuses_teacher_data_that_changed(data, tmp_path):
     args += ["--teacher-data", str(more), "--context", "4", "--width", "16", "--layers", "1"]
     args += ["--head-hidden", "16", "--steps", "2", "--batch-size", "4", "--eval-episodes", "0", "--quiet"]
     assert main(args) == 0
+    model = {**SMALL, "layers": 1}  # the run's
+    # ours reusing this teacher run must pool the same datasets (the weights would load, but the teacher
+    # was trained on other data, with another return scale)
+    cfg = ALGOS["ours"].config_cls(**model, teacher="factored", teacher_run=str(out))
+    expected = "teacher_run: .* trained its teacher on .*more.h5.*would train on its own dataset alone"
+    with pytest.raises(ConfigError, match=expected):
+        ALGOS["ours"].build(make_ctx(load_dataset(data["gw2"]), cfg))
+    pooled = ALGOS["ours"].config_cls(
+        **model, teacher="factored", teacher_run=str(out), teacher_data=(str(more),)
+    )
+    reused = ALGOS["ours"].build(make_ctx(load_dataset(data["gw2"]), pooled))
+    assert reused.teacher_steps == 0  # the same pool: the run's teacher is taken as it is
     collect_random_dataset("grid-world", 6, more, seed=9, env_kwargs={"n_agents": 3, "max_steps": 12})
     with pytest.raises(DatasetError, match="trained on .*more.h5.*hold other data"):
         load_run(out)

@@ -178,15 +178,15 @@ class DTLearner(BaseAlgorithm):
             "generator": self.generator.get_state(),
             "return_scale": self.return_scale,
             "target_return": self.target_return,
-            **({"train_sources": self._train_sources()} if self._train_sources() else {}),
+            **({"train_sources": self.train_sources()} if self.train_sources() else {}),
         }
 
-    def _train_sources(self) -> list[list[str]]:
+    def train_sources(self) -> list[list[str]]:
         """[name, checksum] of each dataset of a pooled training set (empty: it trains on ctx.dataset)."""
         return [[source.name, source.checksum] for source in getattr(self.train_data, "sources", ())]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved, mine = state.get("train_sources", []), self._train_sources()
+        saved, mine = state.get("train_sources", []), self.train_sources()
         if sorted(c for _, c in saved) != sorted(c for _, c in mine):
 
             def names(sources: list[list[str]]) -> str:

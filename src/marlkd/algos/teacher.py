@@ -86,6 +86,16 @@ def load_teacher_run(learner: DTLearner, run_dir: Path, device: torch.device) ->
     if method != "teacher":
         raise ConfigError(f"config field algo.teacher_run: {run_dir} is a {method!r} run, not 'teacher'")
     state = checkpoint.load(checkpoint_path, map_location=device, what="teacher checkpoint")
+    saved, mine = state["algo"].get("train_sources", []), learner.train_sources()
+    if sorted(c for _, c in saved) != sorted(c for _, c in mine):
+
+        def names(sources: list[list[str]]) -> str:
+            return ", ".join(name for name, _ in sources) or "its own dataset alone"
+
+        raise ConfigError(
+            f"config field algo.teacher_run: {run_dir} trained its teacher on {names(saved)}, this run's "
+            f"teacher would train on {names(mine)}; give the same algo.teacher_data (and dataset) as it"
+        )
     try:
         learner.model.load_state_dict(state["algo"]["model"])
     except RuntimeError as exc:
