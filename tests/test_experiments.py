@@ -906,10 +906,10 @@ def _hold_then_finish(root: Path, run: RunSpec, handle: Any, delay: float) -> No
 def test_a_run_locked_elsewhere_is_not_run_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from marlkd.experiments import runner
+    from marlkd.experiments import runner, scheduler
     from marlkd.experiments.runner import try_lock_run
 
-    monkeypatch.setattr(runner, "_POLL_S", 0.1)
+    monkeypatch.setattr(scheduler, "_POLL_S", 0.1)
     spec = parse_spec(MINI)
     busy = expand(spec)[0]
     handle = try_lock_run(tmp_path, busy.run_id)
@@ -933,10 +933,10 @@ def test_a_run_locked_elsewhere_is_not_run_twice(tmp_path: Path, monkeypatch: py
 def test_a_run_whose_holder_gave_up_is_run_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from marlkd.experiments import runner
+    from marlkd.experiments import scheduler
     from marlkd.experiments.runner import release_run_lock, try_lock_run
 
-    monkeypatch.setattr(runner, "_POLL_S", 0.1)
+    monkeypatch.setattr(scheduler, "_POLL_S", 0.1)
     spec = parse_spec(MINI)
     busy = expand(spec)[0]
     handle = try_lock_run(tmp_path, busy.run_id)
@@ -1116,7 +1116,7 @@ def test_each_run_records_the_code_revision_of_the_process_that_trained_it(
 ) -> None:
     """A sweep's driver can outlive commits (an editable install: each worker imports the code anew): the
     revision in the results is the one the run's worker read when it started, not the driver's at the end."""
-    from marlkd.experiments import runner
+    from marlkd.experiments import workers
 
     head = {"n": 0}
 
@@ -1129,7 +1129,7 @@ def test_each_run_records_the_code_revision_of_the_process_that_trained_it(
         head["n"] += 1  # a commit lands while the run trains
         return result
 
-    monkeypatch.setattr(runner, "provenance", current)
+    monkeypatch.setattr(workers, "provenance", current)
     spec = parse_spec(MINI)
     summary = run_sweep(
         spec, tmp_path, workers=0, run_fn=run_then_commit, dataset_fn=fake_dataset, progress=False

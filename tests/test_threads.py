@@ -16,7 +16,7 @@ from marlkd.cli import main
 from marlkd.config import EvalConfig, TrainConfig
 from marlkd.data import collect_random_dataset
 from marlkd.errors import ConfigError
-from marlkd.experiments import runner
+from marlkd.experiments import workers
 from marlkd.run_config import RunConfig
 
 
@@ -107,10 +107,10 @@ def test_cli_applies_threads(
 
 
 def test_sweep_workers_apply_their_share() -> None:
-    runner._limit_threads(2)
+    workers.limit_threads(2)
     assert torch.get_num_threads() == 2 and os.environ[threads.THREADS_ENV] == "2"
     threads._reset_for_tests()
-    runner._limit_threads(0)  # no share given: the automatic count (here the variable just set)
+    workers.limit_threads(0)  # no share given: the automatic count (here the variable just set)
     assert torch.get_num_threads() == 2
 
 

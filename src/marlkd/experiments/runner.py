@@ -16,44 +16,33 @@ at the end.
 Local workers end when their driver does (each watches its parent), and the training loop locks its run
 directory, so a driver killed with ``kill -9`` and launched again never has two processes training one
 run. The results table is appended idempotently per run id and repaired from the markers at each launch
-(see :mod:`marlkd.experiments.results`). The queue and its bookkeeping are :class:`_Scheduler`'s.
+(see :mod:`marlkd.experiments.results`). The run store is :mod:`marlkd.experiments.store`; the queue
+and its bookkeeping are :mod:`marlkd.experiments.scheduler`'s; the workers and their backends are
+:mod:`marlkd.experiments.workers`'.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as dt
-import heapq
 import importlib
-import json
 import os
-import signal
-import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from marlkd import atomic, filelock
-from marlkd.envs.plugins import IMPORT_ENV, import_modules
+from marlkd.envs.plugins import import_modules
 from marlkd.errors import ConfigError, MarlkdError
 from marlkd.experiments.results import (
-    append_rows,
-    curve_points,
     marker_rows,
-    provenance,
-    read_curve,
     recorded_row_counts,
     recorded_run_ids,
     results_path,
     sweep_dir,
     sync_rows,
 )
+from marlkd.experiments.scheduler import FailedRun, Scheduler, progress_bar
 from marlkd.experiments.spec import (
     TEACHERS_DIR,
     DatasetKey,
@@ -67,33 +56,56 @@ from marlkd.experiments.spec import (
     with_teacher_cache,
 )
 
-RunFn = Callable[[RunSpec, Path, Path | None], Mapping[str, Any]]
-"""Executes one run: ``(run, run_dir, dataset_path) -> results``. It writes what it likes into ``run_dir``
-(a tidy ``metrics.csv`` there, or a ``curve`` list in the results, gives learning curves) and returns a
-mapping whose numeric top-level entries become metric rows (``return_mean``, ``train_time_s``, ...).
-It should resume or return at once when ``run_dir`` holds a finished or partial run."""
-
-DatasetFn = Callable[[DatasetKey, Path], Path]
-"""Makes (or finds) the dataset of a key under a data root and returns its path."""
+# The store's and the workers' names, importable from here as before.
+from marlkd.experiments.store import (
+    LOCK_SUFFIX,
+    LOG_FILE,
+    MARKER_FILE,
+    STORE_DIR,
+    finished_marker,
+    read_marker,
+    release_run_lock,
+    run_dir_for,
+    store_dir,
+    try_lock_run,
+    write_json,
+)
+from marlkd.experiments.workers import DatasetFn, InlineBackend, LocalBackend, RayBackend, RunFn
 
 DEFAULT_ROOT = "runs/experiments"
-STORE_DIR = "runs"
-LOCK_SUFFIX = ".lock"
 # Names of the root's own folders, which no sweep may take: the run store and the shared datasets.
 RESERVED_NAMES = (STORE_DIR, "datasets")
-MARKER_FILE = "experiment.json"
-LOG_FILE = "log.txt"
 THREADS_ENV = "MARLKD_THREADS"
-# A job in a pool whose worker process died this many times is recorded as failed, not retried again
-# (a dead worker breaks every job of the pool, so a job near a crashing one is retried a few times).
-_MAX_CRASHES = 3
-# Seconds between looks at runs that another driver is executing.
-_POLL_S = 2.0
-# Seconds between a worker's looks at whether its driver is still alive, and its exit status when not.
-_DRIVER_POLL_S = 0.5
-_ORPHANED_EXIT = 75
 # Seconds a run waits for its run directory's lock (held by an orphan of a killed driver until it notices).
 _RUN_LOCK_WAIT_S = 30.0
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "LOCK_SUFFIX",
+    "LOG_FILE",
+    "MARKER_FILE",
+    "RESERVED_NAMES",
+    "STORE_DIR",
+    "DatasetFn",
+    "FailedRun",
+    "RunFn",
+    "RunStatus",
+    "SweepSummary",
+    "finished_marker",
+    "launch_order",
+    "make_dataset",
+    "read_marker",
+    "release_run_lock",
+    "resolve_callable",
+    "run_dir_for",
+    "run_sweep",
+    "store_dir",
+    "sweep_status",
+    "teacher_cache_dir",
+    "train_run",
+    "try_lock_run",
+    "unrecorded_runs",
+]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -153,272 +165,7 @@ def resolve_callable(reference: str) -> Callable[..., Any]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Work done in the workers
-
-
-_busy = False  # in a worker process: whether it is executing a job
-
-
-def _worker_init(driver: int | None = None) -> None:
-    """Ctrl-C in a pool worker: interrupt the job it runs (the training loop keeps its checkpoint), or
-    leave quietly when it runs none. With ``driver`` (the driver's pid), the worker also ends when the
-    driver is gone, however it went (``kill -9`` included): no orphan trains on alone."""
-    signal.signal(signal.SIGINT, _on_interrupt)
-    if driver is not None:
-        threading.Thread(target=_watch_driver, args=(driver,), name="watch-driver", daemon=True).start()
-
-
-def _watch_driver(driver: int) -> None:
-    """End this worker at once when its parent is no longer ``driver`` (the driver died; the worker was
-    re-parented). The run's last checkpoint is kept; its lock goes with the process."""
-    while True:
-        time.sleep(_DRIVER_POLL_S)
-        if os.getppid() != driver:
-            os._exit(_ORPHANED_EXIT)
-
-
-def _on_interrupt(signum: int, frame: Any) -> None:
-    if _busy:
-        raise KeyboardInterrupt
-    os._exit(128 + signum)
-
-
-@contextlib.contextmanager
-def _working() -> Iterator[None]:
-    global _busy
-    _busy = True
-    try:
-        yield
-    finally:
-        _busy = False
-
-
-def _limit_threads(threads: int) -> None:
-    """Give this worker ``threads`` CPU threads (before torch is imported, and after, if it was)."""
-    from marlkd.threads import apply_threads
-
-    apply_threads(threads if threads > 0 else None)
-
-
-@contextlib.contextmanager
-def _captured(log_path: Path, capture: bool) -> Iterator[None]:
-    """Send this worker's stdout and stderr to ``log_path`` (so the driver's progress display stays clean)."""
-    if not capture:
-        yield
-        return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", buffering=1) as log:
-        log.write(f"--- {_now()} pid {os.getpid()}\n")
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            yield
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def _failure(exc: BaseException, start: float) -> dict[str, Any]:
-    return {
-        "ok": False,
-        "error": f"{type(exc).__name__}: {exc}",
-        "traceback": traceback.format_exc(),
-        "elapsed_s": time.perf_counter() - start,
-    }
-
-
-def _dataset_job(
-    dataset_fn: DatasetFn, key: DatasetKey, data_root: str, threads: int, capture: bool
-) -> dict[str, Any]:
-    _limit_threads(threads)
-    start = time.perf_counter()
-    root = Path(data_root)
-    log_name = f"{key.env}-{key.quality}-{key.episodes}-s{key.seed}.log"
-    try:
-        with _working(), _captured(root / "logs" / log_name, capture):
-            path = dataset_fn(key, root)
-        return {"ok": True, "path": str(path), "elapsed_s": time.perf_counter() - start}
-    except Exception as exc:
-        return _failure(exc, start)
-
-
-def _run_job(
-    run_fn: RunFn, run: RunSpec, run_dir: str, dataset: str | None, threads: int, capture: bool
-) -> dict[str, Any]:
-    _limit_threads(threads)
-    start = time.perf_counter()
-    directory = Path(run_dir)
-    origin = provenance()  # of the code this process runs (the driver's may be older, or on another node)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with _working(), _captured(directory / LOG_FILE, capture):
-            result = run_fn(run, directory, Path(dataset) if dataset else None)
-        if not isinstance(result, Mapping):
-            raise TypeError(f"the run function returned {type(result).__name__}, not a mapping of results")
-        result = dict(result)
-        curve = curve_points(result["curve"]) if "curve" in result else read_curve(directory / "metrics.csv")
-        return {
-            "ok": True,
-            "result": _jsonable({k: v for k, v in result.items() if k != "curve"}),
-            "curve": curve,
-            "elapsed_s": time.perf_counter() - start,
-            "provenance": origin,
-        }
-    except Exception as exc:
-        return _failure(exc, start)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Backends: something that runs a function somewhere and hands back a concurrent.futures.Future
-
-
-class _InlineBackend:
-    """Runs each job in this process, one at a time (``workers=0``: for debugging)."""
-
-    slots = 1
-    threads = 0
-    capture = False
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        future: Future = Future()
-        future.set_result(fn(*args))
-        return future
-
-    def restart(self) -> None:
-        """Nothing to restart."""
-
-    def close(self, cancel: bool = False) -> None:
-        """Nothing to close."""
-
-
-class _LocalBackend:
-    """A pool of ``workers`` spawned processes; each job gets a fresh one (no state leaks between runs)."""
-
-    capture = True
-
-    def __init__(self, workers: int) -> None:
-        import multiprocessing
-
-        self.slots = workers
-        self.threads = max(1, _cpu_count() // workers)
-        self._context = multiprocessing.get_context("spawn")
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.slots,
-            mp_context=self._context,
-            max_tasks_per_child=1,
-            initializer=_worker_init,
-            initargs=(os.getpid(),),
-        )
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        return self._pool.submit(fn, *args)
-
-    def restart(self) -> None:
-        """Replace a pool broken by a dead worker (its pending jobs are resubmitted by the driver)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._new_pool()
-
-    def close(self, cancel: bool = False) -> None:
-        """Wait for the pool to finish; with ``cancel`` (the driver was interrupted or failed), drop the
-        queued jobs and stop the running ones: a worker not already stopping (Ctrl-C in a terminal reaches
-        every process of the group) is sent SIGINT, so its run keeps its last checkpoint, and is killed if
-        it still runs after a grace period."""
-        if not cancel:
-            self._pool.shutdown(wait=True)
-            return
-        # Stop the workers before shutting the pool down: shutting down first races with the pool's
-        # management thread replacing a worker that exits (a TypeError in CPython 3.11's executor).
-        processes = list((getattr(self._pool, "_processes", None) or {}).values())
-        for stop, grace in ((None, 3.0), (signal.SIGINT, 20.0), (signal.SIGKILL, 5.0)):
-            alive = [process for process in processes if process.is_alive()]
-            if not alive:
-                break
-            if stop is not None:  # the first phase only waits: the workers may be stopping already
-                for process in alive:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, stop)
-            deadline = time.monotonic() + grace
-            for process in alive:
-                process.join(timeout=max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise MarlkdError("the Ray backend needs Ray: pip install 'marlkd[ray]' (or 'ray[default]')") from exc
-    return ray
-
-
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    return fn(*args)
-
-
-class _RayBackend:
-    """Ray tasks on a local instance (``address="local"``) or a cluster; each task asks for ``threads`` CPUs
-    (and ``gpus_per_run`` GPUs). Joins an already initialised Ray instance if there is one."""
-
-    capture = True
-
-    def __init__(self, address: str, workers: int | None, gpus_per_run: float) -> None:
-        ray = _import_ray()
-        self._ray = ray
-        self._owner = not ray.is_initialized()
-        if self._owner:
-            # workers elsewhere import the user's environment modules too (their code must be installed
-            # or on their PYTHONPATH)
-            imports = os.environ.get(IMPORT_ENV)
-            runtime_env = {"env_vars": {IMPORT_ENV: imports}} if imports else None
-            if address == "local":
-                ray.init(
-                    address="local", include_dashboard=False, logging_level="WARNING", runtime_env=runtime_env
-                )
-            else:
-                ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.slots = workers or cpus
-        self.threads = max(1, cpus // self.slots)
-        self._task = ray.remote(_call).options(num_cpus=self.threads, num_gpus=gpus_per_run)
-        self._refs: list[Any] = []
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        ref = self._task.remote(fn, *args)
-        self._refs.append(ref)
-        return ref.future()
-
-    def restart(self) -> None:
-        """Ray restarts dead workers itself."""
-
-    def close(self, cancel: bool = False) -> None:
-        if cancel:
-            for ref in self._refs:
-                with contextlib.suppress(Exception):
-                    self._ray.cancel(ref, force=True)
-        if self._owner:
-            self._ray.shutdown()
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-# ----------------------------------------------------------------------------------------------------
 # Markers, status and the summary
-
-
-@dataclass(frozen=True)
-class FailedRun:
-    """A run that raised (or whose dataset could not be made); the full traceback is in its marker."""
-
-    run_id: str
-    error: str
-    run_dir: str
 
 
 @dataclass(frozen=True)
@@ -468,56 +215,6 @@ class RunStatus:
     seed: int
     status: str
     error: str = ""
-
-
-def store_dir(root: str | Path) -> Path:
-    """``<root>/runs``: the run store shared by every sweep under the root."""
-    return Path(root) / STORE_DIR
-
-
-def run_dir_for(root: str | Path, run: RunSpec) -> Path:
-    """``<root>/runs/<run_id>``: the run's directory in the shared store (the same for every sweep)."""
-    return store_dir(root) / run.run_id
-
-
-def read_marker(run_dir: Path) -> dict[str, Any] | None:
-    """The run's marker (``experiment.json``), or None when it has none or it is unreadable."""
-    path = Path(run_dir) / MARKER_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _is_done(marker: Mapping[str, Any] | None) -> bool:
-    return marker is not None and marker.get("status") == "done"
-
-
-def try_lock_run(root: str | Path, run_id: str) -> filelock.FileLock | None:
-    """Take the run's lock (``<root>/runs/<run_id>.lock``) without waiting: the held lock, or None if
-    another process holds it. Release it with :func:`release_run_lock`; it is released by the system when
-    the holder exits, however it exits."""
-    return filelock.try_lock(store_dir(root) / f"{run_id}{LOCK_SUFFIX}", what=f"run {run_id}")
-
-
-def release_run_lock(lock: filelock.FileLock) -> None:
-    """Release a lock taken with :func:`try_lock_run`."""
-    lock.release()
-
-
-def finished_marker(root: str | Path, run: RunSpec) -> dict[str, Any] | None:
-    """The run's ``done`` marker in the store, or None if it is not finished."""
-    marker = read_marker(run_dir_for(root, run))
-    return marker if _is_done(marker) else None
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(path, value, default=str)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _resolve_spec(spec: SweepSpec | str | Path) -> SweepSpec:
@@ -619,18 +316,6 @@ def launch_order(runs: Sequence[RunSpec], spread_teachers: bool = False) -> list
     return [ordered[i] for i in sorted(range(len(ordered)), key=keys.__getitem__)]
 
 
-@dataclass
-class _Job:
-    kind: str  # "dataset" or "run"
-    key: DatasetKey
-    run: RunSpec | None = None
-    dataset: str | None = None
-    crashes: int = 0
-    order: int = 0  # a run's place in the launch order (the queue starts runs in this order)
-    error: str | None = None  # a run whose dataset could not be made: recorded as failed, not executed
-    trace: str = ""
-
-
 def run_sweep(
     spec: SweepSpec | str | Path,
     root: str | Path = DEFAULT_ROOT,
@@ -689,14 +374,8 @@ def run_sweep(
         raise ConfigError(f"workers must be >= 0, got {workers}")
     root = Path(root).resolve()  # workers (Ray tasks on other nodes) may start in another directory
     sweep = spec.sweep_name(quick)
-    if sweep in RESERVED_NAMES:
-        raise ConfigError(f"a sweep may not be named {sweep!r}: <root>/{sweep} is shared by all sweeps")
+    runs = _open_sweep(root, spec, quick, runs)
     table = results_path(root, sweep)
-    if spec.share_teacher:
-        cache = teacher_cache_dir(root, spec, quick)
-        runs = [with_teacher_cache(run, cache) for run in runs]
-    _write_json(sweep_dir(root, sweep) / "spec.json", dataclasses.asdict(spec))
-
     todo, skipped = _settle_finished(root, table, runs)
     todo = launch_order(todo, spread_teachers=spec.share_teacher)
     if run_fn is train_run and group_seeds:  # a cell's seeds train as the members of one program
@@ -705,25 +384,41 @@ def run_sweep(
         run_fn = SeedGroups.of(todo, lambda run: run_dir_for(root, run))
     scheduler = None
     if todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
-        if ray_address:
-            backend: Any = _RayBackend(ray_address, workers, gpus_per_run)
-        elif workers == 0:
-            backend = _InlineBackend()
-        else:
-            backend = _LocalBackend(workers or 1)
-        scheduler = _Scheduler(root, table, todo, run_fn, dataset_fn or make_dataset, backend)
-        scheduler.execute(_progress_bar(len(todo), sweep, progress))
-    return SweepSummary(
-        sweep=sweep,
-        root=str(root),
-        total=len(runs),
-        skipped=skipped,
-        done=scheduler.done if scheduler else 0,
-        failed=tuple(scheduler.failed) if scheduler else (),
-        datasets=scheduler.datasets_made if scheduler else 0,
-        wall_time_s=time.monotonic() - started,
-        shared=scheduler.shared if scheduler else 0,
+        backend = _backend(ray_address, workers, gpus_per_run)
+        scheduler = Scheduler(root, table, todo, run_fn, dataset_fn or make_dataset, backend)
+        scheduler.execute(progress_bar(len(todo), sweep, progress))
+    summary = SweepSummary(sweep, str(root), len(runs), skipped, 0, (), 0, time.monotonic() - started)
+    if scheduler is None:
+        return summary
+    return dataclasses.replace(
+        summary,
+        done=scheduler.done,
+        failed=tuple(scheduler.failed),
+        datasets=scheduler.datasets_made,
+        shared=scheduler.shared,
     )
+
+
+def _open_sweep(root: Path, spec: SweepSpec, quick: bool, runs: list[RunSpec]) -> list[RunSpec]:
+    """Check the sweep's name, write its ``spec.json`` and return its runs, with the shared teacher cache
+    when the spec asks for one."""
+    sweep = spec.sweep_name(quick)
+    if sweep in RESERVED_NAMES:
+        raise ConfigError(f"a sweep may not be named {sweep!r}: <root>/{sweep} is shared by all sweeps")
+    if spec.share_teacher:
+        cache = teacher_cache_dir(root, spec, quick)
+        runs = [with_teacher_cache(run, cache) for run in runs]
+    write_json(sweep_dir(root, sweep) / "spec.json", dataclasses.asdict(spec))
+    return runs
+
+
+def _backend(ray_address: str | None, workers: int | None, gpus_per_run: float) -> Any:
+    """Where the jobs run: Ray tasks, this process (``workers=0``) or a pool of ``workers`` processes."""
+    if ray_address:
+        return RayBackend(ray_address, workers, gpus_per_run)
+    if workers == 0:
+        return InlineBackend()
+    return LocalBackend(workers or 1)
 
 
 def _settle_finished(root: Path, table: Path, runs: Sequence[RunSpec]) -> tuple[list[RunSpec], int]:
@@ -747,246 +442,3 @@ def _settle_finished(root: Path, table: Path, runs: Sequence[RunSpec]) -> tuple[
             todo.append(run)
     sync_rows(table, expected)
     return todo, skipped
-
-
-class _Scheduler:
-    """One launch's queue and bookkeeping: datasets first (priority 0), then runs (priority 1) in launch
-    order as their datasets are made; each run under its lock (taken at submission, released when its
-    marker is written); runs another driver holds are looked at again every :data:`_POLL_S` seconds."""
-
-    def __init__(
-        self,
-        root: Path,
-        table: Path,
-        todo: Sequence[RunSpec],
-        run_fn: RunFn,
-        dataset_fn: DatasetFn,
-        backend: Any,
-    ) -> None:
-        self.root, self.table, self.total = root, table, len(todo)
-        self.run_fn, self.dataset_fn, self.backend = run_fn, dataset_fn, backend
-        self.waiting: dict[str, list[tuple[int, RunSpec]]] = {}  # dataset key -> runs that need it
-        self.ready: list[tuple[int, int, _Job]] = []  # heap of (priority, order, job)
-        self.counter = 0  # order of datasets in the heap
-        self.in_flight: dict[Future, _Job] = {}
-        self.held: dict[str, filelock.FileLock] = {}  # run id -> its lock, from its start to its marker
-        self.deferred: list[_Job] = []  # runs whose lock another driver holds
-        self.done = self.datasets_made = self.shared = 0
-        self.failed: list[FailedRun] = []
-        self.last_look = time.monotonic()
-        self.shown = ""
-        self.bar: Any = None
-        for order, run in enumerate(todo):
-            key = run.dataset.key()
-            if key not in self.waiting:
-                self.waiting[key] = []
-                self._push_dataset(_Job("dataset", run.dataset))
-            self.waiting[key].append((order, run))
-        self.n_datasets = len(self.waiting)
-
-    # -- the loop
-
-    def execute(self, bar: Any) -> None:
-        """Run every job; on any exception (Ctrl-C included) stop the workers, let the locks go, re-raise."""
-        self.bar = bar
-        try:
-            while self.ready or self.in_flight or self.deferred:
-                self._requeue_deferred()
-                self._submit_ready()
-                self._refresh()
-                if not self.in_flight:
-                    self._idle()
-                    continue
-                self._collect()
-                self._refresh()
-        except BaseException:
-            self.backend.close(cancel=True)
-            self._release_all()
-            raise
-        finally:
-            self.bar.close()
-        self.backend.close()
-
-    def _requeue_deferred(self) -> None:
-        if self.deferred and time.monotonic() - self.last_look >= _POLL_S:
-            self.last_look = time.monotonic()
-            for job in self.deferred:
-                self._push_run(job)
-            self.deferred.clear()
-
-    def _idle(self) -> None:
-        """Nothing running: if only runs held by other drivers are left, wait before looking again."""
-        if self.deferred and not self.ready:
-            time.sleep(max(0.0, _POLL_S - (time.monotonic() - self.last_look)))
-
-    def _submit_ready(self) -> None:
-        while self.ready and len(self.in_flight) < self.backend.slots:
-            _, _, job = heapq.heappop(self.ready)
-            future = self._submit(job)
-            if future is not None:
-                self.in_flight[future] = job
-
-    def _submit(self, job: _Job) -> Future | None:
-        backend = self.backend
-        if job.kind == "dataset":
-            data_root = str(self.root / "datasets")
-            return backend.submit(
-                _dataset_job, self.dataset_fn, job.key, data_root, backend.threads, backend.capture
-            )
-        assert job.run is not None
-        if not self._claim(job):
-            return None
-        run_dir = str(run_dir_for(self.root, job.run))
-        return backend.submit(
-            _run_job, self.run_fn, job.run, run_dir, job.dataset, backend.threads, backend.capture
-        )
-
-    def _collect(self) -> None:
-        finished, _ = wait(list(self.in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
-        if any(isinstance(future.exception(), BrokenProcessPool) for future in finished):
-            # A dead worker breaks the whole pool: every job in it fails; requeue them all, new pool.
-            finished, _ = wait(list(self.in_flight))
-            self.backend.restart()
-        for future in finished:
-            job = self.in_flight.pop(future)
-            outcome = self._outcome(job, future)
-            if outcome is None:
-                continue  # requeued
-            if job.kind == "dataset":
-                self._dataset_finished(job, outcome)
-            else:
-                self._run_finished(job, outcome)
-
-    # -- queue
-
-    def _push_dataset(self, job: _Job) -> None:
-        heapq.heappush(self.ready, (0, self.counter, job))
-        self.counter += 1
-
-    def _push_run(self, job: _Job) -> None:
-        heapq.heappush(self.ready, (1, job.order, job))
-
-    # -- one job
-
-    def _claim(self, job: _Job) -> bool:
-        """Before a run starts: take its lock (or defer it), and settle it here if it need not execute (it
-        was finished meanwhile by another driver, or its dataset failed). True: submit it."""
-        run = job.run
-        assert run is not None
-        if run.run_id not in self.held:
-            lock = try_lock_run(self.root, run.run_id)
-            if lock is None:
-                self.deferred.append(job)
-                return False
-            self.held[run.run_id] = lock
-        marker = read_marker(run_dir_for(self.root, run))
-        if _is_done(marker):
-            assert marker is not None
-            self._release(run)
-            append_rows(self.table, marker_rows(run, marker))  # idempotent: no row twice
-            self.shared += 1
-            return False
-        if job.error is not None:
-            self._record_failure(run, job.error, job.trace)
-            return False
-        return True
-
-    def _outcome(self, job: _Job, future: Future) -> dict[str, Any] | None:
-        """The job's outcome, or None when a dead worker broke it and it was queued again."""
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            job.crashes += 1
-            if job.crashes < _MAX_CRASHES:
-                if job.kind == "dataset":
-                    self._push_dataset(job)
-                else:
-                    self._push_run(job)
-                return None
-            error = "the worker process died (out of memory, or a crash in native code)"
-            return {"ok": False, "error": error, "traceback": ""}
-        except Exception as exc:  # the backend failed to run the job (e.g. a Ray system error)
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": ""}
-
-    def _dataset_finished(self, job: _Job, outcome: dict[str, Any]) -> None:
-        dependents = self.waiting.pop(job.key.key())
-        if outcome["ok"]:
-            self.datasets_made += 1
-            for order, run in dependents:
-                self._push_run(_Job("run", job.key, run, outcome["path"], order=order))
-            return
-        error = (
-            f"making dataset {job.key.env}/{job.key.quality}/{job.key.episodes} failed: {outcome['error']}"
-        )
-        for order, run in dependents:
-            self._push_run(_Job("run", job.key, run, order=order, error=error, trace=outcome["traceback"]))
-
-    def _run_finished(self, job: _Job, outcome: dict[str, Any]) -> None:
-        run = job.run
-        assert run is not None
-        if not outcome["ok"]:
-            self._record_failure(run, outcome["error"], outcome["traceback"])
-            return
-        marker = {
-            "status": "done",
-            "run": run.to_dict(),
-            "result": outcome["result"],
-            "curve": outcome["curve"],
-            "provenance": outcome.get("provenance") or provenance(),
-            "elapsed_s": outcome.get("elapsed_s"),
-            "dataset": job.dataset,
-            "finished": _now(),
-        }
-        _write_json(run_dir_for(self.root, run) / MARKER_FILE, marker)
-        self._release(run)
-        append_rows(self.table, marker_rows(run, marker))
-        self.done += 1
-
-    def _record_failure(self, run: RunSpec, error: str, trace: str) -> None:
-        directory = run_dir_for(self.root, run)
-        _write_json(
-            directory / MARKER_FILE,
-            {
-                "status": "failed",
-                "run": run.to_dict(),
-                "error": error,
-                "traceback": trace,
-                "finished": _now(),
-            },
-        )
-        self._release(run)
-        self.failed.append(FailedRun(run.run_id, error, str(directory)))
-        self.bar.write(f"failed: {run.run_id}: {error}")
-
-    # -- locks and display
-
-    def _release(self, run: RunSpec) -> None:
-        lock = self.held.pop(run.run_id, None)
-        if lock is not None:
-            release_run_lock(lock)
-
-    def _release_all(self) -> None:
-        for lock in self.held.values():
-            release_run_lock(lock)
-        self.held.clear()
-
-    def _refresh(self) -> None:
-        running = sum(1 for job in self.in_flight.values() if job.kind == "run")
-        settled = self.done + len(self.failed) + self.shared
-        state = (
-            f"done {self.done}, failed {len(self.failed)}, running {running}, "
-            f"remaining {self.total - settled}, datasets {self.datasets_made}/{self.n_datasets}"
-        )
-        if self.deferred:
-            state += f", running elsewhere {len(self.deferred)}"
-        if state != self.shown:  # redraw on change only (the bar's ETA comes from its count of finished runs)
-            self.shown = state
-            self.bar.set_postfix_str(state, refresh=False)
-            self.bar.update(settled - self.bar.n)
-            self.bar.refresh()
-
-
-def _progress_bar(total: int, sweep: str, enabled: bool) -> Any:
-    from marlkd.progress import progress_bar
-
-    return progress_bar(enabled, total=total, desc=sweep, unit="run", dynamic_ncols=True)
