@@ -1,20 +1,20 @@
-"""The marlkd offline dataset: one HDF5 file per dataset, an atomic writer and a reader that validates all.
+"""The marlkd offline dataset file: one HDF5 file per dataset, an atomic writer and a reader that validates
+all.
 
 Layout (see docs/datasets.md): arrays padded to ``(E, T, ...)`` with a ``mask (E, T)`` of valid steps, and
 the metadata as HDF5 attributes of the root group. Shapes: E episodes, T timesteps, N agents, O observation
-size, S state size, A actions.
+size, S state size, A actions. The arrays and metadata every dataset has, and the checks on them, are
+:mod:`marlkd.data.schema`'s; the loaded dataset is :mod:`marlkd.data.dataset`'s (both importable from here).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -22,23 +22,34 @@ from typing import Any
 import h5py
 import numpy as np
 
+from marlkd.data.dataset import EpisodeData, OfflineDataset
+from marlkd.data.schema import (
+    ARRAY_FIELDS,
+    FORMAT_VERSION,
+    OPTIONAL_ARRAYS,
+    REQUIRED_ARRAYS,
+    DatasetMetadata,
+    all_fields,
+    array_statistics,
+    check_arrays,
+    compute_checksum,
+    size_attributes,
+)
 from marlkd.errors import DatasetError
 
-FORMAT_VERSION = 1
-
-# name -> (dtype, axes). The order fixes the checksum. Axes letters: E, T, N, O, S, A.
-ARRAY_FIELDS: dict[str, tuple[np.dtype, tuple[str, ...]]] = {
-    "obs": (np.dtype(np.float32), ("E", "T", "N", "O")),
-    "actions": (np.dtype(np.int64), ("E", "T", "N")),
-    "rewards": (np.dtype(np.float32), ("E", "T", "N")),
-    "mask": (np.dtype(np.bool_), ("E", "T")),
-    "terminals": (np.dtype(np.bool_), ("E", "T", "N")),
-    "truncations": (np.dtype(np.bool_), ("E", "T", "N")),
-    "state": (np.dtype(np.float32), ("E", "T", "S")),
-    "avail_actions": (np.dtype(np.bool_), ("E", "T", "N", "A")),
-}
-REQUIRED_ARRAYS = ("obs", "actions", "rewards", "mask", "terminals", "truncations")
-OPTIONAL_ARRAYS = ("state", "avail_actions")
+__all__ = [
+    "ARRAY_FIELDS",
+    "FORMAT_VERSION",
+    "OPTIONAL_ARRAYS",
+    "REQUIRED_ARRAYS",
+    "DatasetMetadata",
+    "EpisodeData",
+    "OfflineDataset",
+    "check_environment",
+    "compute_checksum",
+    "load_dataset",
+    "write_dataset",
+]
 
 # Metadata attributes the caller of write_dataset may give, and their defaults (None: required).
 _USER_METADATA: dict[str, Any] = {
@@ -65,331 +76,11 @@ _UNKNOWN_SEED = -1  # HDF5 attributes cannot hold None
 _RETURN_TOLERANCE = 1e-5
 
 
-@dataclass(frozen=True)
-class DatasetMetadata:
-    """What a dataset file says about itself (its HDF5 root attributes).
-
-    Attributes:
-        format_version: version of this file layout (:data:`FORMAT_VERSION`).
-        env_id: registry id of the environment, e.g. ``"grid-world"``.
-        env_kwargs: the environment's constructor arguments.
-        n_agents: N.
-        obs_dim: O, length of one agent's observation.
-        n_actions: A, number of discrete actions.
-        state_dim: S, length of the stored global state; 0 when the file has no ``state``.
-        behavior_policy: how the data was made, enough to remake it (e.g. the function and its arguments).
-        quality: data tier: ``"good"``, ``"normal"``, ``"poor"``, ``"random"`` or a user's own label.
-        seed: the seed the data was collected with; None when unknown.
-        n_episodes: E.
-        mean_return, min_return, max_return: over episodes, of the per-agent episode return (the episode's
-            summed rewards, averaged over agents).
-        normalized_score: ``(return - random) / (expert - random)``; NaN when unknown.
-        checksum: SHA-256 (hex) of the arrays, their names, dtypes and shapes.
-        marlkd_version: version of marlkd that wrote the file.
-    """
-
-    format_version: int
-    env_id: str
-    env_kwargs: dict[str, Any]
-    n_agents: int
-    obs_dim: int
-    n_actions: int
-    state_dim: int
-    behavior_policy: dict[str, Any]
-    quality: str
-    seed: int | None
-    n_episodes: int
-    mean_return: float
-    min_return: float
-    max_return: float
-    normalized_score: float
-    checksum: str
-    marlkd_version: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The metadata as a plain dict (JSON-serializable apart from NaN)."""
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class EpisodeData:
-    """One episode's arrays, trimmed to its length L (views into the dataset's arrays).
-
-    Attributes:
-        id: index of the episode in its dataset.
-        obs: ``(L, N, O)`` float32. actions: ``(L, N)`` int64. rewards: ``(L, N)`` float32.
-        terminals, truncations: ``(L, N)`` bool.
-        state: ``(L, S)`` float32 or None. avail_actions: ``(L, N, A)`` bool or None.
-    """
-
-    id: int
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminals: np.ndarray
-    truncations: np.ndarray
-    state: np.ndarray | None
-    avail_actions: np.ndarray | None
-
-    @property
-    def length(self) -> int:
-        """L, the number of valid steps."""
-        return int(self.obs.shape[0])
-
-    @property
-    def returns(self) -> np.ndarray:
-        """``(N,)`` float64: each agent's summed rewards."""
-        return self.rewards.sum(axis=0, dtype=np.float64)
-
-
-@dataclass(frozen=True, eq=False)
-class OfflineDataset:
-    """A loaded (validated) dataset: NumPy arrays padded to ``(E, T, ...)`` and its metadata.
-
-    Step t of episode e holds the observation o_t, the action a_t taken at it and the reward r_t for a_t;
-    ``terminals`` / ``truncations`` are the flags the environment returned with r_t. Steps with
-    ``mask == False`` are padding after the episode's end and hold zeros.
-    """
-
-    obs: np.ndarray  # (E, T, N, O) float32
-    actions: np.ndarray  # (E, T, N) int64
-    rewards: np.ndarray  # (E, T, N) float32
-    mask: np.ndarray  # (E, T) bool
-    terminals: np.ndarray  # (E, T, N) bool
-    truncations: np.ndarray  # (E, T, N) bool
-    state: np.ndarray | None  # (E, T, S) float32
-    avail_actions: np.ndarray | None  # (E, T, N, A) bool
-    metadata: DatasetMetadata
-    path: Path | None = None
-
-    @property
-    def n_episodes(self) -> int:
-        return int(self.obs.shape[0])
-
-    @property
-    def max_steps(self) -> int:
-        """T, the padded episode length."""
-        return int(self.obs.shape[1])
-
-    @property
-    def n_agents(self) -> int:
-        return int(self.obs.shape[2])
-
-    @property
-    def obs_dim(self) -> int:
-        return int(self.obs.shape[3])
-
-    @property
-    def n_actions(self) -> int:
-        return self.metadata.n_actions
-
-    @property
-    def state_dim(self) -> int:
-        """S; 0 when the dataset stores no global state."""
-        return 0 if self.state is None else int(self.state.shape[2])
-
-    def __len__(self) -> int:
-        return self.n_episodes
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays present, by field name (the input :func:`write_dataset` takes)."""
-        return {name: getattr(self, name) for name in ARRAY_FIELDS if getattr(self, name) is not None}
-
-    def episode_lengths(self) -> np.ndarray:
-        """``(E,)`` int64: number of valid steps of each episode."""
-        return self.mask.sum(axis=1, dtype=np.int64)
-
-    def episode_returns(self) -> np.ndarray:
-        """``(E, N)`` float64: each agent's summed rewards in each episode."""
-        return self.rewards.sum(axis=1, dtype=np.float64)
-
-    def subset(self, indices: Sequence[int] | np.ndarray) -> OfflineDataset:
-        """A new in-memory dataset of the episodes ``indices`` (ints, or a ``(E,)`` bool mask), in that order.
-
-        Its metadata's ``n_episodes``, return statistics and checksum describe the subset; the rest
-        (``behavior_policy``, ``seed``, ...) still describes the data it was taken from.
-        """
-        index = np.asarray(indices)
-        if index.dtype == np.bool_:
-            if index.shape != (self.n_episodes,):
-                raise ValueError(f"a boolean index must have shape ({self.n_episodes},), got {index.shape}")
-            index = np.flatnonzero(index)
-        elif index.size and (not np.issubdtype(index.dtype, np.integer) or index.ndim != 1):
-            raise ValueError("indices must be a 1-D sequence of episode indices or a boolean mask")
-        if index.size == 0:
-            raise ValueError("a dataset needs at least one episode; the subset is empty")
-        if index.min() < -self.n_episodes or index.max() >= self.n_episodes:
-            raise IndexError(f"episode index out of range for {self.n_episodes} episodes")
-        arrays = {name: array[index] for name, array in self.arrays().items()}
-        metadata = dataclasses.replace(self.metadata, n_episodes=int(index.size), **_statistics(arrays))
-        return OfflineDataset(**_all_fields(arrays), metadata=metadata, path=None)
-
-    def episode(self, index: int) -> EpisodeData:
-        """Episode ``index`` (negative counts from the end) trimmed to its length."""
-        if not -self.n_episodes <= index < self.n_episodes:
-            raise IndexError(f"episode {index} out of range for {self.n_episodes} episodes")
-        index %= self.n_episodes
-        length = int(self.mask[index].sum())
-        return EpisodeData(
-            id=int(index),
-            obs=self.obs[index, :length],
-            actions=self.actions[index, :length],
-            rewards=self.rewards[index, :length],
-            terminals=self.terminals[index, :length],
-            truncations=self.truncations[index, :length],
-            state=None if self.state is None else self.state[index, :length],
-            avail_actions=None if self.avail_actions is None else self.avail_actions[index, :length],
-        )
-
-    def iterate_episodes(self, indices: Sequence[int] | None = None) -> Iterator[EpisodeData]:
-        """Yield the episodes (all, or those at ``indices``) one by one, each trimmed to its length."""
-        for index in range(self.n_episodes) if indices is None else indices:
-            yield self.episode(int(index))
-
-    def sample_episodes(self, n: int, rng: np.random.Generator | int | None = None) -> list[EpisodeData]:
-        """``n`` distinct episodes drawn uniformly at random (without replacement)."""
-        if not 0 <= n <= self.n_episodes:
-            raise ValueError(f"cannot sample {n} distinct episodes from {self.n_episodes}")
-        chosen = np.random.default_rng(rng).choice(self.n_episodes, size=n, replace=False)
-        return list(self.iterate_episodes(chosen))
-
-    def filter_episodes(self, fn: Callable[[EpisodeData], bool]) -> OfflineDataset:
-        """The subset of episodes for which ``fn(episode)`` is true, in their original order.
-
-        Raises ValueError when no episode passes (a dataset has at least one episode).
-        """
-        keep = [episode.id for episode in self.iterate_episodes() if fn(episode)]
-        return self.subset(np.asarray(keep, dtype=np.int64))
-
-
-def _all_fields(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
-    return {name: arrays.get(name) for name in ARRAY_FIELDS}
-
-
 def _marlkd_version() -> str:
     try:
         return importlib_metadata.version("marlkd")
     except importlib_metadata.PackageNotFoundError:
         return "unknown"
-
-
-def compute_checksum(arrays: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 (hex) over the present arrays in :data:`ARRAY_FIELDS` order: name, dtype, shape and bytes."""
-    digest = hashlib.sha256()
-    for name, (dtype, _) in ARRAY_FIELDS.items():
-        if name not in arrays:
-            continue
-        array = np.ascontiguousarray(arrays[name], dtype=dtype.newbyteorder("<"))
-        digest.update(f"{name}|{dtype.name}|{array.shape}\n".encode())
-        digest.update(array.reshape(-1).view(np.uint8).data)
-    return digest.hexdigest()
-
-
-def _statistics(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Return statistics and checksum, the metadata that depends on the arrays' values."""
-    per_episode = arrays["rewards"].sum(axis=1, dtype=np.float64).mean(axis=1)  # (E,)
-    return {
-        "mean_return": float(per_episode.mean()),
-        "min_return": float(per_episode.min()),
-        "max_return": float(per_episode.max()),
-        "checksum": compute_checksum(arrays),
-    }
-
-
-def _first_index(bad: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
-
-
-def _where(index: tuple[int, ...]) -> str:
-    parts = ["episode", "step", "agent"]
-    return " ".join(f"{label} {value}" for label, value in zip(parts, index, strict=False))
-
-
-def _check_arrays(arrays: Mapping[str, np.ndarray], n_actions: int, where: str) -> dict[str, int]:
-    """Validate dtypes, shapes and values of ``arrays``; return the sizes E, T, N, O, S, A.
-
-    Raises :class:`DatasetError` naming ``where`` (the file) and the field.
-    """
-
-    def fail(field: str, problem: str) -> DatasetError:
-        return DatasetError(f"{where}: field {field!r}: {problem}")
-
-    for name in REQUIRED_ARRAYS:
-        if name not in arrays:
-            raise DatasetError(f"{where}: field {name!r}: missing (required)")
-    sizes: dict[str, int] = {}
-    for name, array in arrays.items():
-        dtype, axes = ARRAY_FIELDS[name]
-        if array.dtype != dtype:
-            raise fail(name, f"dtype {array.dtype} where {dtype} is required")
-        if array.ndim != len(axes):
-            raise fail(name, f"shape {array.shape} has {array.ndim} dimensions, expected ({', '.join(axes)})")
-        for axis, size in zip(axes, array.shape, strict=True):
-            expected = sizes.setdefault(axis, size)
-            if size != expected:
-                raise fail(
-                    name,
-                    f"shape {array.shape} does not fit ({', '.join(axes)}): {axis} is {size} here "
-                    f"but {expected} in the fields before it",
-                )
-    if sizes.setdefault("A", n_actions) != n_actions:
-        raise DatasetError(
-            f"{where}: attribute 'n_actions': says {n_actions} but 'avail_actions' has {sizes['A']} actions"
-        )
-    if sizes.setdefault("S", 0) < 1 and "state" in arrays:
-        raise fail("state", "has an empty state axis; leave 'state' out when there is no global state")
-    for axis in ("E", "T", "N", "O", "A"):
-        if sizes[axis] < 1:
-            field = "n_actions" if axis == "A" else "obs"
-            raise fail(field, f"size {axis} must be at least 1, got {sizes[axis]}")
-
-    mask = arrays["mask"]
-    lengths = mask.sum(axis=1)
-    prefix = np.arange(sizes["T"])[None, :] < lengths[:, None]
-    bad_episodes = np.flatnonzero((prefix != mask).any(axis=1) | (lengths == 0))
-    if bad_episodes.size:
-        e = int(bad_episodes[0])
-        problem = "no valid step" if lengths[e] == 0 else "valid steps are not a prefix (valid, then padding)"
-        raise fail("mask", f"episode {e}: {problem}")
-
-    padding = ~mask
-    has_padding = bool(padding.any())
-    padded_episodes, padded_steps = np.nonzero(padding)
-    for name, array in arrays.items():
-        if name == "mask":
-            continue
-        if name in ("obs", "rewards", "state"):
-            finite = np.isfinite(array)
-            if not finite.all():
-                index = _first_index(~finite)
-                kind = "NaN" if np.isnan(array[index]) else "an infinite value"
-                raise fail(name, f"contains {kind} at {_where(index)}")
-        if has_padding:
-            padded = array[padding]  # (P, ...): the padded (episode, step) pairs
-            nonzero = (padded != 0).reshape(padded.shape[0], -1).any(axis=1)  # (P,)
-            if nonzero.any():
-                first = int(np.argmax(nonzero))
-                e, t = int(padded_episodes[first]), int(padded_steps[first])
-                raise fail(name, f"padding is not zero at episode {e} step {t} (after the episode's end)")
-
-    actions = arrays["actions"]
-    out_of_range = (actions < 0) | (actions >= n_actions)
-    if out_of_range.any():
-        index = _first_index(out_of_range)
-        raise fail("actions", f"action {int(actions[index])} at {_where(index)} is outside [0, {n_actions})")
-    if "avail_actions" in arrays:
-        taken = np.take_along_axis(arrays["avail_actions"], actions[..., None], axis=-1)[..., 0]
-        unavailable = ~taken & mask[:, :, None]
-        if unavailable.any():
-            index = _first_index(unavailable)
-            action = int(actions[index])
-            raise fail("avail_actions", f"the action taken at {_where(index)} ({action}) is unavailable")
-    return sizes
-
-
-def _size_attributes(sizes: Mapping[str, int]) -> dict[str, int]:
-    """The metadata attributes that are sizes of the arrays."""
-    return {"n_agents": sizes["N"], "obs_dim": sizes["O"], "state_dim": sizes["S"], "n_episodes": sizes["E"]}
 
 
 def _to_dtype(name: str, value: Any, where: str) -> np.ndarray:
@@ -412,7 +103,7 @@ def _prepare_metadata(
     given: Mapping[str, Any], sizes: Mapping[str, int], arrays: Mapping[str, np.ndarray], where: str
 ) -> DatasetMetadata:
     values = {key: given.get(key, default) for key, default in _USER_METADATA.items()}
-    for key, size in _size_attributes(sizes).items():
+    for key, size in size_attributes(sizes).items():
         if key in given and int(given[key]) != size:
             raise DatasetError(f"{where}: attribute {key!r}: given {given[key]} but the arrays have {size}")
     if not isinstance(values["env_id"], str) or not values["env_id"]:
@@ -443,7 +134,7 @@ def _prepare_metadata(
         n_episodes=sizes["E"],
         normalized_score=float(values["normalized_score"]),
         marlkd_version=_marlkd_version(),
-        **_statistics(arrays),
+        **array_statistics(arrays),
     )
 
 
@@ -493,7 +184,7 @@ def write_dataset(
         if "avail_actions" not in prepared:
             raise DatasetError(f"{where}: attribute 'n_actions': required when there is no 'avail_actions'")
         n_actions = prepared["avail_actions"].shape[-1]
-    sizes = _check_arrays(prepared, int(n_actions), where)
+    sizes = check_arrays(prepared, int(n_actions), where)
     info = _prepare_metadata(metadata, sizes, prepared, where)
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -741,11 +432,11 @@ def load_dataset(path: str | os.PathLike[str]) -> OfflineDataset:
         if not isinstance(array, np.ndarray):
             raise DatasetError(f"{where}: field {name!r}: a scalar where an array is required")
 
-    sizes = _check_arrays(arrays, values["n_actions"], where)
-    for key, size in _size_attributes(sizes).items():
+    sizes = check_arrays(arrays, values["n_actions"], where)
+    for key, size in size_attributes(sizes).items():
         if values[key] != size:
             raise DatasetError(f"{where}: attribute {key!r}: says {values[key]} but the arrays have {size}")
-    actual = _statistics(arrays)
+    actual = array_statistics(arrays)
     if actual["checksum"] != values["checksum"]:
         raise DatasetError(
             f"{where}: field 'checksum': the arrays do not match the stored checksum "
@@ -756,4 +447,4 @@ def load_dataset(path: str | os.PathLike[str]) -> OfflineDataset:
             raise DatasetError(
                 f"{where}: attribute {key!r}: says {values[key]} but the rewards give {actual[key]}"
             )
-    return OfflineDataset(**_all_fields(arrays), metadata=DatasetMetadata(**values), path=source)
+    return OfflineDataset(**all_fields(arrays), metadata=DatasetMetadata(**values), path=source)
