@@ -55,8 +55,6 @@ from marlkd.experiments.spec import (
     teacher_group,
     with_teacher_cache,
 )
-
-# The store's and the workers' names, importable from here as before.
 from marlkd.experiments.store import (
     LOCK_SUFFIX,
     LOG_FILE,
@@ -70,7 +68,16 @@ from marlkd.experiments.store import (
     try_lock_run,
     write_json,
 )
-from marlkd.experiments.workers import DatasetFn, InlineBackend, LocalBackend, RayBackend, RunFn
+from marlkd.experiments.workers import (
+    DatasetFn,
+    InlineBackend,
+    LocalBackend,
+    RayBackend,
+    RunFn,
+    dataset_job,
+    run_job,
+    worker_init,
+)
 
 DEFAULT_ROOT = "runs/experiments"
 # Names of the root's own folders, which no sweep may take: the run store and the shared datasets.
@@ -78,6 +85,9 @@ RESERVED_NAMES = (STORE_DIR, "datasets")
 THREADS_ENV = "MARLKD_THREADS"
 # Seconds a run waits for its run directory's lock (held by an orphan of a killed driver until it notices).
 _RUN_LOCK_WAIT_S = 30.0
+# The job functions by the names a driver started from earlier code pickles them by (its new workers import
+# the code as it is now).
+_dataset_job, _run_job, _worker_init = dataset_job, run_job, worker_init
 
 __all__ = [
     "DEFAULT_ROOT",

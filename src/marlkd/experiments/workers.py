@@ -42,7 +42,7 @@ _ORPHANED_EXIT = 75
 _busy = False  # in a worker process: whether it is executing a job
 
 
-def _worker_init(driver: int | None = None) -> None:
+def worker_init(driver: int | None = None) -> None:
     """Ctrl-C in a pool worker: interrupt the job it runs (the training loop keeps its checkpoint), or
     leave quietly when it runs none. With ``driver`` (the driver's pid), the worker also ends when the
     driver is gone, however it went (``kill -9`` included): no orphan trains on alone."""
@@ -191,7 +191,7 @@ class LocalBackend:
             max_workers=self.slots,
             mp_context=self._context,
             max_tasks_per_child=1,
-            initializer=_worker_init,
+            initializer=worker_init,
             initargs=(os.getpid(),),
         )
 
