@@ -81,7 +81,7 @@ def test_dataset_api_applies_threads(tmp_path: Path, monkeypatch: pytest.MonkeyP
         seen.append(torch.get_num_threads())
         Path(args[3]).write_bytes(b"")
 
-    monkeypatch.setattr(experts, "make_dataset", fake_make_dataset)
+    monkeypatch.setattr(experts.datasets, "make_dataset", fake_make_dataset)
     monkeypatch.setenv(threads.THREADS_ENV, "1")
     experts.ensure_dataset("grid-world", "random", 4, tmp_path, progress=False)
     assert seen == [1]
