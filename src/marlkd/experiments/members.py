@@ -211,104 +211,130 @@ def train_members(configs: Sequence, *, progress: bool = False) -> list[dict[str
 
 
 def _train_pending(configs: list, indices: list[int], progress: bool) -> dict[int, Any]:
-    from marlkd import checkpoint
-    from marlkd.metrics_log import MetricsLog
     from marlkd.threads import apply_threads
-    from marlkd.training import (
-        CHECKPOINT,
-        CONFIG,
-        _check_same_run,
-        _cut,
-        _numpy_rng_state,
-        _pin,
-        _set_numpy_rng_state,
-        build_algorithm,
-        read_run_config,
-        run_evaluation,
-    )
+    from marlkd.training.run_dir import cut_dataset, pin_dataset
 
-    first, full = _pin(configs[0])
+    first, full = pin_dataset(configs[0])
     configs = [replace(c, data=first.data, data_checksum=first.data_checksum) for c in configs]
-    dataset = _cut(full, first)
+    dataset = cut_dataset(full, first)
     apply_threads(first.train.threads)
-    learners = []
-    for config in configs:
-        run_dir = Path(config.out)
-        existing = read_run_config(run_dir)
-        if existing is not None and _check_same_run(run_dir, existing, config, False) != "same":
-            raise ConfigError(f"{run_dir} holds a run with other settings: trained alone, not as a member")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        learners.append(build_algorithm(config, run_dir, dataset)[0])  # seeded as a single run is
-        atomic.write_json(run_dir / CONFIG, config.to_dict())
-    group = MemberGroup(learners)
-    seeds = [config.train.seed for config in configs]
-    group_path = Path(first.out) / GROUP_CHECKPOINT
-    start, train_time = 0, 0.0
-    if group_path.exists():
-        state = checkpoint.load(group_path, map_location=group.ctx.device, what="member group checkpoint")
-        if state.get("seeds") == seeds:  # the same members: go on; else start again
-            group.load_state_dict(state["group"])
-            torch.set_rng_state(state["torch_rng"])
-            _set_numpy_rng_state(state["numpy_rng"])
-            start, train_time = int(state["step"]), float(state["train_time_s"])
-    total = first.train.steps
-    size = len(configs)
-
-    def save(step: int) -> None:
-        state = {
-            "step": step,
-            "seeds": seeds,
-            "group": group.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        state.update({"numpy_rng": _numpy_rng_state(), "train_time_s": train_time})
-        checkpoint.save(state, group_path)
-
-    logs = [MetricsLog(Path(config.out), resume_step=start) for config in configs]
-    bar = None
-    if progress and start < total:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=start, desc=f"{first.method} x{size}", unit="upd")
-    try:
-        for step in range(start, total):
-            t0 = time.perf_counter()
-            metrics = group.update(step)
-            train_time += time.perf_counter() - t0
-            done = step + 1
-            if done % first.train.log_every == 0 or done == total:
-                for log, values in zip(logs, metrics, strict=True):
-                    log.log(done, train_time / size, values)
-            if first.eval.every and done % first.eval.every == 0 and done < total and first.eval.episodes:
-                for member, log in enumerate(logs):
-                    summary = run_evaluation(group.sync(member).policy(), dataset, first.eval)
-                    log.log(done, train_time / size, _eval_metrics(summary))
-            if done % first.train.checkpoint_every == 0 and done < total:
-                save(done)
-            if bar is not None:
-                bar.update(1)
-        save(total)
-    finally:
-        if bar is not None:
-            bar.close()
-        for log in logs:
-            log.close()
-
+    group = MemberGroup([_member_learner(config, dataset) for config in configs])
+    training = _GroupTraining(group, configs, dataset)
+    train_time = training.run(progress)
     outcomes: dict[int, Any] = {}
     for member, (index, config) in enumerate(zip(indices, configs, strict=True)):
         try:
-            learner = group.sync(member)
-            state = {"step": total, "algo": learner.state_dict(), "torch_rng": torch.get_rng_state()}
-            state.update({"numpy_rng": _numpy_rng_state(), "train_time_s": train_time / size})
-            checkpoint.save({**state, "method": config.method}, Path(config.out) / CHECKPOINT)
-            outcomes[index] = _finish_member(config, size, train_time)
+            outcomes[index] = _save_member(group, member, config, len(configs), train_time)
         except Exception as exc:  # this member's failure is its own: the others keep their results
             import traceback
 
             error = f"{type(exc).__name__}: {exc}"
             outcomes[index] = MemberFailure(str(config.out), error, traceback.format_exc())
-    group_path.unlink(missing_ok=True)
+    training.path.unlink(missing_ok=True)
     return outcomes
+
+
+def _member_learner(config, dataset) -> Any:
+    """The learner of one member's run, built (and seeded) as a single run's is; its config.json written."""
+    from marlkd.training import build_algorithm
+    from marlkd.training.run_dir import CONFIG, check_same_run, read_run_config
+
+    run_dir = Path(config.out)
+    existing = read_run_config(run_dir)
+    if existing is not None and check_same_run(run_dir, existing, config, False) != "same":
+        raise ConfigError(f"{run_dir} holds a run with other settings: trained alone, not as a member")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    learner = build_algorithm(config, run_dir, dataset)[0]  # seeded as a single run is
+    atomic.write_json(run_dir / CONFIG, config.to_dict())
+    return learner
+
+
+class _GroupTraining:
+    """The update loop of a member group, with its own checkpoint (in the first run's directory)."""
+
+    def __init__(self, group: MemberGroup, configs: list, dataset: Any) -> None:
+        self.group, self.configs, self.dataset = group, configs, dataset
+        self.first = configs[0]
+        self.seeds = [config.train.seed for config in configs]
+        self.path = Path(self.first.out) / GROUP_CHECKPOINT
+
+    def _resume(self) -> tuple[int, float]:
+        """(updates done, training time) of the group's checkpoint when it holds these members."""
+        from marlkd import checkpoint
+        from marlkd.training.run_dir import restore_rng
+
+        if not self.path.exists():
+            return 0, 0.0
+        state = checkpoint.load(self.path, map_location=self.group.ctx.device, what="member group checkpoint")
+        if state.get("seeds") != self.seeds:  # other members: start again
+            return 0, 0.0
+        self.group.load_state_dict(state["group"])
+        restore_rng(state)
+        return int(state["step"]), float(state["train_time_s"])
+
+    def _save(self, step: int, train_time: float) -> None:
+        from marlkd import checkpoint
+        from marlkd.training.run_dir import numpy_rng_state
+
+        state = {
+            "step": step,
+            "seeds": self.seeds,
+            "group": self.group.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        state.update({"numpy_rng": numpy_rng_state(), "train_time_s": train_time})
+        checkpoint.save(state, self.path)
+
+    def run(self, progress: bool) -> float:
+        """Train the group to ``train.steps``, logging each member's metrics to its run; the group's
+        training time."""
+        from marlkd.metrics_log import MetricsLog
+        from marlkd.training import run_evaluation
+
+        first, group, size = self.first, self.group, len(self.configs)
+        start, train_time = self._resume()
+        total = first.train.steps
+        logs = [MetricsLog(Path(config.out), resume_step=start) for config in self.configs]
+        bar = None
+        if progress and start < total:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=start, desc=f"{first.method} x{size}", unit="upd")
+        try:
+            for step in range(start, total):
+                t0 = time.perf_counter()
+                metrics = group.update(step)
+                train_time += time.perf_counter() - t0
+                done = step + 1
+                if done % first.train.log_every == 0 or done == total:
+                    for log, values in zip(logs, metrics, strict=True):
+                        log.log(done, train_time / size, values)
+                if first.eval.every and done % first.eval.every == 0 and done < total and first.eval.episodes:
+                    for member, log in enumerate(logs):
+                        summary = run_evaluation(group.sync(member).policy(), self.dataset, first.eval)
+                        log.log(done, train_time / size, _eval_metrics(summary))
+                if done % first.train.checkpoint_every == 0 and done < total:
+                    self._save(done, train_time)
+                if bar is not None:
+                    bar.update(1)
+            self._save(total, train_time)
+        finally:
+            if bar is not None:
+                bar.close()
+            for log in logs:
+                log.close()
+        return train_time
+
+
+def _save_member(group: MemberGroup, member: int, config, size: int, train_time: float) -> dict[str, Any]:
+    """Write a trained member's final checkpoint into its run directory and finish the run."""
+    from marlkd import checkpoint
+    from marlkd.training.run_dir import CHECKPOINT, training_state
+
+    learner = group.sync(member)
+    state = training_state(config.train.steps, learner.state_dict(), train_time / size, config.method)
+    checkpoint.save(state, Path(config.out) / CHECKPOINT)
+    return _finish_member(config, size, train_time)
 
 
 def _eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
