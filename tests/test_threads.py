@@ -157,11 +157,11 @@ def test_every_public_entry_point_applies_threads(
     monkeypatch.setenv(threads.THREADS_ENV, "1")
     monkeypatch.setattr(trainer, "make_batched", record)  # PPO's first step: its environments
     check(lambda: ppo.train_ppo("grid-world", ppo.PPOConfig(total_steps=8), tmp_path / "ppo", progress=False))
-    monkeypatch.setattr(experts, "train_ppo", record)
+    monkeypatch.setattr(experts.training, "train_ppo", record)
     check(lambda: experts.train_expert("grid-world", tmp_path / "expert", steps=8, progress=False))
-    monkeypatch.setattr(experts, "train_expert", record)
+    monkeypatch.setattr(experts.training, "train_expert", record)
     check(lambda: experts.ensure_expert("grid-world", tmp_path / "experts", steps=8, progress=False))
-    monkeypatch.setattr(experts, "collect_episodes", record)
+    monkeypatch.setattr(experts.datasets, "collect_episodes", record)
     check(lambda: experts.make_dataset("grid-world", "random", 4, tmp_path / "r.h5", progress=False))
     monkeypatch.setattr(members.MemberGroup, "update", record)  # members: the group's first update
     group = [
@@ -170,5 +170,5 @@ def test_every_public_entry_point_applies_threads(
         for seed in (0, 1)
     ]  # fmt: skip
     check(lambda: members.train_members(group))
-    monkeypatch.setattr(training, "build_algorithm", record)
+    monkeypatch.setattr(training.loop, "build_algorithm", record)
     check(lambda: marlkd.train(RunConfig(method="bc", data=str(grid_data), out=str(tmp_path / "bc"))))
