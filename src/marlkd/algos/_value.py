@@ -1,16 +1,18 @@
-"""What the value-based baselines (CQL, BCQ, ICQ) share: their config, target networks and the
-double-Q target."""
+"""What the value-based baselines (CQL, BCQ, ICQ) share: their config, their learner's frame
+(:class:`ValueLearner`), target networks and the double-Q target."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from marlkd.algos.base import BaseAlgorithm, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
-from marlkd.data.transitions import TRUNCATION_RULES, TruncationRule
+from marlkd.data.transitions import TRUNCATION_RULES, TransitionSampler, TruncationRule
 from marlkd.models.agent_nets import MLPConfig
 from marlkd.models.layouts import masked_logits
 
@@ -94,3 +96,37 @@ def update_targets(pairs: list[tuple[nn.Module, nn.Module]], cfg: ValueConfig, s
         return
     for target, online in pairs:
         soft_update(target, online, cfg.target_tau)
+
+
+class ValueLearner(BaseAlgorithm):
+    """The frame of a value-based learner: its config (``self.cfg``), its sampler of transitions and the
+    generator the sampler draws with (seeded with the run's seed), ``update_repeats`` gradient updates per
+    training step (:meth:`_update_once`, numbered across steps), and a checkpoint of the named parts
+    :meth:`_checkpoint_parts` lists."""
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.cfg = ctx.config
+        self.sampler = TransitionSampler(ctx.dataset, ctx.device, self.cfg.history)
+        self.generator = torch.Generator().manual_seed(ctx.seed)
+
+    def update(self, step: int) -> dict[str, float]:
+        """One training step: ``update_repeats`` gradient updates (the last one's metrics)."""
+        repeats = self.cfg.update_repeats
+        for j in range(repeats):
+            metrics = self._update_once(step * repeats + j)
+        return metrics
+
+    def _update_once(self, step: int) -> dict[str, float]:
+        """Gradient update ``step`` (0-based, counted in gradient updates); its metrics."""
+        raise NotImplementedError
+
+    def _checkpoint_parts(self) -> dict[str, Any]:
+        """The modules, optimizers and schedulers a checkpoint holds, by name."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return checkpoint_state(self._checkpoint_parts(), self.generator)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_checkpoint_state(self._checkpoint_parts(), self.generator, state)

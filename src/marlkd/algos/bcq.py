@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, update_targets
-from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
+from marlkd.algos._value import ValueConfig, ValueLearner, double_q_target, frozen_copy, update_targets
+from marlkd.algos.base import GreedyPolicy
 from marlkd.config import check
-from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
+from marlkd.data.transitions import Transitions, bootstrap_weights
 from marlkd.models.layouts import NEG_INF, masked_logits
 from marlkd.names import METHOD_NAMES
 from marlkd.optim import autocast, make_optimizer, optimizer_step
@@ -68,22 +68,19 @@ def filtered_q(
     return q.masked_fill(~allowed_actions(g_logits, avail, threshold), NEG_INF)
 
 
-class BCQ(BaseAlgorithm):
+class BCQ(ValueLearner):
     """Independent discrete BCQ learners (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
-        cfg: Config = ctx.config
         super().__init__(ctx)
-        self.cfg = cfg
+        cfg: Config = self.cfg
         dataset = ctx.dataset
-        self.sampler = TransitionSampler(dataset, ctx.device, cfg.history)
         N, O, A = dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions
         self.q = cfg.agent_mlp(N, O, A).to(ctx.device)
         self.generative = cfg.agent_mlp(N, O, A).to(ctx.device)
         self.q_target = frozen_copy(self.q)
         params = list(self.q.parameters()) + list(self.generative.parameters())
         self.optimizer, self.scheduler = make_optimizer(params, ctx.train)
-        self.generator = torch.Generator().manual_seed(ctx.seed)
 
     def loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, float]]:
         """The summed per-agent loss and its terms (per agent, averaged over valid samples)."""
@@ -118,13 +115,6 @@ class BCQ(BaseAlgorithm):
             "loss/imitation": float(ce_mean.detach().sum()) / n,
         }
 
-    def update(self, step: int) -> dict[str, float]:
-        """One training step: ``update_repeats`` gradient updates (the last one's metrics)."""
-        repeats = self.cfg.update_repeats
-        for j in range(repeats):
-            metrics = self._update_once(step * repeats + j)
-        return metrics
-
     def _update_once(self, step: int) -> dict[str, float]:
         self.q.train()
         self.generative.train()
@@ -151,12 +141,6 @@ class BCQ(BaseAlgorithm):
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return checkpoint_state(self._checkpoint_parts(), self.generator)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
 register(

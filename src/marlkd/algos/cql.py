@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._value import ValueConfig, double_q_target, frozen_copy, update_targets
-from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
+from marlkd.algos._value import ValueConfig, ValueLearner, double_q_target, frozen_copy, update_targets
+from marlkd.algos.base import GreedyPolicy
 from marlkd.config import check
-from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights
+from marlkd.data.transitions import Transitions, bootstrap_weights
 from marlkd.models.layouts import masked_logits
 from marlkd.names import METHOD_NAMES
 from marlkd.optim import autocast, make_optimizer, optimizer_step
@@ -52,20 +52,17 @@ def conservative_penalty(q: torch.Tensor, actions: torch.Tensor, avail: torch.Te
     return soft_max - q.gather(-1, actions[..., None])[..., 0]
 
 
-class CQL(BaseAlgorithm):
+class CQL(ValueLearner):
     """Independent discrete CQL learners (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
-        cfg: Config = ctx.config
         super().__init__(ctx)
-        self.cfg = cfg
+        cfg: Config = self.cfg
         dataset = ctx.dataset
-        self.sampler = TransitionSampler(dataset, ctx.device, cfg.history)
         self.q = cfg.agent_mlp(dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions)
         self.q.to(ctx.device)
         self.q_target = frozen_copy(self.q)
         self.optimizer, self.scheduler = make_optimizer(self.q.parameters(), ctx.train)
-        self.generator = torch.Generator().manual_seed(ctx.seed)
 
     def loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, float]]:
         """The summed per-agent loss and its terms (per agent, averaged over valid samples)."""
@@ -95,13 +92,6 @@ class CQL(BaseAlgorithm):
             "q/data": float((q_data.detach() * alive).sum() / alive.sum().clamp(min=1.0)),
         }
 
-    def update(self, step: int) -> dict[str, float]:
-        """One training step: ``update_repeats`` gradient updates (the last one's metrics)."""
-        repeats = self.cfg.update_repeats
-        for j in range(repeats):
-            metrics = self._update_once(step * repeats + j)
-        return metrics
-
     def _update_once(self, step: int) -> dict[str, float]:
         self.q.train()
         batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)
@@ -123,12 +113,6 @@ class CQL(BaseAlgorithm):
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return checkpoint_state(self._checkpoint_parts(), self.generator)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
 register(

@@ -41,10 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._value import ValueConfig, frozen_copy, update_targets
-from marlkd.algos.base import BaseAlgorithm, GreedyPolicy, checkpoint_state, load_checkpoint_state
+from marlkd.algos._value import ValueConfig, ValueLearner, frozen_copy, update_targets
+from marlkd.algos.base import GreedyPolicy
 from marlkd.config import check
-from marlkd.data.transitions import Transitions, TransitionSampler, bootstrap_weights, team_end
+from marlkd.data.transitions import Transitions, bootstrap_weights, team_end
 from marlkd.models.agent_nets import AgentMLP
 from marlkd.models.layers import MLP
 from marlkd.models.layouts import NEG_INF, masked_logits
@@ -107,15 +107,13 @@ def critic_inputs(state: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
     return torch.cat((state[:, None].expand(-1, obs.shape[1], -1), obs), dim=-1)
 
 
-class ICQ(BaseAlgorithm):
+class ICQ(ValueLearner):
     """Multi-agent ICQ (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
-        cfg: Config = ctx.config
         super().__init__(ctx)
-        self.cfg = cfg
+        cfg: Config = self.cfg
         dataset = ctx.dataset
-        self.sampler = TransitionSampler(dataset, ctx.device, cfg.history)
         N, O, A = dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions
         S = self.sampler.state_dim
         self.q = AgentMLP(N, S + O, cfg.hidden, A, cfg.layers, cfg.share_weights, agent_id=True)
@@ -126,7 +124,6 @@ class ICQ(BaseAlgorithm):
         critic_params = list(self.q.parameters()) + list(self.mixer.parameters())
         self.critic_optimizer, self.critic_scheduler = make_optimizer(critic_params, ctx.train)
         self.actor_optimizer, self.actor_scheduler = make_optimizer(self.actor.parameters(), ctx.train)
-        self.generator = torch.Generator().manual_seed(ctx.seed)
 
     def critic_loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
@@ -166,13 +163,6 @@ class ICQ(BaseAlgorithm):
             "advantage": float((advantage * batch.alive).sum() / batch.alive.sum().clamp(min=1)),
         }
 
-    def update(self, step: int) -> dict[str, float]:
-        """One training step: ``update_repeats`` gradient updates (the last one's metrics)."""
-        repeats = self.cfg.update_repeats
-        for j in range(repeats):
-            metrics = self._update_once(step * repeats + j)
-        return metrics
-
     def _update_once(self, step: int) -> dict[str, float]:
         for module in (self.q, self.mixer, self.actor):
             module.train()
@@ -211,12 +201,6 @@ class ICQ(BaseAlgorithm):
             "actor_optimizer": self.actor_optimizer,
             "actor_scheduler": self.actor_scheduler,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return checkpoint_state(self._checkpoint_parts(), self.generator)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
 
 
 register(
