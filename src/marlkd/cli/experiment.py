@@ -22,48 +22,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _fill(parser: argparse.ArgumentParser) -> None:
-    from marlkd.experiments.runner import DEFAULT_ROOT
-
     actions = parser.add_subparsers(dest="experiment_action", metavar="ACTION")
-
     listing = actions.add_parser("list", help="the built-in specs and their sizes")
     listing.set_defaults(func=_list)
+    _add_run(actions)
+    _add_report(actions)
+    _add_status(actions)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("spec", metavar="SPEC", help="a built-in spec's name or a spec .toml file")
-        p.add_argument("--root", default=DEFAULT_ROOT, help=f"experiments root (default: {DEFAULT_ROOT})")
-        p.add_argument("--quick", action="store_true", help="the spec's quick variant (fewer seeds, steps)")
 
-    def filters(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--only-env",
-            nargs="+",
-            action="extend",
-            default=[],
-            metavar="ENV",
-            help="only these environments",
-        )
-        p.add_argument(
-            "--only-method",
-            nargs="+",
-            action="extend",
-            default=[],
-            metavar="METHOD",
-            help="only these methods",
-        )
-        p.add_argument(
-            "--max-seeds",
-            type=int,
-            default=None,
-            metavar="N",
-            help="only the grid's first N seeds (run ids unchanged: raise N later to go on)",
-        )
+def _add_common(p: argparse.ArgumentParser) -> None:
+    from marlkd.experiments.runner import DEFAULT_ROOT
 
+    p.add_argument("spec", metavar="SPEC", help="a built-in spec's name or a spec .toml file")
+    p.add_argument("--root", default=DEFAULT_ROOT, help=f"experiments root (default: {DEFAULT_ROOT})")
+    p.add_argument("--quick", action="store_true", help="the spec's quick variant (fewer seeds, steps)")
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    for flag, metavar, what in (
+        ("--only-env", "ENV", "environments"),
+        ("--only-method", "METHOD", "methods"),
+    ):
+        p.add_argument(
+            flag, nargs="+", action="extend", default=[], metavar=metavar, help=f"only these {what}"
+        )
+    p.add_argument(
+        "--max-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the grid's first N seeds (run ids unchanged: raise N later to go on)",
+    )
+
+
+def _add_run(actions: argparse._SubParsersAction) -> None:
     run = actions.add_parser(
         "run", help="run what is missing of a sweep (runs finished by any sweep under the root are skipped)"
     )
-    common(run)
-    filters(run)
+    _add_common(run)
+    _add_filters(run)
     run.add_argument(
         "--workers",
         type=int,
@@ -82,8 +79,10 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     add_wandb(run)
     run.set_defaults(func=_run)
 
+
+def _add_report(actions: argparse._SubParsersAction) -> None:
     report = actions.add_parser("report", help="tables, robust statistics and plots from the results table")
-    common(report)
+    _add_common(report)
     report.add_argument("--out", default=None, help="report folder (default: <root>/<sweep>/report)")
     report.add_argument("--bootstrap-reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
@@ -97,13 +96,15 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     )
     report.set_defaults(func=_report)
 
+
+def _add_status(actions: argparse._SubParsersAction) -> None:
     status = actions.add_parser(
         "status",
         help="how many runs are done, failed, incomplete or missing "
         "(in the root's run store, shared by its sweeps)",
     )
-    common(status)
-    filters(status)
+    _add_common(status)
+    _add_filters(status)
     status.add_argument("--failed", action="store_true", help="list every failed run with its error")
     status.set_defaults(func=_status)
 

@@ -75,19 +75,7 @@ def collect_episodes(
     spec = env_spec(env_id, **kwargs)
     batch = min(num_envs, episodes)
     env = make_batched(env_id, batch, **kwargs)
-    steps, agents, actions_n = spec.max_steps, spec.n_agents, spec.n_actions
-    shapes = {
-        "obs": ((steps, agents, spec.obs_dim), np.float32),
-        "actions": ((steps, agents), np.int64),
-        "rewards": ((steps, agents), np.float32),
-        "mask": ((steps,), np.bool_),
-        "terminals": ((steps, agents), np.bool_),
-        "truncations": ((steps, agents), np.bool_),
-    }
-    if spec.state_dim > 0:
-        shapes["state"] = ((steps, spec.state_dim), np.float32)
-    if spec.has_action_mask:
-        shapes["avail_actions"] = ((steps, agents, actions_n), np.bool_)
+    shapes = _step_shapes(spec)
     out = {name: np.zeros((episodes, *shape), dtype=dtype) for name, (shape, dtype) in shapes.items()}
     chunk = {name: np.zeros((batch, *shape), dtype=dtype) for name, (shape, dtype) in shapes.items()}
 
@@ -99,40 +87,72 @@ def collect_episodes(
         obs = env.reset(seed=env_base + start)
         if on_reset is not None:
             on_reset(start, batch, rng)
-        for t in range(steps):
-            active = ~env.done()  # (B,)
-            if not active.any():
-                break
-            action_mask = env.action_mask()  # (B, N, A)
-            actions = np.asarray(act_fn(obs, action_mask, rng))
-            if actions.shape != (batch, agents) or actions.dtype.kind not in "iu":
-                raise ValueError(
-                    f"act_fn must return integer actions of shape {(batch, agents)}, got {actions.dtype} "
-                    f"{actions.shape}"
-                )
-            chunk["obs"][:, t] = obs
-            chunk["actions"][:, t] = actions
-            chunk["mask"][:, t] = active
-            if "state" in chunk:
-                chunk["state"][:, t] = env.state()
-            if "avail_actions" in chunk:
-                chunk["avail_actions"][:, t] = action_mask
-            obs, rewards, terminated, truncated = env.step(actions.astype(np.int64, copy=False))
-            chunk["rewards"][:, t] = rewards
-            chunk["terminals"][:, t] = terminated
-            chunk["truncations"][:, t] = truncated
-        if not env.done().all():
-            raise RuntimeError(f"environment {env_id!r} did not end its episodes within max_steps={steps}")
-        padding = ~chunk["mask"]  # (B, T): steps after a copy's episode ended are zeros
-        for name, array in chunk.items():
-            if name != "mask":
-                array[padding] = 0
+        _roll_out(env_id, env, obs, act_fn, rng, chunk)
         kept = min(batch, episodes - start)
         for name, array in chunk.items():
             out[name][start : start + kept] = array[:kept]
         bar.update(kept)
     bar.close()
     return out
+
+
+def _step_shapes(spec: Any) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Each array's shape per episode ``(T, ...)`` and dtype, for an environment of ``spec``."""
+    steps, agents = spec.max_steps, spec.n_agents
+    shapes: dict[str, tuple[tuple[int, ...], type]] = {
+        "obs": ((steps, agents, spec.obs_dim), np.float32),
+        "actions": ((steps, agents), np.int64),
+        "rewards": ((steps, agents), np.float32),
+        "mask": ((steps,), np.bool_),
+        "terminals": ((steps, agents), np.bool_),
+        "truncations": ((steps, agents), np.bool_),
+    }
+    if spec.state_dim > 0:
+        shapes["state"] = ((steps, spec.state_dim), np.float32)
+    if spec.has_action_mask:
+        shapes["avail_actions"] = ((steps, agents, spec.n_actions), np.bool_)
+    return shapes
+
+
+def _roll_out(
+    env_id: str,
+    env: Any,
+    obs: np.ndarray,
+    act_fn: ActFn,
+    rng: np.random.Generator,
+    chunk: dict[str, np.ndarray],
+) -> None:
+    """Step the just-reset copies of ``env`` (first observations ``obs``) until every episode ends, into
+    ``chunk`` (zeros, ``(B, T, ...)``); steps after a copy's episode ended stay zeros."""
+    batch, steps, agents = chunk["actions"].shape
+    for t in range(steps):
+        active = ~env.done()  # (B,)
+        if not active.any():
+            break
+        action_mask = env.action_mask()  # (B, N, A)
+        actions = np.asarray(act_fn(obs, action_mask, rng))
+        if actions.shape != (batch, agents) or actions.dtype.kind not in "iu":
+            raise ValueError(
+                f"act_fn must return integer actions of shape {(batch, agents)}, got {actions.dtype} "
+                f"{actions.shape}"
+            )
+        chunk["obs"][:, t] = obs
+        chunk["actions"][:, t] = actions
+        chunk["mask"][:, t] = active
+        if "state" in chunk:
+            chunk["state"][:, t] = env.state()
+        if "avail_actions" in chunk:
+            chunk["avail_actions"][:, t] = action_mask
+        obs, rewards, terminated, truncated = env.step(actions.astype(np.int64, copy=False))
+        chunk["rewards"][:, t] = rewards
+        chunk["terminals"][:, t] = terminated
+        chunk["truncations"][:, t] = truncated
+    if not env.done().all():
+        raise RuntimeError(f"environment {env_id!r} did not end its episodes within max_steps={steps}")
+    padding = ~chunk["mask"]  # (B, T): steps after a copy's episode ended are zeros
+    for name, array in chunk.items():
+        if name != "mask":
+            array[padding] = 0
 
 
 def collect_random_dataset(

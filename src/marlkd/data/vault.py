@@ -309,39 +309,10 @@ def export_vault(
         raise VaultError(f"{vault_dir}: uid {uid!r} is not a valid directory name")
     flat = flatten_episodes(arrays, arrays["mask"])
     length = int(arrays["mask"].sum())
-    fields = {field: path for path, field in LEAVES.items() if field in flat}
-
     if source is not None:
-        shapes, dtypes = _leaves(source["structure_shape"]), _leaves(source["structure_dtype"])
-        if any(path not in LEAVES for path in shapes):  # leaves the import left out cannot be written back
-            shapes = {p: v for p, v in shapes.items() if p in LEAVES}
-            dtypes = {p: v for p, v in dtypes.items() if p in LEAVES}
-            source = {**source, "structure_shape": _tree(shapes), "structure_dtype": _tree(dtypes)}
-        metadata = source
-        missing = sorted(leaf_name(p) for p in shapes if p in LEAVES and LEAVES[p] not in flat)
-        if missing:
-            raise VaultError(f"{where}: the source Vault has field(s) {', '.join(missing)} the dataset lacks")
-        fields = {LEAVES[p]: p for p in shapes if p in LEAVES}
+        fields, shapes, dtypes, metadata = _source_layout(source, flat, where)
     else:
-        shapes, dtypes = {}, {}
-        for field, path in fields.items():
-            shapes[path] = str((1, length, *flat[field].shape[1:]))
-            dtypes[path] = _DEFAULT_DTYPES[field]
-        meta = data.metadata
-        metadata = {
-            "version": VAULT_VERSION,
-            "structure_shape": _tree(shapes),
-            "structure_dtype": _tree(dtypes),
-            "marlkd": {
-                "env_id": meta.env_id,
-                "env_kwargs": meta.env_kwargs,
-                "quality": meta.quality,
-                "seed": meta.seed,
-                "max_steps": data.max_steps,
-                "behavior_policy": behavior,
-                "source_checksum": meta.checksum,
-            },
-        }
+        fields, shapes, dtypes, metadata = _own_layout(data, flat, length)
 
     root = Path(vault_dir).resolve()
     target = root / uid
@@ -371,6 +342,52 @@ def export_vault(
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return target
+
+
+# (field -> leaf path, leaf path -> shape text, leaf path -> dtype name, metadata.json)
+_Layout = tuple[
+    dict[str, tuple[str, ...]], dict[tuple[str, ...], str], dict[tuple[str, ...], str], dict[str, Any]
+]
+
+
+def _source_layout(source: dict[str, Any], flat: Mapping[str, np.ndarray], where: str) -> _Layout:
+    """The layout of the Vault a dataset was imported from: its leaves (those marlkd reads), dtypes,
+    shapes and metadata.json, so that it is written back bit for bit."""
+    shapes, dtypes = _leaves(source["structure_shape"]), _leaves(source["structure_dtype"])
+    if any(path not in LEAVES for path in shapes):  # leaves the import left out cannot be written back
+        shapes = {p: v for p, v in shapes.items() if p in LEAVES}
+        dtypes = {p: v for p, v in dtypes.items() if p in LEAVES}
+        source = {**source, "structure_shape": _tree(shapes), "structure_dtype": _tree(dtypes)}
+    missing = sorted(leaf_name(p) for p in shapes if p in LEAVES and LEAVES[p] not in flat)
+    if missing:
+        raise VaultError(f"{where}: the source Vault has field(s) {', '.join(missing)} the dataset lacks")
+    fields = {LEAVES[p]: p for p in shapes if p in LEAVES}
+    return fields, shapes, dtypes, source
+
+
+def _own_layout(data: Any, flat: Mapping[str, np.ndarray], length: int) -> _Layout:
+    """The layout of a dataset made by marlkd: OG-MARL's dtypes, and its metadata under ``marlkd``."""
+    fields = {field: path for path, field in LEAVES.items() if field in flat}
+    shapes, dtypes = {}, {}
+    for field, path in fields.items():
+        shapes[path] = str((1, length, *flat[field].shape[1:]))
+        dtypes[path] = _DEFAULT_DTYPES[field]
+    meta = data.metadata
+    metadata = {
+        "version": VAULT_VERSION,
+        "structure_shape": _tree(shapes),
+        "structure_dtype": _tree(dtypes),
+        "marlkd": {
+            "env_id": meta.env_id,
+            "env_kwargs": meta.env_kwargs,
+            "quality": meta.quality,
+            "seed": meta.seed,
+            "max_steps": data.max_steps,
+            "behavior_policy": data.metadata.behavior_policy,
+            "source_checksum": meta.checksum,
+        },
+    }
+    return fields, shapes, dtypes, metadata
 
 
 def _tree(leaves: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:

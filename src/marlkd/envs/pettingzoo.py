@@ -312,6 +312,60 @@ class BatchedParallelEnv:
         self.close()
 
 
+class _ParallelEnvSource:
+    """What a registered PettingZoo environment is made from: its factory, and the layout found from one
+    instance per distinct set of arguments (made when first needed)."""
+
+    def __init__(self, env_id: str, factory: Callable[..., Any], max_steps: int | None) -> None:
+        self.env_id, self.factory, self.max_steps = env_id, factory, max_steps
+        self.layouts: dict[str, _Layout] = {}
+        self.lock = threading.Lock()
+        self.takes_render_mode = _accepts(factory, "render_mode")
+
+    def build(self, kwargs: Mapping[str, Any], render_mode: str | None = None) -> Any:
+        arguments = dict(kwargs)
+        if render_mode is not None and self.takes_render_mode:
+            arguments["render_mode"] = render_mode
+        try:
+            return self.factory(**arguments)
+        except TypeError as exc:
+            raise ParallelEnvError(
+                f"{self.env_id}: the factory refused the arguments {arguments} ({exc})"
+            ) from exc
+
+    def layout(self, kwargs: Mapping[str, Any]) -> _Layout:
+        key = json.dumps(kwargs, sort_keys=True, default=repr)
+        with self.lock:
+            if key not in self.layouts:
+                env = self.build(kwargs)
+                try:
+                    self.layouts[key] = _probe(self.env_id, env, self.max_steps)
+                finally:
+                    env.close()
+            return self.layouts[key]
+
+    def spec(self, **kwargs: Any) -> EnvSpec:
+        found = self.layout(kwargs)
+        return EnvSpec(
+            env_id=self.env_id,
+            n_agents=len(found.agents),
+            obs_dim=found.obs_dim,
+            n_actions=found.n_actions,
+            state_dim=found.state_dim,
+            max_steps=found.max_steps,
+            has_action_mask=found.masked,
+            kwargs=dict(kwargs),
+        )
+
+    def make(self, render_mode: str | None = None, **kwargs: Any) -> FlatParallelEnv:
+        return FlatParallelEnv(self.build(kwargs, render_mode), self.layout(kwargs), self.env_id)
+
+    def make_batched(self, num_envs: int, **kwargs: Any) -> BatchedParallelEnv:
+        found = self.layout(kwargs)
+        copies = [FlatParallelEnv(self.build(kwargs), found, self.env_id) for _ in range(num_envs)]
+        return BatchedParallelEnv(copies, self.spec(**kwargs))
+
+
 def register_parallel_env(
     env_id: str,
     factory: Callable[..., Any],
@@ -337,58 +391,12 @@ def register_parallel_env(
     distinct set of arguments, made when first needed. To make the environment visible to the command line
     and sweep workers, call this in a module loaded with ``--import`` or a ``marlkd.envs`` entry point.
     """
-    layouts: dict[str, _Layout] = {}
-    lock = threading.Lock()
-    takes_render_mode = _accepts(factory, "render_mode")
-
-    def build(kwargs: Mapping[str, Any], render_mode: str | None = None) -> Any:
-        arguments = dict(kwargs)
-        if render_mode is not None and takes_render_mode:
-            arguments["render_mode"] = render_mode
-        try:
-            return factory(**arguments)
-        except TypeError as exc:
-            raise ParallelEnvError(
-                f"{env_id}: the factory refused the arguments {arguments} ({exc})"
-            ) from exc
-
-    def layout(kwargs: Mapping[str, Any]) -> _Layout:
-        key = json.dumps(kwargs, sort_keys=True, default=repr)
-        with lock:
-            if key not in layouts:
-                env = build(kwargs)
-                try:
-                    layouts[key] = _probe(env_id, env, max_steps)
-                finally:
-                    env.close()
-            return layouts[key]
-
-    def spec(**kwargs: Any) -> EnvSpec:
-        found = layout(kwargs)
-        return EnvSpec(
-            env_id=env_id,
-            n_agents=len(found.agents),
-            obs_dim=found.obs_dim,
-            n_actions=found.n_actions,
-            state_dim=found.state_dim,
-            max_steps=found.max_steps,
-            has_action_mask=found.masked,
-            kwargs=dict(kwargs),
-        )
-
-    def make(render_mode: str | None = None, **kwargs: Any) -> FlatParallelEnv:
-        return FlatParallelEnv(build(kwargs, render_mode), layout(kwargs), env_id)
-
-    def make_batched(num_envs: int, **kwargs: Any) -> BatchedParallelEnv:
-        found = layout(kwargs)
-        copies = [FlatParallelEnv(build(kwargs), found, env_id) for _ in range(num_envs)]
-        return BatchedParallelEnv(copies, spec(**kwargs))
-
+    source = _ParallelEnvSource(env_id, factory, max_steps)
     entry = EnvEntry(
         env_id=env_id,
-        make=make,
-        make_batched=make_batched,
-        spec=spec,
+        make=source.make,
+        make_batched=source.make_batched,
+        spec=source.spec,
         description=description or f"PettingZoo {getattr(factory, '__module__', '')}".strip(),
     )
     register(entry, overwrite=overwrite)

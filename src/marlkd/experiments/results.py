@@ -194,23 +194,16 @@ def run_columns(run: RunSpec) -> dict[str, Any]:
 
 
 def marker_rows(run: RunSpec, marker: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The rows of a finished run for ``run``'s sweep, from its ``done`` marker.
-
-    A marker written by this version holds ``result``, ``curve``, ``provenance``, ``finished`` and
-    ``elapsed_s`` (nothing sweep-specific), and the rows are made from them. A marker of an earlier version
-    holds the rows made for the sweep that ran it; they are relabelled with this sweep's name and columns.
-    """
-    if "curve" in marker or "rows" not in marker:
-        return result_rows(
-            run,
-            marker.get("result") or {},
-            marker.get("curve") or [],
-            marker.get("finished"),
-            marker.get("elapsed_s"),
-            source=marker.get("provenance"),
-        )
-    own = run_columns(run)
-    return [{**row, **own} for row in marker["rows"]]
+    """The rows of a finished run for ``run``'s sweep, from its ``done`` marker: its ``result``, ``curve``,
+    ``provenance``, ``finished`` and ``elapsed_s`` (nothing sweep-specific)."""
+    return result_rows(
+        run,
+        marker.get("result") or {},
+        marker.get("curve") or [],
+        marker.get("finished"),
+        marker.get("elapsed_s"),
+        source=marker.get("provenance"),
+    )
 
 
 @contextlib.contextmanager

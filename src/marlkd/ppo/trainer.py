@@ -152,10 +152,7 @@ def train_ppo(
     seeds = np.random.default_rng(config.seed)
     env = make_batched(env_id, config.num_envs, **env_kwargs)
     nets = _Networks.build(config, env.spec, actor, init_actor_state)
-    (out / "config.json").write_text(
-        json.dumps({"env_id": env_id, "env_kwargs": env_kwargs, "ppo": dataclasses.asdict(config)}, indent=2)
-        + "\n"
-    )
+    _write_config(out, env_id, env_kwargs, config)
     log = _CurveLog(out / "learning_curve.csv")
     metrics = MetricsLog(out, tensorboard=False)
     env_steps, iteration, keep = 0, 0, _KeepSchedule(config)
@@ -196,6 +193,14 @@ def train_ppo(
     checkpoint = save(curve[-1][1] if curve else float("nan"), keep=keep.keeps_last)
     plot_learning_curve(log.path, out / "learning_curve.png", f"PPO ({config.mode}) on {env_id}")
     return PPOResult.of(out, checkpoint, env_steps, iteration, curve, time.perf_counter() - start)
+
+
+def _write_config(out: Path, env_id: str, env_kwargs: dict[str, Any], config: PPOConfig) -> None:
+    """``config.json``: the environment and the PPO configuration a run was trained with."""
+    (out / "config.json").write_text(
+        json.dumps({"env_id": env_id, "env_kwargs": env_kwargs, "ppo": dataclasses.asdict(config)}, indent=2)
+        + "\n"
+    )
 
 
 class _KeepSchedule:
