@@ -153,8 +153,9 @@ def test_the_builtin_tables_carry_the_papers_values() -> None:
     assert table2[("airl", ("highway", "poor"))] == (10.22, 1.87)
     table3 = {(c.row, c.columns): (c.mean, c.std) for c in load_spec("table3").report.paper.cells}
     assert len(table3) == 7 * 8
-    assert table3[("ours-kl-only", ("equal-space",))] == (-5.43, 0.51)
-    assert table3[("ours-shared-mapping", ("smax-3s5z-vs-3s6z",))] == (12.27, 1.11)
+    assert table3[("ours-kl-only", ("equal-space", "good"))] == (-5.43, 0.51)
+    assert table3[("ours-shared-mapping", ("smax-3s5z-vs-3s6z", "good"))] == (12.27, 1.11)
+    assert table3[("ours-full", ("fill-in", "random"))] == (-3.41, 0.12)  # Fill-In: random-walk data
     for name in ("table1", "table2", "table3"):
         assert load_spec(name).report.paper.source == f"Tseng et al., Table {name[-1]}"
 

@@ -222,3 +222,47 @@ def plot_curves(
         ax.grid(alpha=0.3)
     _save(fig, path)
     return path
+
+
+# Titles of the distillation diagnostics' panels (marlkd.experiments.results.DIAGNOSTIC_CURVES).
+_DIAGNOSTIC_TITLES = {
+    "distill/angle_corr": "corr(teacher's angle, students' mapped angle)",
+    "distill/mapped_cosine_student": "cosine between samples through N (1: collapse)",
+    "distill/angle_mapped_student_std": "spread of the students' mapped angles (deg)",
+    "distill/angle_teacher_std": "spread of the teacher's angles (deg)",
+    "distill/grad_norm_rel": "|gradient of α L_rel| into the students",
+    "distill/grad_norm_kl": "|gradient of β L_KL| into the students",
+    "distill/l_rel": "L_rel per agent",
+    "distill/l_kl": "L_KL per agent",
+}
+
+
+def plot_diagnostics(frame: pd.DataFrame, spec: SweepSpec, rows: str, folder: Path) -> list[tuple[str, Path]]:
+    """``ours``'s distillation diagnostics against training updates: one figure per task (combination of
+    the report's columns), one panel per diagnostic, one line per row value (mean ± std over its runs).
+    Returns (task title, figure path) per task with diagnostics; none when no run recorded them."""
+    names = [m for m in _DIAGNOSTIC_TITLES if (frame["metric"] == CURVE_PREFIX + m).any()]
+    data = frame[frame["metric"].isin([CURVE_PREFIX + m for m in names]) & frame["train_steps"].notna()]
+    if data.empty:
+        return []
+    key = order_key(spec, rows)
+    figures = []
+    for index, (title, part) in enumerate(_facets(data, spec, spec.report.columns)):
+        fig, axes = _figure(len(names))
+        for ax, name in zip(axes, names, strict=True):
+            panel = part[part["metric"] == CURVE_PREFIX + name]
+            for value in sorted(panel[rows].unique(), key=key):
+                runs = panel[panel[rows] == value]
+                grid, mean, std = _mean_curve(_run_curves(runs, "train_steps"))
+                label = value_label(rows, value) if rows != "variant" else value
+                ax.plot(grid, mean, label=label)
+                ax.fill_between(grid, mean - std, mean + std, alpha=0.15)
+            ax.set_title(_DIAGNOSTIC_TITLES[name], fontsize="medium")
+            ax.set_xlabel(_AXIS_LABELS["train_steps"])
+            ax.grid(alpha=0.3)
+        if title:
+            fig.suptitle(title)
+        path = folder / f"diagnostics_{index}.png"
+        _save(fig, path)
+        figures.append((title, path))
+    return figures

@@ -16,7 +16,7 @@ from marlkd.experiments.grid import expand
 from marlkd.experiments.headroom import headroom_sections
 from marlkd.experiments.paper import paper_section
 from marlkd.experiments.parsing import load_spec
-from marlkd.experiments.plots import curve_metric_of, plot_against_setting, plot_curves
+from marlkd.experiments.plots import curve_metric_of, plot_against_setting, plot_curves, plot_diagnostics
 from marlkd.experiments.results import CURVE_PREFIX, load_results, results_path, sweep_dir
 from marlkd.experiments.runner import DEFAULT_ROOT
 from marlkd.experiments.schema import SweepSpec
@@ -217,6 +217,12 @@ def _plot_section(spec: SweepSpec, frame: pd.DataFrame, folder: Path) -> list[st
     layout = spec.report
     plots: list[tuple[str, Path | None]] = []
     for axis in layout.plots:
+        if axis == "diagnostics":
+            figures = plot_diagnostics(frame, spec, layout.rows, folder)
+            plots += [(f"Distillation diagnostics{': ' + t if t else ''}", p) for t, p in figures]
+            if not figures:
+                plots.append(("Distillation diagnostics", None))
+            continue
         if axis == "num_trajectories":
             path = folder / f"{layout.metric}_vs_num_trajectories.png"
             plots.append(

@@ -74,6 +74,18 @@ NUMERIC_COLUMNS = (
 _INTEGER_COLUMNS = ("seed", "num_trajectories", "steps", "eval_episodes", "dataset_episodes")
 RESULTS_FILE = "results.csv"
 CURVE_PREFIX = "curve:"
+# ``ours``'s distillation diagnostics kept as curves beside the returns (docs/method.md): whether the
+# relational loss carries the teacher's relation or has collapsed, and what each term sends the students.
+DIAGNOSTIC_CURVES = (
+    "distill/angle_corr",
+    "distill/mapped_cosine_student",
+    "distill/angle_mapped_student_std",
+    "distill/angle_teacher_std",
+    "distill/grad_norm_rel",
+    "distill/grad_norm_kl",
+    "distill/l_rel",
+    "distill/l_kl",
+)
 # Keys of a run's results that describe it rather than measure it: not metric rows.
 _NOT_METRICS = frozenset({"seed", "steps", "train_steps", "dataset_episodes", "episodes", "curve"})
 
@@ -111,7 +123,8 @@ def _number(value: Any) -> float | None:
 def curve_points(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Learning-curve points from a run's tidy ``metrics.csv`` rows (``step, wall_time_s, metric, value``,
     optionally ``env_steps``) or from the ``curve`` a run function returns (the same keys, or one column
-    per metric). Only metrics whose name holds ``return`` are kept; each point becomes
+    per metric). Only metrics whose name holds ``return``, and the distillation diagnostics of
+    :data:`DIAGNOSTIC_CURVES`, are kept; each point becomes
     ``{"metric": "curve:<name>", "value", "train_steps", "wall_time_s", "env_steps"}``."""
     points: list[dict[str, Any]] = []
     for record in records:
@@ -131,7 +144,7 @@ def curve_points(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             ]
         for name, raw in items:
             value = _number(raw)
-            if "return" in name.lower() and value is not None:
+            if value is not None and ("return" in name.lower() or name in DIAGNOSTIC_CURVES):
                 points.append({"metric": CURVE_PREFIX + name, "value": value, **position})
     return points
 

@@ -31,7 +31,7 @@ GROUP_COLUMNS = (
     "eval_episodes",
     "dataset_episodes",
 )
-PLOT_AXES = ("num_trajectories", "train_steps", "wall_time_s", "env_steps")
+PLOT_AXES = ("num_trajectories", "train_steps", "wall_time_s", "env_steps", "diagnostics")
 # An expert budget ([expert] tables): what the datasets' experts and tiers are made with, when not the
 # defaults of marlkd.experts (the recipe's PPO steps, 1,000 reference and 512 calibration episodes).
 EXPERT_KEYS = ("steps_scale", "reference_episodes", "calibration_episodes")
@@ -124,8 +124,9 @@ class ReportSpec:
         columns: the columns whose value combinations are table columns.
         extra_metrics: further metrics tabulated in the same layout (e.g. ``train_time_s``).
         plots: x-axes to plot the metric against, from :data:`PLOT_AXES`: ``num_trajectories`` (final
-            metric against the setting) or a learning-curve axis (``train_steps``, ``wall_time_s``,
-            ``env_steps``).
+            metric against the setting), a learning-curve axis (``train_steps``, ``wall_time_s``,
+            ``env_steps``), or ``diagnostics`` (``ours``'s distillation diagnostics against updates, one
+            figure per task).
         curve_metric: the learning-curve metric (``curve:<metrics.csv column>``); empty: the first
             curve metric whose name holds ``return``.
         aggregate_metric: a metric comparable across environments (e.g. a normalized score); when the
