@@ -12,9 +12,10 @@ from torch import nn
 
 from marlkd.algos.base import BaseAlgorithm, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
-from marlkd.data.transitions import TRUNCATION_RULES, TransitionSampler, TruncationRule
+from marlkd.data.transitions import TRUNCATION_RULES, Transitions, TransitionSampler, TruncationRule
 from marlkd.models.agent_nets import MLPConfig
 from marlkd.models.layouts import masked_logits
+from marlkd.optim import optimizer_step
 
 
 @dataclass(frozen=True)
@@ -130,3 +131,28 @@ class ValueLearner(BaseAlgorithm):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         load_checkpoint_state(self._checkpoint_parts(), self.generator, state)
+
+
+class QLearner(ValueLearner):
+    """A value learner trained on one loss (:meth:`loss`) by one optimizer (``self.optimizer``,
+    ``self.scheduler``), whose Q-network ``self.q`` has a target ``self.q_target`` (CQL, BCQ)."""
+
+    def loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, float]]:
+        """The summed per-agent loss and its terms."""
+        raise NotImplementedError
+
+    def trained(self) -> list[nn.Module]:
+        """The modules the loss trains (put in training mode before each update)."""
+        return [self.q]
+
+    def _update_once(self, step: int) -> dict[str, float]:
+        for module in self.trained():
+            module.train()
+        batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)
+        loss, metrics = self.loss(batch)
+        metrics["grad_norm"] = optimizer_step(
+            loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip, self.q.members
+        )
+        update_targets([(self.q_target, self.q)], self.cfg, step)
+        metrics["loss/total"] = float(loss.detach())
+        return metrics

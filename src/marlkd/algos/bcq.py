@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._value import ValueConfig, ValueLearner, double_q_target, frozen_copy, update_targets
+from marlkd.algos._value import QLearner, ValueConfig, double_q_target, frozen_copy
 from marlkd.algos.base import GreedyPolicy
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, bootstrap_weights
 from marlkd.models.layouts import NEG_INF, masked_logits
 from marlkd.names import METHOD_NAMES
-from marlkd.optim import autocast, make_optimizer, optimizer_step
+from marlkd.optim import autocast, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def filtered_q(
     return q.masked_fill(~allowed_actions(g_logits, avail, threshold), NEG_INF)
 
 
-class BCQ(ValueLearner):
+class BCQ(QLearner):
     """Independent discrete BCQ learners (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
@@ -115,17 +115,8 @@ class BCQ(ValueLearner):
             "loss/imitation": float(ce_mean.detach().sum()) / n,
         }
 
-    def _update_once(self, step: int) -> dict[str, float]:
-        self.q.train()
-        self.generative.train()
-        batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)
-        loss, metrics = self.loss(batch)
-        metrics["grad_norm"] = optimizer_step(
-            loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip, self.q.members
-        )
-        update_targets([(self.q_target, self.q)], self.cfg, step)
-        metrics["loss/total"] = float(loss.detach())
-        return metrics
+    def trained(self) -> list[torch.nn.Module]:
+        return [self.q, self.generative]
 
     def policy(self) -> GreedyPolicy:
         def scores(obs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

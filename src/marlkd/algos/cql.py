@@ -21,13 +21,13 @@ from typing import Any
 import torch
 
 from marlkd.algos import AlgoEntry, register
-from marlkd.algos._value import ValueConfig, ValueLearner, double_q_target, frozen_copy, update_targets
+from marlkd.algos._value import QLearner, ValueConfig, double_q_target, frozen_copy
 from marlkd.algos.base import GreedyPolicy
 from marlkd.config import check
 from marlkd.data.transitions import Transitions, bootstrap_weights
 from marlkd.models.layouts import masked_logits
 from marlkd.names import METHOD_NAMES
-from marlkd.optim import autocast, make_optimizer, optimizer_step
+from marlkd.optim import autocast, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def conservative_penalty(q: torch.Tensor, actions: torch.Tensor, avail: torch.Te
     return soft_max - q.gather(-1, actions[..., None])[..., 0]
 
 
-class CQL(ValueLearner):
+class CQL(QLearner):
     """Independent discrete CQL learners (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
@@ -91,17 +91,6 @@ class CQL(ValueLearner):
             "loss/cql": float(penalty_mean.detach().sum()) / n,
             "q/data": float((q_data.detach() * alive).sum() / alive.sum().clamp(min=1.0)),
         }
-
-    def _update_once(self, step: int) -> dict[str, float]:
-        self.q.train()
-        batch = self.sampler.sample(self.ctx.train.batch_size, self.generator)
-        loss, metrics = self.loss(batch)
-        metrics["grad_norm"] = optimizer_step(
-            loss, self.optimizer, self.scheduler, self.ctx.train.grad_clip, self.q.members
-        )
-        update_targets([(self.q_target, self.q)], self.cfg, step)
-        metrics["loss/total"] = float(loss.detach())
-        return metrics
 
     def policy(self) -> GreedyPolicy:
         return GreedyPolicy(lambda obs, mask: self.q(obs), [self.q], self.ctx.device, self.cfg.history)

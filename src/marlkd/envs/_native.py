@@ -166,6 +166,31 @@ def all_available(num_envs: int, n_agents: int, n_actions: int) -> np.ndarray:
     return np.ones((num_envs, n_agents, n_actions), dtype=bool)
 
 
+def state_vector(parts: list[np.ndarray], t: np.ndarray, max_steps: int) -> np.ndarray:
+    """A global state ``(B, S)`` float32: each part ``(B, ...)`` flattened per copy, then the time fraction
+    ``t / max_steps`` of the copies' step counts ``t (B,)``."""
+    flat = [part.reshape(t.shape[0], -1) for part in parts]
+    return np.concatenate([*flat, (t / max_steps)[:, None]], axis=1).astype(np.float32)
+
+
+class AlwaysAvailable:
+    """``action_mask`` and ``done`` of a native batched environment whose every action is always available
+    and whose copies end by their ``_terminated`` / ``_truncated`` flags ``(B,)``."""
+
+    num_envs: int
+    spec: EnvSpec
+    _terminated: np.ndarray
+    _truncated: np.ndarray
+
+    def action_mask(self) -> np.ndarray:
+        """``(B, N, A)`` bool, all True: every action is always available."""
+        return all_available(self.num_envs, self.spec.n_agents, self.spec.n_actions)
+
+    def done(self) -> np.ndarray:
+        """``(B,)`` bool: the copy's episode has ended."""
+        return self._terminated | self._truncated
+
+
 def grid_image(cell_colours: np.ndarray, cell_px: int) -> np.ndarray:
     """Scale a ``(H, W, 3)`` uint8 cell-colour grid to ``(H*cell_px, W*cell_px, 3)``, with grid lines."""
     image = np.repeat(np.repeat(cell_colours, cell_px, axis=0), cell_px, axis=1)

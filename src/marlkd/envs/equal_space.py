@@ -164,14 +164,7 @@ class EqualSpaceBatched:
 
     def state(self) -> np.ndarray:
         """Global state ``(B, S)`` float32: all positions, all velocities, the time fraction."""
-        return np.concatenate(
-            [
-                self._pos.reshape(self.num_envs, -1),
-                self._vel.reshape(self.num_envs, -1),
-                (self._t / self.config.max_steps)[:, None],
-            ],
-            axis=1,
-        ).astype(np.float32)
+        return _native.state_vector([self._pos, self._vel], self._t, self.config.max_steps)
 
     def action_mask(self) -> np.ndarray:
         """``(B, N, A)`` bool, all True: every action is always available."""

@@ -65,7 +65,7 @@ def spec(**kwargs: Any) -> EnvSpec:
     return _native.env_spec(ENV_ID, _native.make_config(FillInConfig, ENV_ID, kwargs), len(ACTION_NAMES))
 
 
-class FillInBatched:
+class FillInBatched(_native.AlwaysAvailable):
     """``num_envs`` copies of Fill-In stepped with array operations (the :class:`BatchedEnv` protocol).
 
     Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`FillInEnv` reset with seed
@@ -162,23 +162,8 @@ class FillInBatched:
         config = self.config
         radius, size = config.window // 2, config.grid_size
         grid = self._filled.reshape(self.num_envs, self._padded_side, self._padded_side)
-        grid = _native.unpad(grid, radius, size).reshape(self.num_envs, -1)
-        return np.concatenate(
-            [
-                self._pos.reshape(self.num_envs, -1) / (size - 1),
-                grid,
-                (self._t / config.max_steps)[:, None],
-            ],
-            axis=1,
-        ).astype(np.float32)
-
-    def action_mask(self) -> np.ndarray:
-        """``(B, N, A)`` bool, all True: every action is always available."""
-        return _native.all_available(self.num_envs, self.config.n_agents, len(ACTION_NAMES))
-
-    def done(self) -> np.ndarray:
-        """``(B,)`` bool: the copy's episode has ended."""
-        return self._terminated | self._truncated
+        grid = _native.unpad(grid, radius, size)
+        return _native.state_vector([self._pos / (size - 1), grid], self._t, config.max_steps)
 
     def render_copy(self, index: int) -> np.ndarray:
         """Copy ``index`` as RGB ``uint8 (H, W, 3)``: filled cells grey, empty white, agents coloured."""

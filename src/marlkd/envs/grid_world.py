@@ -92,7 +92,7 @@ def resolve_moves(cells: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(blocked, cells, targets)
 
 
-class GridWorldBatched:
+class GridWorldBatched(_native.AlwaysAvailable):
     """``num_envs`` copies of Grid-World stepped with array operations (the :class:`BatchedEnv` protocol).
 
     Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`GridWorldEnv` reset with seed
@@ -200,22 +200,8 @@ class GridWorldBatched:
     def state(self) -> np.ndarray:
         """Global state ``(B, S)`` float32: positions, per-owner object grids, time fraction."""
         config = self.config
-        return np.concatenate(
-            [
-                self._pos.reshape(self.num_envs, -1) / (config.grid_size - 1),
-                self._object_grids().reshape(self.num_envs, -1),
-                (self._t / config.max_steps)[:, None],
-            ],
-            axis=1,
-        ).astype(np.float32)
-
-    def action_mask(self) -> np.ndarray:
-        """``(B, N, A)`` bool, all True: every action is always available (blocked moves just stay)."""
-        return _native.all_available(self.num_envs, self.config.n_agents, len(ACTION_NAMES))
-
-    def done(self) -> np.ndarray:
-        """``(B,)`` bool: the copy's episode has ended."""
-        return self._terminated | self._truncated
+        positions = self._pos / (config.grid_size - 1)
+        return _native.state_vector([positions, self._object_grids()], self._t, config.max_steps)
 
     def render_copy(self, index: int) -> np.ndarray:
         """Copy ``index`` drawn as RGB ``uint8 (H, W, 3)``: objects as small squares, agents as large ones."""
