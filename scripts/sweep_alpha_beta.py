@@ -1,4 +1,4 @@
-"""Pick ours's alpha (relational loss) and beta (KL) by a small sweep on Grid-World (DESIGN.md section 1).
+"""Pick ours's alpha (relational loss) and beta (KL) by a small sweep on Grid-World.
 
 Every (alpha, beta) pair trains students from the same teacher per seed (``teacher_cache``), so the sweep
 costs one teacher per seed plus one student phase per pair and seed. Writes a Markdown table of the mean

@@ -36,6 +36,13 @@ AGENT_COLOURS = np.array(
 )
 
 
+# The grid environments' (Fill-In's, Grid-World's) actions, their moves (A, 2) as (row, col) steps, and the
+# side of a cell in their pictures, in pixels.
+GRID_ACTION_NAMES = ("stay", "up", "down", "left", "right")
+GRID_MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
+GRID_CELL_PX = 32
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64's output function on a uint64 array, elementwise with wrapping arithmetic; a new array."""
     x = x.copy()

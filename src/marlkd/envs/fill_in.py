@@ -20,9 +20,9 @@ from marlkd.envs.base import EnvSpec
 from marlkd.errors import ConfigError
 
 ENV_ID = "fill-in"
-ACTION_NAMES = ("stay", "up", "down", "left", "right")
-_MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)  # (A, 2) (row, col)
-_CELL_PX = 32
+ACTION_NAMES = _native.GRID_ACTION_NAMES
+_MOVES = _native.GRID_MOVES
+_CELL_PX = _native.GRID_CELL_PX
 
 
 @dataclass(frozen=True)
