@@ -397,7 +397,14 @@ def run_sweep(
         backend = _backend(ray_address, workers, gpus_per_run)
         scheduler = Scheduler(root, table, todo, run_fn, dataset_fn or make_dataset, backend)
         scheduler.execute(progress_bar(len(todo), sweep, progress))
-    summary = SweepSummary(sweep, str(root), len(runs), skipped, 0, (), 0, time.monotonic() - started)
+    return _summary(sweep, root, len(runs), skipped, scheduler, time.monotonic() - started)
+
+
+def _summary(
+    sweep: str, root: Path, total: int, skipped: int, scheduler: Scheduler | None, wall_time_s: float
+) -> SweepSummary:
+    """What a launch did: ``scheduler``'s counts (None: nothing was left to run)."""
+    summary = SweepSummary(sweep, str(root), total, skipped, 0, (), 0, wall_time_s)
     if scheduler is None:
         return summary
     return dataclasses.replace(
