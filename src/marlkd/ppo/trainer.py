@@ -26,6 +26,7 @@ from marlkd.ppo.config import PPOConfig
 from marlkd.ppo.networks import Critic, PPOPolicy, RunningNorm, build_actor
 from marlkd.ppo.rollout import Rollout, collect_rollout
 from marlkd.ppo.update import RewardFn, learning_rewards, ppo_update
+from marlkd.progress import progress_bar
 from marlkd.threads import apply_threads
 
 CHECKPOINT_FORMAT = "marlkd-ppo"
@@ -141,8 +142,6 @@ def train_ppo(
     Returns:
         A :class:`PPOResult` (checkpoint path, environment steps used, learning curve).
     """
-    from marlkd.progress import progress_bar
-
     apply_threads()
     env_kwargs = dict(env_kwargs or {})
     out = Path(out_dir)
