@@ -44,8 +44,33 @@ class EpisodeData:
         return self.rewards.sum(axis=0, dtype=np.float64)
 
 
+class EpisodeArrays:
+    """The sizes read off padded episode arrays ``obs (E, T, N, O)``: shared by a dataset and a pool of
+    datasets (:class:`marlkd.data.teams.TeamPool`)."""
+
+    obs: np.ndarray
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.obs.shape[0])
+
+    @property
+    def max_steps(self) -> int:
+        """T, the padded episode length."""
+        return int(self.obs.shape[1])
+
+    @property
+    def n_agents(self) -> int:
+        """N (in a pool: the largest team)."""
+        return int(self.obs.shape[2])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.obs.shape[3])
+
+
 @dataclass(frozen=True, eq=False)
-class OfflineDataset:
+class OfflineDataset(EpisodeArrays):
     """A loaded (validated) dataset: NumPy arrays padded to ``(E, T, ...)`` and its metadata.
 
     Step t of episode e holds the observation o_t, the action a_t taken at it and the reward r_t for a_t;
@@ -63,23 +88,6 @@ class OfflineDataset:
     avail_actions: np.ndarray | None  # (E, T, N, A) bool
     metadata: DatasetMetadata
     path: Path | None = None
-
-    @property
-    def n_episodes(self) -> int:
-        return int(self.obs.shape[0])
-
-    @property
-    def max_steps(self) -> int:
-        """T, the padded episode length."""
-        return int(self.obs.shape[1])
-
-    @property
-    def n_agents(self) -> int:
-        return int(self.obs.shape[2])
-
-    @property
-    def obs_dim(self) -> int:
-        return int(self.obs.shape[3])
 
     @property
     def n_actions(self) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from marlkd.data.dataset import EpisodeArrays
 from marlkd.data.format import OfflineDataset
 from marlkd.data.windows import acting_agents
 from marlkd.errors import ConfigError
@@ -34,7 +35,7 @@ class PoolSource:
 
 
 @dataclass(frozen=True, eq=False)
-class TeamPool:
+class TeamPool(EpisodeArrays):
     """Pooled episodes ``(E, T, N_max, ...)``, the arrays a :class:`~marlkd.data.windows.WindowSampler`
     reads, with the agents present (``present (E, T, N_max)``: acting, not padding) and each episode's
     dataset (``source (E,)``, an index into ``sources``)."""
@@ -50,23 +51,6 @@ class TeamPool:
     source: np.ndarray  # (E,) int64
     sources: tuple[PoolSource, ...]
     n_actions: int
-
-    @property
-    def n_episodes(self) -> int:
-        return int(self.obs.shape[0])
-
-    @property
-    def max_steps(self) -> int:
-        return int(self.obs.shape[1])
-
-    @property
-    def n_agents(self) -> int:
-        """The largest team of the pool."""
-        return int(self.obs.shape[2])
-
-    @property
-    def obs_dim(self) -> int:
-        return int(self.obs.shape[3])
 
     def acting(self) -> np.ndarray:
         """``(E, T, N)`` bool: the agents that act (neither padding nor absent in their own dataset)."""
