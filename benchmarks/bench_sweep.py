@@ -123,10 +123,11 @@ def step_profiles(data: Path, members: int, precisions: list[str], args, clock: 
     from torch.utils.flop_counter import FlopCounterMode
 
     from marlkd.experiments.members import MemberGroup
-    from marlkd.training import build_algorithm, load_training_dataset
+    from marlkd.training import build_algorithm, load_training_dataset, run_evaluation
 
     tmp = Path(tempfile.mkdtemp())
     try:
+        evaluation = {}
         updates: dict[tuple[str, str], object] = {}
         flops: dict[str, int] = {}
         for precision in precisions:
@@ -141,6 +142,7 @@ def step_profiles(data: Path, members: int, precisions: list[str], args, clock: 
             flops[precision] = counter.get_total_flops()
             updates[precision, "one"] = single.update
             updates[precision, "members"] = MemberGroup(learners).update
+            evaluation[precision] = (single, dataset, configs[0].eval)
         for step in range(3):  # warm-up
             for update in updates.values():
                 update(step)
@@ -150,7 +152,7 @@ def step_profiles(data: Path, members: int, precisions: list[str], args, clock: 
                 t0 = clock()
                 update(step)
                 times[key].append(clock() - t0)
-        return {
+        result = {
             precision: {
                 "flops": flops[precision],
                 "one": statistics.median(times[precision, "one"]),
@@ -158,6 +160,13 @@ def step_profiles(data: Path, members: int, precisions: list[str], args, clock: 
             }
             for precision in precisions
         }
+        for precision, (single, dataset, eval_config) in evaluation.items():
+            if eval_config.episodes:  # one run's evaluation (the second of two: the first warms up)
+                for _ in range(2):
+                    t0 = clock()
+                    run_evaluation(single.policy(), dataset, eval_config)
+                    result[precision]["evaluation"] = clock() - t0
+        return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -225,7 +234,15 @@ def print_profiles(data: Path, args, clock: Clock, record: dict) -> None:
             f"reaches {100 * gflops / one / rate:.0f} % of it in one run, "
             f"{100 * gflops * members / group / rate:.0f} % as members"
         )
+        if "evaluation" in profile:
+            steps = args.steps or cell_configs("idt", 1, data, Path("unused"), args)[0].train.steps
+            seconds = profile["evaluation"]
+            print(
+                f"one run's evaluation ({args.eval_episodes} episodes): {seconds:.2f} s, against "
+                f"{steps * one:.1f} s for its {steps} updates ({100 * seconds / (steps * one):.1f} %)"
+            )
         record["step"][precision] = {
+            "evaluation_seconds": profile.get("evaluation"),
             "dtype": name,
             "gflop": gflops,
             "seconds_one": one,
@@ -252,12 +269,20 @@ def run_cells(data: Path, work: Path, args, clock: Clock, unit: str, record: dic
     totals = {"dt_old": 0.0, "dt_new": 0.0, "all_old": 0.0, "all_new": 0.0}
     returns: dict[str, tuple[list[float], list[float]]] = {}
     for method in args.cells:
-        old, old_returns = one_at_a_time(
-            cell_configs(method, args.seeds, data, work / f"{method}-old", args), clock
-        )
-        new, new_returns = as_members(
-            cell_configs(method, args.seeds, data, work / f"{method}-new", args), clock
-        )
+        old = new = 0.0
+        for repeat in range(args.repeats):  # old, new; new, old; ...: a drift in the load hits both alike
+            ways = ["old", "new"] if repeat % 2 == 0 else ["new", "old"]
+            for way in ways:
+                configs = cell_configs(method, args.seeds, data, work / f"{method}-{way}{repeat}", args)
+                if way == "old":
+                    seconds, old_returns_now = one_at_a_time(configs, clock)
+                    old += seconds / args.repeats
+                else:
+                    seconds, new_returns_now = as_members(configs, clock)
+                    new += seconds / args.repeats
+                shutil.rmtree(work / f"{method}-{way}{repeat}", ignore_errors=True)
+            if repeat == 0:  # a repeat trains the same seeds again: the first pass's returns
+                old_returns, new_returns = old_returns_now, new_returns_now
         returns[method] = (old_returns, new_returns)
         n = args.seeds
         record["cells"][method] = {
@@ -334,6 +359,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16"), default=None, help="override the spec's precision"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measure each cell this many times both ways, alternating which way goes first (mean time)",
     )
     parser.add_argument("--profile-steps", type=int, default=10)
     parser.add_argument(
