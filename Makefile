@@ -36,15 +36,17 @@ lint:
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-# The benchmarks quoted in the README, at the sizes quoted there (about 20 minutes on 2 cores).
+# The benchmarks quoted in the README, at the sizes quoted there (about 40 minutes on 2 cores).
 bench: setup
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS),bench]" "$(TORCH)"
 	$(BIN)/python benchmarks/bench_envs.py
-	$(BIN)/python benchmarks/bench_dt_vs_hf.py --threads 1 --rounds 3
+	$(BIN)/python benchmarks/bench_dt_vs_hf.py --threads 1 --clock cpu --repeats 3 --rounds 3
 	$(BIN)/python benchmarks/bench_attention.py --threads 1 --rounds 3
 	$(BIN)/python benchmarks/bench_students.py --threads 1 --rounds 3
 	$(BIN)/python benchmarks/bench_cost.py --threads 1 --steps 10 --rounds 2
-	$(BIN)/python benchmarks/bench_sweep.py --steps 40 --seeds 3 --eval-episodes 4 --episodes 100 --cells idt madt bc
+	$(BIN)/python benchmarks/bench_sweep.py --profile-only --profile-precision fp32 bf16 --seeds 10 --quality good
+	$(BIN)/python benchmarks/bench_sweep.py --cells idt madt bc --seeds 10 --steps 200 --quality good --repeats 2
+	@echo 'the equality check at the sweep budget (about 15 more CPU-minutes): python benchmarks/bench_sweep.py --cells idt --seeds 10 --quality good'
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -5,14 +5,19 @@ configs: the sweep's model, batch sizes and budget), ``--seeds`` seeds each, tra
 one thread: first every run alone (``marlkd.train``), then the same runs as the sweep trains them
 (IDT's and MADT's seeds as the members of one program, ``marlkd.experiments.members``; the other methods
 one at a time, as before). Each cell's time is the CPU time of this process (training and evaluation), so
-other work on the machine does not count. Also: the CPU time of one training step of the sweep's
-decision transformer at M = 1 and M = S members, its FLOPs (``torch.utils.flop_counter``) and achieved
-GFLOP/s, against a matmul microbenchmark at the model's largest matmul shape on the same machine.
+other work on the machine does not count; a short warm-up run comes first, and ``--repeats 2`` measures
+each cell twice, alternating which way goes first, so a drift in the machine's load hits both alike.
+Also: the CPU time of one training step of the sweep's decision transformer as one run and as S seeds'
+members (interleaved rounds, in each ``--profile-precision``), its FLOPs (``torch.utils.flop_counter``)
+and achieved GFLOP/s, against a matmul microbenchmark at the model's largest matmul shape in the same
+process, and one run's evaluation time against its updates.
 
     python benchmarks/bench_sweep.py                  # the sweep's budget: 1000 updates, 32 eval episodes
     python benchmarks/bench_sweep.py --steps 100 --seeds 4 --eval-episodes 8   # a short measurement
     python benchmarks/bench_sweep.py --device cuda    # on a GPU (wall time there)
-    python benchmarks/bench_sweep.py --cells idt --quality good   # the equality check on the sweep's data
+    python benchmarks/bench_sweep.py --cells idt --seeds 10 --quality good   # the equality check
+    python benchmarks/bench_sweep.py --cells idt madt bc --seeds 10 --steps 200 --quality good --repeats 2
+    python benchmarks/bench_sweep.py --profile-only --profile-precision fp32 bf16 --seeds 10
 
 The dataset is a Grid-World dataset of ``--episodes`` random-policy episodes (``--data FILE`` takes any
 other): throughput does not depend on the data's quality. ``--quality good`` (or normal, poor) trains on
