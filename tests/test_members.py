@@ -247,3 +247,5 @@ def test_a_sweep_records_a_failing_member_and_keeps_the_others(tmp_path: Path, m
         result = json.loads((run_dir_for(tmp_path, runs[seed]) / "results.json").read_text())
         assert result["seed"] == seed and result["members"] == 3
     assert not (run_dir_for(tmp_path, runs[1]) / "results.json").exists()
+    # the group as a whole did not fail: it is not marked so (its runs are not sent back to one at a time)
+    assert not (run_dir_for(tmp_path, runs[0]) / members.GROUP_FAILED).exists()

@@ -369,9 +369,11 @@ class SeedGroups:
 
     ``groups`` maps a run id to its group: ``(run, run directory)`` of each of the group's runs, in seed
     order. Executing any run of a group trains every unfinished run of it (under the group's lock), so the
-    group's other runs, when the sweep reaches them, find their results and return at once. A group that
-    fails as a whole is marked (``members_failed.json`` in its first run's directory) and its runs then
-    train one at a time, as without grouping; a run outside any group trains as always.
+    group's other runs, when the sweep reaches them, find their results and return at once; a member that
+    failed in its group (:class:`MemberFailure`) trains alone when the sweep reaches it, and fails as a
+    run of its own if it fails again. A group that fails as a whole is marked (``members_failed.json`` in
+    its first run's directory) and its runs then train one at a time, as without grouping; a run outside
+    any group trains as always.
     """
 
     groups: dict[str, tuple[tuple[Any, str], ...]]
@@ -405,8 +407,11 @@ class SeedGroups:
             return train_run(run, run_dir, dataset)
         lead = Path(group[0][1])
         with locked(lead.parent / f"{lead.name}.members"):
-            if (lead / GROUP_FAILED).exists() or (Path(run_dir) / "results.json").exists():
+            unfinished = [d for _, d in group if not (Path(d) / "results.json").exists()]
+            if (lead / GROUP_FAILED).exists() or Path(run_dir) not in [Path(d) for d in unfinished]:
                 return train_run(run, run_dir, dataset)
+            if len(unfinished) == 1:  # the group finished but this member failed: it trains alone, and a
+                return train_run(run, run_dir, dataset)  # failure now is its own, not the group's
             configs = [
                 RunConfig.from_dict({**member.config, "data": str(dataset), "out": directory})
                 for member, directory in group
