@@ -355,8 +355,8 @@ def main() -> None:
         "--quality",
         choices=("random", "good", "normal", "poor"),
         default="random",
-        help="random: a random-policy dataset in a temporary folder; else the sweep's dataset of that tier "
-        "(--episodes episodes, made under --data-root if missing, its expert too)",
+        help="random: a random-policy dataset in a temporary folder; else one of that tier as the sweep "
+        "makes it (--episodes episodes, made under --data-root if missing, its expert too)",
     )
     parser.add_argument("--data-root", type=Path, default=Path("runs/bench/datasets"))
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
