@@ -48,6 +48,7 @@ __all__ = [
     "check_environment",
     "compute_checksum",
     "load_dataset",
+    "stored_checksum",
     "write_dataset",
 ]
 
@@ -383,6 +384,22 @@ def check_environment(metadata: DatasetMetadata, where: str, needed: bool = True
                 f"{where}: attribute {attribute!r}: the dataset has {mine}, but environment "
                 f"{metadata.env_id} has {theirs}; the data was not made in this environment"
             )
+
+
+def stored_checksum(path: str | os.PathLike[str]) -> str | None:
+    """The checksum a dataset file declares (its ``checksum`` attribute, which :func:`load_dataset` checks
+    against the arrays, and which a run pins and records as ``dataset_checksum``), read without loading
+    the arrays; None when ``path`` is not a readable marlkd dataset."""
+    try:
+        with h5py.File(Path(path), "r") as file:
+            if "format_version" not in file.attrs:
+                return None
+            value = file.attrs.get("checksum")
+    except (OSError, ValueError):
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value if isinstance(value, str) and value else None
 
 
 def load_dataset(path: str | os.PathLike[str]) -> OfflineDataset:

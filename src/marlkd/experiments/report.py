@@ -21,7 +21,7 @@ from marlkd.experiments.results import CURVE_PREFIX, load_results, results_path,
 from marlkd.experiments.runner import DEFAULT_ROOT
 from marlkd.experiments.schema import SweepSpec
 from marlkd.experiments.superseded import superseded_section
-from marlkd.experiments.tables import aggregate_table, markdown_table, summarize
+from marlkd.experiments.tables import aggregate_table, markdown_table, order_key, summarize, value_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,7 +155,8 @@ def _header_lines(spec: SweepSpec, sweep: str, frame: pd.DataFrame, source: Path
 
 def _metric_sections(spec: SweepSpec, frame: pd.DataFrame, quick: bool, stats: _StatArgs) -> list[str]:
     """One table per metric (mean ± std), the main metric's IQM table, the aggregate over tasks, the
-    headroom and probability-of-improvement tables, and the paper's values beside ours."""
+    headroom and probability-of-improvement tables, the note on cells that mix datasets
+    (:func:`dataset_lines`) and the paper's values beside ours."""
     layout = spec.report
     lines: list[str] = []
     paper_lines: list[str] = []
@@ -188,7 +189,53 @@ def _metric_sections(spec: SweepSpec, frame: pd.DataFrame, quick: bool, stats: _
             "stratified bootstrap (runs resampled within each task), as rliable computes it.",
             "",
         ]
-    return lines + headroom_sections(frame, spec, **stats.common()) + paper_lines
+    headroom = headroom_sections(frame, spec, **stats.common())
+    return lines + headroom + dataset_lines(frame, spec) + paper_lines
+
+
+def dataset_lines(frame: pd.DataFrame, spec: SweepSpec) -> list[str]:
+    """A note under the tables on the datasets behind them: the cells whose runs were trained on more than
+    one dataset (``dataset_checksum``), or whose runs record it only in part, with the count of runs on each;
+    one general sentence when no row records its dataset (a table from before the column); nothing when
+    every cell comes from one dataset."""
+    runs = frame.drop_duplicates("run_id")
+    if runs.empty:
+        return []
+    checksums = runs["dataset_checksum"].fillna("").astype(str)
+    if (checksums == "").all():
+        return [
+            "Datasets: this table does not record which dataset each run was trained on (its rows predate "
+            "the `dataset_checksum` column), so runs resumed from a copied table cannot be told apart from "
+            "runs on a remade dataset.",
+            "",
+        ]
+    keys = [*spec.report.columns, spec.report.rows]
+    runs = runs.assign(dataset_checksum=checksums)
+    mixed: list[tuple[tuple[Any, ...], str]] = []
+    for cell, group in runs.groupby(keys, sort=False, dropna=False):
+        counts = group["dataset_checksum"].value_counts()
+        if len(counts) < 2:
+            continue
+        cell = cell if isinstance(cell, tuple) else (cell,)
+        label = " / ".join(value_label(key, value) for key, value in zip(keys, cell, strict=True))
+        known = [(n, c) for c, n in counts.items() if c]
+        parts = [f"{n} runs on dataset {c[:8]}…" for n, c in sorted(known, key=lambda x: (-x[0], x[1]))]
+        if "" in counts.index:
+            parts.append(f"{counts['']} runs on unrecorded data")
+        mixed.append((cell, f"- {label}: {', '.join(parts)}"))
+    if not mixed:
+        return []
+    orders = [order_key(spec, key) for key in keys]
+    mixed.sort(key=lambda item: [order(value) for order, value in zip(orders, item[0], strict=True)])
+    return [
+        "## Cells trained on more than one dataset",
+        "",
+        f"{len(mixed)} cells mix runs trained on different datasets (by the `dataset_checksum` of their "
+        "rows; unrecorded: rows from before the column), so their statistics pool different data:",
+        "",
+        *(line for _, line in mixed),
+        "",
+    ]
 
 
 def _iqm_section(summary: pd.DataFrame, spec: SweepSpec, metric: str, stats: _StatArgs) -> list[str]:

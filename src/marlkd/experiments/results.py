@@ -13,6 +13,11 @@ provenance and finishing time), and each sweep derives its own rows from it (:fu
 ``spec`` name and setting columns). A run whose marker says done but whose rows are missing from a sweep's
 table (a driver killed between the two writes, or a run finished by another sweep) is appended on that
 sweep's next launch, so the table is always complete.
+
+Each row names the dataset its run was trained on (``dataset_checksum``: the SHA-256 of the dataset's
+arrays, as the run's ``results.json`` records it; '' when unknown). Tables from before that column are read
+with it empty and upgraded in place (whole, atomically, under the lock) the first time a driver writes to
+them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ RESULT_COLUMNS = (
     "steps",
     "eval_episodes",
     "dataset_episodes",
+    "dataset_checksum",
     "metric",
     "value",
     "train_steps",
@@ -60,6 +66,9 @@ RESULT_COLUMNS = (
     "code_revision",
     "timestamp",
 )
+# The header of tables written before ``dataset_checksum`` existed: read as they are (the column filled
+# with ''), and rewritten with this version's header, under the table's lock, on the next append or sync.
+OLDER_COLUMNS = tuple(c for c in RESULT_COLUMNS if c != "dataset_checksum")
 NUMERIC_COLUMNS = (
     "seed",
     "num_trajectories",
@@ -173,7 +182,12 @@ def result_rows(
     stamp = timestamp or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     keys = ("marlkd_version", "torch_version", "code_revision")
     origin = dict(source) if source and all(k in source for k in keys) else {**provenance(), **(source or {})}
-    base = {**run_columns(run), **origin, "timestamp": stamp}
+    base = {
+        **run_columns(run),
+        "dataset_checksum": str(result.get("dataset_checksum") or run.config.get("data_checksum") or ""),
+        **origin,
+        "timestamp": stamp,
+    }
     final_steps = _number(result.get("train_steps", result.get("steps", run.steps)))
     wall = _number(result.get("wall_time_s"))
     if wall is None:
@@ -277,14 +291,44 @@ def _write_all(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _check_header(path: Path) -> None:
+def _check_header(path: Path) -> tuple[str, ...]:
+    """The table's header: this version's (:data:`RESULT_COLUMNS`) or the older one
+    (:data:`OLDER_COLUMNS`); anything else is refused."""
     with open(path, newline="") as f:
-        header = next(csv.reader(f), [])
-    if tuple(header) != RESULT_COLUMNS:
+        header = tuple(next(csv.reader(f), []))
+    if header not in (RESULT_COLUMNS, OLDER_COLUMNS):
         raise MarlkdError(
-            f"{path}: its columns {header} are not this version's "
+            f"{path}: its columns {list(header)} are not this version's "
             f"{list(RESULT_COLUMNS)}; move it away to start a new table"
         )
+    return header
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """The table's whole rows, as dicts of this version's columns (an older table's ``dataset_checksum``
+    is '')."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        return [
+            {**dict.fromkeys(RESULT_COLUMNS, ""), **dict(zip(header, row, strict=True))}
+            for row in reader
+            if len(row) == len(header)
+        ]
+
+
+def _rewrite(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Replace the table with ``rows`` under this version's header, atomically (the caller holds the lock)."""
+    with atomic.replacing(path) as tmp:
+        tmp.write_bytes(_encode(rows, header=True))
+
+
+def _open_for_writing(path: Path) -> None:
+    """Before a write to an existing table (lock held): cut a line a crash left short, check the header
+    and upgrade an older table to this version's header (its rows get '' as ``dataset_checksum``)."""
+    _drop_partial_line(path)
+    if _check_header(path) != RESULT_COLUMNS:
+        _rewrite(path, _read_rows(path))
 
 
 def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -300,8 +344,7 @@ def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
     with locked(path):
         new = not path.exists() or path.stat().st_size == 0
         if not new:
-            _drop_partial_line(path)
-            _check_header(path)
+            _open_for_writing(path)
             present = _run_ids(path)
             rows = [row for row in rows if str(row.get("run_id")) not in present]
             if not rows:
@@ -313,7 +356,9 @@ def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
 def sync_rows(path: str | Path, expected: Mapping[str, list[dict[str, Any]]]) -> list[str]:
     """Make the table hold exactly ``expected[run_id]``'s rows for each run id given (the finished runs'
     rows, from their markers): runs missing from it are appended, runs whose rows were cut or damaged (a
-    count that differs) are rewritten. Other rows are left as they are. Returns the ids repaired or added."""
+    count that differs) or name another dataset than the marker's (``dataset_checksum``: rows of an earlier
+    training of the run, or of a table from before the column) are rewritten. Other rows are left as they
+    are. Returns the ids repaired or added."""
     path = Path(path)
     if not expected:
         return []
@@ -321,20 +366,18 @@ def sync_rows(path: str | Path, expected: Mapping[str, list[dict[str, Any]]]) ->
         if not path.exists() or path.stat().st_size == 0:
             _write_all(path, _encode([r for rows in expected.values() for r in rows], header=True))
             return list(expected)
-        _drop_partial_line(path)
-        _check_header(path)
+        _open_for_writing(path)
         counts = _run_id_counts(path)
+        checksums = _run_checksums(path)
         wrong = {
-            run_id for run_id, rows in expected.items() if run_id in counts and counts[run_id] != len(rows)
+            run_id
+            for run_id, rows in expected.items()
+            if run_id in counts and (counts[run_id] != len(rows) or checksums[run_id] != _rows_checksum(rows))
         }
         missing = [run_id for run_id in expected if run_id not in counts]
         if wrong:
-            with open(path, newline="") as f:
-                kept = [row for row in csv.DictReader(f) if row.get("run_id") not in wrong]
-            with atomic.replacing(path) as tmp:
-                tmp.write_bytes(
-                    _encode(kept + [r for run_id in sorted(wrong) for r in expected[run_id]], True)
-                )
+            kept = [row for row in _read_rows(path) if row["run_id"] not in wrong]
+            _rewrite(path, kept + [r for run_id in sorted(wrong) for r in expected[run_id]])
         if missing:
             _write_all(path, _encode([r for run_id in missing for r in expected[run_id]], header=False))
     return sorted(wrong) + missing
@@ -358,6 +401,44 @@ def recorded_row_counts(path: str | Path) -> dict[str, int]:
     """Rows per run id in the table at ``path`` (empty when there is none; damaged lines not counted)."""
     path = Path(path)
     return _run_id_counts(path) if path.is_file() else {}
+
+
+def _rows_checksum(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The one ``dataset_checksum`` of a run's rows; '' when none is recorded or they disagree."""
+    found = {str(row.get("dataset_checksum") or "") for row in rows}
+    return found.pop() if len(found) == 1 else ""
+
+
+def _run_checksums(path: Path) -> dict[str, str]:
+    by_run: dict[str, list[dict[str, str]]] = {}
+    for row in _read_rows(path):
+        by_run.setdefault(row["run_id"], []).append(row)
+    return {run_id: _rows_checksum(rows) for run_id, rows in by_run.items()}
+
+
+def recorded_checksums(path: str | Path) -> dict[str, str]:
+    """The dataset checksum each run of the table at ``path`` was trained on, by run id ('' when its rows
+    do not record one: an older table, a run function that does not report it, or rows that disagree)."""
+    path = Path(path)
+    return _run_checksums(path) if path.is_file() else {}
+
+
+def remove_runs(path: str | Path, run_ids: Iterable[str]) -> int:
+    """Delete the rows of ``run_ids`` from the table at ``path`` (atomically, under its lock; an older
+    table is upgraded on the way); returns how many rows went."""
+    path = Path(path)
+    drop = set(run_ids)
+    if not drop or not path.is_file():
+        return 0
+    with locked(path):
+        if path.stat().st_size == 0:
+            return 0
+        _open_for_writing(path)
+        rows = _read_rows(path)
+        kept = [row for row in rows if row["run_id"] not in drop]
+        if len(kept) != len(rows):
+            _rewrite(path, kept)
+    return len(rows) - len(kept)
 
 
 def _run_ids(path: Path) -> set[str]:
@@ -413,7 +494,10 @@ def load_results(root: str | Path, spec: SweepSpec | str | Path, quick: bool = F
     if not path.is_file():
         raise MarlkdError(f"no results table at {path}: run the sweep first (marlkd experiment run)")
     check_table(path)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False).drop_duplicates()
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "dataset_checksum" not in frame.columns:  # a table from before the column: unknown for every row
+        frame.insert(list(RESULT_COLUMNS).index("dataset_checksum"), "dataset_checksum", "")
+    frame = frame.drop_duplicates()
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:
         raise MarlkdError(f"{path}: missing column(s) {', '.join(missing)}")

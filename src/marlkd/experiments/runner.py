@@ -36,8 +36,10 @@ from marlkd.envs.plugins import import_modules
 from marlkd.errors import ConfigError, MarlkdError
 from marlkd.experiments.results import (
     marker_rows,
+    recorded_checksums,
     recorded_row_counts,
     recorded_run_ids,
+    remove_runs,
     results_path,
     sweep_dir,
     sync_rows,
@@ -101,6 +103,7 @@ __all__ = [
     "RunFn",
     "RunStatus",
     "SweepSummary",
+    "dataset_file",
     "finished_marker",
     "launch_order",
     "make_dataset",
@@ -138,27 +141,39 @@ def train_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, An
     return dict(marlkd.train(config, progress=False, lock_timeout=_RUN_LOCK_WAIT_S))
 
 
-def make_dataset(key: DatasetKey, data_root: Path) -> Path:
-    """The default :data:`DatasetFn`: :func:`marlkd.experts.ensure_dataset` (expert and data, made once),
-    with the key's expert budget (``steps_scale`` of the recipe's PPO steps, reference and calibration
-    episodes; what it does not set keeps ``marlkd.experts``'s default)."""
-    from marlkd.experts import ensure_dataset, scaled_expert_steps
+def _dataset_request(key: DatasetKey) -> dict[str, Any]:
+    """The expert budget of ``key`` as :func:`marlkd.experts.ensure_dataset` takes it (``steps_scale`` of
+    the recipe's PPO steps, reference and calibration episodes; None: ``marlkd.experts``'s default)."""
+    from marlkd.experts import scaled_expert_steps
 
     budget = dict(key.expert)
     steps = scaled_expert_steps(key.env, budget["steps_scale"]) if "steps_scale" in budget else None
+    return {
+        "seed": key.seed,
+        "env_kwargs": dict(key.env_kwargs) or None,
+        "steps": steps,
+        "reference_episodes": budget.get("reference_episodes"),
+        "calibration_episodes": budget.get("calibration_episodes"),
+    }
+
+
+def make_dataset(key: DatasetKey, data_root: Path) -> Path:
+    """The default :data:`DatasetFn`: :func:`marlkd.experts.ensure_dataset` (expert and data, made once),
+    with the key's expert budget; the file is :func:`dataset_file`'s."""
+    from marlkd.experts import ensure_dataset
+
     path = ensure_dataset(
-        key.env,
-        key.quality,
-        key.episodes,
-        data_root,
-        seed=key.seed,
-        env_kwargs=dict(key.env_kwargs) or None,
-        progress=False,
-        steps=steps,
-        reference_episodes=budget.get("reference_episodes"),
-        calibration_episodes=budget.get("calibration_episodes"),
+        key.env, key.quality, key.episodes, data_root, progress=False, **_dataset_request(key)
     )
     return Path(path)
+
+
+def dataset_file(key: DatasetKey, data_root: Path) -> Path:
+    """Where :func:`make_dataset` keeps the dataset of ``key`` under ``data_root`` (which it need not hold
+    yet): :func:`marlkd.experts.store.dataset_path` of the key and its expert budget."""
+    from marlkd.experts.store import dataset_path
+
+    return dataset_path(data_root, key.env, key.quality, key.episodes, **_dataset_request(key))
 
 
 def resolve_callable(reference: str) -> Callable[..., Any]:
@@ -386,7 +401,8 @@ def run_sweep(
     sweep = spec.sweep_name(quick)
     runs = _open_sweep(root, spec, quick, runs)
     table = results_path(root, sweep)
-    todo, skipped = _settle_finished(root, table, runs)
+    locate = dataset_file if dataset_fn is None else None  # a custom dataset function's files: unknown
+    todo, skipped, unverified = _settle_finished(root, table, runs, locate)
     todo = launch_order(todo, spread_teachers=spec.share_teacher)
     if run_fn is train_run and group_seeds:  # a cell's seeds train as the members of one program
         from marlkd.experiments.members import SeedGroups
@@ -395,7 +411,7 @@ def run_sweep(
     scheduler = None
     if todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
         backend = _backend(ray_address, workers, gpus_per_run)
-        scheduler = Scheduler(root, table, todo, run_fn, dataset_fn or make_dataset, backend)
+        scheduler = Scheduler(root, table, todo, run_fn, dataset_fn or make_dataset, backend, unverified)
         scheduler.execute(progress_bar(len(todo), sweep, progress))
     return _summary(sweep, root, len(runs), skipped, scheduler, time.monotonic() - started)
 
@@ -409,6 +425,7 @@ def _summary(
         return summary
     return dataclasses.replace(
         summary,
+        skipped=skipped - scheduler.requeued,  # reused on recorded rows, until their dataset was made anew
         done=scheduler.done,
         failed=tuple(scheduler.failed),
         datasets=scheduler.datasets_made,
@@ -438,24 +455,54 @@ def _backend(ray_address: str | None, workers: int | None, gpus_per_run: float) 
     return LocalBackend(workers or 1)
 
 
-def _settle_finished(root: Path, table: Path, runs: Sequence[RunSpec]) -> tuple[list[RunSpec], int]:
-    """(the runs still to do, how many are finished). The table is brought in line with the finished runs'
-    markers: rows missing (a driver killed before writing them, a run finished by another sweep) are
-    added, rows cut or damaged by a crash are rewritten."""
-    recorded = recorded_run_ids(table)
+def _settle_finished(
+    root: Path,
+    table: Path,
+    runs: Sequence[RunSpec],
+    locate: Callable[[DatasetKey, Path], Path] | None = dataset_file,
+) -> tuple[list[RunSpec], int, list[tuple[RunSpec, str]]]:
+    """(the runs still to do, how many are finished, the runs reused on rows whose dataset is not there yet
+    with their rows' checksum). The table is brought in line with the finished runs' markers: rows missing
+    (a driver killed before writing them, a run finished by another sweep) are added, rows cut or damaged
+    by a crash, or naming another dataset than the marker's, are rewritten.
+
+    A run with rows but no ``done`` marker (a committed results.csv copied to another machine) counts as
+    finished only if its rows name the dataset it would be trained on now: when that dataset's file
+    (``locate(key, <root>/datasets)``) exists, its checksum must equal the rows' ``dataset_checksum``;
+    otherwise (another checksum, or rows that record none) the run is trained again and its stale rows are
+    deleted now, so its new rows take their place. When the file is not there yet (or ``locate`` is None:
+    a custom dataset function's files cannot be found before it runs), the rows are reused for now; the
+    scheduler checks them once it has made that dataset (:class:`Scheduler`'s ``unverified``)."""
+    from marlkd.data.format import stored_checksum
+
+    recorded = recorded_checksums(table)
+    data_root = root / "datasets"
+    present: dict[str, str | None] = {}  # dataset key -> its file's checksum (None: no file)
     expected: dict[str, list[dict[str, Any]]] = {}
     todo: list[RunSpec] = []
+    stale: list[str] = []
+    unverified: list[tuple[RunSpec, str]] = []
     skipped = 0
     for run in runs:
         marker = finished_marker(root, run)
         if marker is not None:
             skipped += 1
             expected[run.run_id] = marker_rows(run, marker)
-        elif run.run_id in recorded:
-            # Rows without a run directory: finished where this table was made (a committed results.csv
-            # copied to another machine), so the sweep carries on from it. Delete its rows to redo it.
-            skipped += 1
-        else:
+            continue
+        if run.run_id not in recorded:
             todo.append(run)
+            continue
+        key = run.dataset.key()
+        if key not in present:
+            present[key] = stored_checksum(locate(run.dataset, data_root)) if locate is not None else None
+        if present[key] is None:
+            skipped += 1  # for now: checked if this launch makes the dataset
+            unverified.append((run, recorded[run.run_id]))
+        elif recorded[run.run_id] == present[key]:
+            skipped += 1  # trained on this very dataset where the table was made
+        else:
+            stale.append(run.run_id)
+            todo.append(run)
+    remove_runs(table, stale)
     sync_rows(table, expected)
-    return todo, skipped
+    return todo, skipped, unverified

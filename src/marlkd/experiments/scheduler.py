@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from marlkd import filelock
-from marlkd.experiments.results import append_rows, marker_rows, provenance
+from marlkd.experiments.results import append_rows, marker_rows, provenance, remove_runs
 from marlkd.experiments.spec import DatasetKey, RunSpec
 from marlkd.experiments.store import (
     MARKER_FILE,
@@ -60,7 +60,13 @@ class _Job:
 class Scheduler:
     """One launch's queue and bookkeeping: datasets first (priority 0), then runs (priority 1) in launch
     order as their datasets are made; each run under its lock (taken at submission, released when its
-    marker is written); runs another driver holds are looked at again every :data:`_POLL_S` seconds."""
+    marker is written); runs another driver holds are looked at again every :data:`_POLL_S` seconds.
+
+    ``unverified`` are runs reused on the table's rows (no run directory here) before their dataset existed,
+    with their rows' ``dataset_checksum``: when this launch makes that dataset and its checksum is another
+    (or the rows record none), the rows are stale; they are deleted and the run is queued too
+    (:attr:`requeued` counts them). A dataset whose checksum cannot be read (not a marlkd dataset) leaves
+    them reused."""
 
     def __init__(
         self,
@@ -70,6 +76,7 @@ class Scheduler:
         run_fn: RunFn,
         dataset_fn: DatasetFn,
         backend: Any,
+        unverified: Sequence[tuple[RunSpec, str]] = (),
     ) -> None:
         self.root, self.table, self.total = root, table, len(todo)
         self.run_fn, self.dataset_fn, self.backend = run_fn, dataset_fn, backend
@@ -79,7 +86,7 @@ class Scheduler:
         self.in_flight: dict[Future, _Job] = {}
         self.held: dict[str, filelock.FileLock] = {}  # run id -> its lock, from its start to its marker
         self.deferred: list[_Job] = []  # runs whose lock another driver holds
-        self.done = self.datasets_made = self.shared = 0
+        self.done = self.datasets_made = self.shared = self.requeued = 0
         self.failed: list[FailedRun] = []
         self.last_look = time.monotonic()
         self.shown = ""
@@ -91,6 +98,11 @@ class Scheduler:
                 self._push_dataset(_Job("dataset", run.dataset))
             self.waiting[key].append((order, run))
         self.n_datasets = len(self.waiting)
+        # runs reused on their rows whose dataset this launch makes: checked when it is made
+        self.unverified: dict[str, list[tuple[int, RunSpec, str]]] = {}
+        for order, (run, checksum) in enumerate(unverified, start=len(todo)):
+            if run.dataset.key() in self.waiting:
+                self.unverified.setdefault(run.dataset.key(), []).append((order, run, checksum))
 
     # -- the loop
 
@@ -218,8 +230,14 @@ class Scheduler:
 
     def _dataset_finished(self, job: _Job, outcome: dict[str, Any]) -> None:
         dependents = self.waiting.pop(job.key.key())
+        reused = self.unverified.pop(job.key.key(), [])
         if outcome["ok"]:
             self.datasets_made += 1
+            made = outcome.get("checksum")
+            stale = [(order, run) for order, run, checksum in reused if made and checksum != made]
+            if stale:
+                self._requeue_stale(stale)
+                dependents = dependents + stale
             for order, run in dependents:
                 self._push_run(_Job("run", job.key, run, outcome["path"], order=order))
             return
@@ -228,6 +246,19 @@ class Scheduler:
         )
         for order, run in dependents:
             self._push_run(_Job("run", job.key, run, order=order, error=error, trace=outcome["traceback"]))
+
+    def _requeue_stale(self, stale: list[tuple[int, RunSpec]]) -> None:
+        """Runs whose recorded rows came from another dataset than the one just made: their rows go, and
+        they are trained (counted in this launch's total, no longer among the skipped)."""
+        remove_runs(self.table, [run.run_id for _, run in stale])
+        self.requeued += len(stale)
+        self.total += len(stale)
+        if self.bar is not None and self.bar.total is not None:
+            self.bar.total += len(stale)
+        self.bar.write(
+            f"{len(stale)} recorded runs were trained on another dataset than the one just made; "
+            "training them again"
+        )
 
     def _run_finished(self, job: _Job, outcome: dict[str, Any]) -> None:
         run = job.run

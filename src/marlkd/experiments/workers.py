@@ -2,8 +2,8 @@
 backends that run jobs (in this process, a local pool of spawned processes, or Ray tasks).
 
 A backend runs a function somewhere and hands back a :class:`concurrent.futures.Future`; a job returns its
-outcome as a plain dict (``ok``, and the dataset's path or the run's results, or the error and traceback),
-so nothing but data crosses a process boundary.
+outcome as a plain dict (``ok``, and the dataset's path and checksum or the run's results, or the error
+and traceback), so nothing but data crosses a process boundary.
 """
 
 from __future__ import annotations
@@ -119,7 +119,14 @@ def dataset_job(
     try:
         with _working(), _captured(root / "logs" / log_name, capture):
             path = dataset_fn(key, root)
-        return {"ok": True, "path": str(path), "elapsed_s": time.perf_counter() - start}
+        from marlkd.data.format import stored_checksum
+
+        return {
+            "ok": True,
+            "path": str(path),
+            "checksum": stored_checksum(path),  # None: not a marlkd dataset (a custom dataset function's)
+            "elapsed_s": time.perf_counter() - start,
+        }
     except Exception as exc:
         return _failure(exc, start)
 
