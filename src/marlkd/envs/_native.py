@@ -5,6 +5,7 @@
   ``(seed + b, episode, draw index)``) that is vectorized over copies.
 - Configuration checking that raises :class:`~marlkd.errors.ConfigError` naming the argument.
 - Grid helpers (window offsets, cell rectangles for rendering).
+- :class:`NativeBatched` (and :class:`EndsByFlags`): the frame of a batched environment's class.
 - :class:`NativeParallelEnv`: the PettingZoo ``ParallelEnv`` form, a batched environment with one copy, so
   that each environment's rules exist once; :func:`register_native` makes that form for an environment and
   registers both forms.
@@ -124,6 +125,12 @@ def check_int(env_id: str, name: str, value: Any, minimum: int) -> None:
         raise ConfigError(f"{env_id}: argument {name} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_ints(env_id: str, config: Any, **minimums: int) -> None:
+    """:func:`check_int` on each field of ``config`` named in ``minimums``, against its minimum."""
+    for name, minimum in minimums.items():
+        check_int(env_id, name, getattr(config, name), minimum)
+
+
 def check_float(
     env_id: str, name: str, value: Any, low: float, high: float = np.inf, *, open_low: bool = False
 ) -> None:
@@ -168,11 +175,6 @@ def per_agent(values: np.ndarray, n_agents: int) -> np.ndarray:
     return np.broadcast_to(values[:, None], (values.shape[0], n_agents)).copy()
 
 
-def all_available(num_envs: int, n_agents: int, n_actions: int) -> np.ndarray:
-    """``(B, N, A)`` bool, all True: the action mask of an environment where every action is always valid."""
-    return np.ones((num_envs, n_agents, n_actions), dtype=bool)
-
-
 def state_vector(parts: list[np.ndarray], t: np.ndarray, max_steps: int) -> np.ndarray:
     """A global state ``(B, S)`` float32: each part ``(B, ...)`` flattened per copy, then the time fraction
     ``t / max_steps`` of the copies' step counts ``t (B,)``."""
@@ -180,18 +182,52 @@ def state_vector(parts: list[np.ndarray], t: np.ndarray, max_steps: int) -> np.n
     return np.concatenate([*flat, (t / max_steps)[:, None]], axis=1).astype(np.float32)
 
 
-class AlwaysAvailable:
-    """``action_mask`` and ``done`` of a native batched environment whose every action is always available
-    and whose copies end by their ``_terminated`` / ``_truncated`` flags ``(B,)``."""
+class NativeBatched:
+    """The frame of a native batched environment: its checked constructor arguments (``config``), its
+    ``spec``, per-copy random streams, the step counter ``_t (B,)``, the check of a step's actions, and an
+    action mask of all True (every action of a native environment is always available)."""
 
-    num_envs: int
-    spec: EnvSpec
-    _terminated: np.ndarray
-    _truncated: np.ndarray
+    def __init__(
+        self, env_id: str, config_cls: type, n_actions: int, num_envs: int, kwargs: dict[str, Any]
+    ) -> None:
+        check_int(env_id, "num_envs", num_envs, 1)
+        self.config = make_config(config_cls, env_id, kwargs)
+        self.spec = env_spec(env_id, self.config, n_actions)
+        self.num_envs = num_envs
+        self._streams = CopyStreams(num_envs)
+        self._t = np.zeros(num_envs, dtype=np.int64)  # (B,) steps taken
+        self._started = False
+
+    def _checked_actions(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """A step's actions ``(B, N)`` checked (:func:`check_actions`) as int64, finished copies' set to 0."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        return check_actions(actions, active, self.spec.n_agents, self.spec.n_actions)
 
     def action_mask(self) -> np.ndarray:
         """``(B, N, A)`` bool, all True: every action is always available."""
-        return all_available(self.num_envs, self.spec.n_agents, self.spec.n_actions)
+        return np.ones((self.num_envs, self.spec.n_agents, self.spec.n_actions), dtype=bool)
+
+
+class EndsByFlags(NativeBatched):
+    """A native batched environment whose copies end by their ``_terminated`` / ``_truncated`` flags
+    ``(B,)``, which every agent of the copy shares."""
+
+    def __init__(
+        self, env_id: str, config_cls: type, n_actions: int, num_envs: int, kwargs: dict[str, Any]
+    ) -> None:
+        super().__init__(env_id, config_cls, n_actions, num_envs, kwargs)
+        self._terminated = np.zeros(num_envs, dtype=bool)
+        self._truncated = np.zeros(num_envs, dtype=bool)
+
+    def _active(self) -> np.ndarray:
+        """``(B,)`` bool: the copy's episode is running."""
+        return ~(self._terminated | self._truncated)
+
+    def _ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """The flags given to every agent: terminated, truncated ``(B, N)`` (new arrays)."""
+        n = self.spec.n_agents
+        return per_agent(self._terminated, n), per_agent(self._truncated, n)
 
     def done(self) -> np.ndarray:
         """``(B,)`` bool: the copy's episode has ended."""

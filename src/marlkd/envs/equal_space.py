@@ -52,8 +52,7 @@ class EqualSpaceConfig:
     max_speed: float = 1.0
 
     def __post_init__(self) -> None:
-        _native.check_int(ENV_ID, "n_agents", self.n_agents, 2)
-        _native.check_int(ENV_ID, "max_steps", self.max_steps, 1)
+        _native.check_ints(ENV_ID, self, n_agents=2, max_steps=1)
         _native.check_float(ENV_ID, "target_distance", self.target_distance, 0.0)
         _native.check_float(ENV_ID, "dt", self.dt, 0.0, open_low=True)
         _native.check_float(ENV_ID, "mass", self.mass, 0.0, open_low=True)
@@ -92,7 +91,7 @@ def pair_distance_reward(positions: np.ndarray, target_distance: float) -> np.nd
     return (-np.abs(distances - np.float32(target_distance)).mean(axis=1)).astype(np.float32)
 
 
-class EqualSpaceBatched:
+class EqualSpaceBatched(_native.NativeBatched):
     """``num_envs`` copies of Equal Space stepped with array operations (the :class:`BatchedEnv` protocol).
 
     Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`EqualSpaceEnv` reset with seed
@@ -100,13 +99,10 @@ class EqualSpaceBatched:
     """
 
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
-        _native.check_int(ENV_ID, "num_envs", num_envs, 1)
-        self.config = config = _native.make_config(EqualSpaceConfig, ENV_ID, kwargs)
-        self.spec = _native.env_spec(ENV_ID, config, len(ACTION_NAMES))
-        self.num_envs = num_envs
+        super().__init__(ENV_ID, EqualSpaceConfig, len(ACTION_NAMES), num_envs, kwargs)
+        config = self.config
         n = config.n_agents
         self._others = _native.other_agents(n)  # (N, N-1)
-        self._streams = _native.CopyStreams(num_envs)
         self._push = _DIRECTIONS * np.float32(
             config.force / config.mass * config.dt
         )  # (A, 2) velocity change
@@ -115,8 +111,6 @@ class EqualSpaceBatched:
         self.observation_high = -self.observation_low
         self._pos = np.zeros((num_envs, n, 2), dtype=np.float32)  # (B, N, 2) (x, y)
         self._vel = np.zeros((num_envs, n, 2), dtype=np.float32)  # (B, N, 2)
-        self._t = np.zeros(num_envs, dtype=np.int64)  # (B,)
-        self._started = False
 
     def _observe(self) -> np.ndarray:
         n = self.config.n_agents
@@ -138,11 +132,9 @@ class EqualSpaceBatched:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Apply actions ``(B, N)``; returns obs ``(B,N,O)``, rewards, terminated, truncated ``(B,N)``."""
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
         config = self.config
         active = self._t < config.max_steps  # (B,)
-        actions = _native.check_actions(actions, active, config.n_agents, len(ACTION_NAMES))
+        actions = self._checked_actions(actions, active)
         vel = self._vel * np.float32(1.0 - config.damping) + self._push[actions]  # (B, N, 2)
         speed = np.sqrt((vel * vel).sum(axis=-1, keepdims=True))  # (B, N, 1)
         vel = vel * np.minimum(np.float32(1.0), np.float32(config.max_speed) / np.maximum(speed, 1e-12))
@@ -165,10 +157,6 @@ class EqualSpaceBatched:
     def state(self) -> np.ndarray:
         """Global state ``(B, S)`` float32: all positions, all velocities, the time fraction."""
         return _native.state_vector([self._pos, self._vel], self._t, self.config.max_steps)
-
-    def action_mask(self) -> np.ndarray:
-        """``(B, N, A)`` bool, all True: every action is always available."""
-        return _native.all_available(self.num_envs, self.config.n_agents, len(ACTION_NAMES))
 
     def done(self) -> np.ndarray:
         """``(B,)`` bool: the copy's episode has ended."""

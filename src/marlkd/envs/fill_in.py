@@ -42,9 +42,7 @@ class FillInConfig:
     window: int = 5
 
     def __post_init__(self) -> None:
-        _native.check_int(ENV_ID, "grid_size", self.grid_size, 2)
-        _native.check_int(ENV_ID, "n_agents", self.n_agents, 1)
-        _native.check_int(ENV_ID, "max_steps", self.max_steps, 1)
+        _native.check_ints(ENV_ID, self, grid_size=2, n_agents=1, max_steps=1)
         _native.check_window(ENV_ID, self.window)
         if self.n_agents > self.grid_size**2:
             raise ConfigError(
@@ -65,7 +63,7 @@ def spec(**kwargs: Any) -> EnvSpec:
     return _native.env_spec(ENV_ID, _native.make_config(FillInConfig, ENV_ID, kwargs), len(ACTION_NAMES))
 
 
-class FillInBatched(_native.AlwaysAvailable):
+class FillInBatched(_native.EndsByFlags):
     """``num_envs`` copies of Fill-In stepped with array operations (the :class:`BatchedEnv` protocol).
 
     Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`FillInEnv` reset with seed
@@ -74,17 +72,14 @@ class FillInBatched(_native.AlwaysAvailable):
     """
 
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
-        _native.check_int(ENV_ID, "num_envs", num_envs, 1)
-        self.config = config = _native.make_config(FillInConfig, ENV_ID, kwargs)
-        self.spec = _native.env_spec(ENV_ID, config, len(ACTION_NAMES))
-        self.num_envs = num_envs
+        super().__init__(ENV_ID, FillInConfig, len(ACTION_NAMES), num_envs, kwargs)
+        config = self.config
         n, size, radius = config.n_agents, config.grid_size, config.window // 2
         self._padded_side = size + 2 * radius
         self._offsets = _native.window_offsets(config.window, self._padded_side)  # (w*w,)
         self._copy_base = np.arange(num_envs, dtype=np.int64)[:, None] * self._padded_side**2  # (B, 1)
         self._others = _native.other_agents(n)  # (N, N-1)
         self._n_cells = size * size
-        self._streams = _native.CopyStreams(num_envs)
         self.observation_low = np.concatenate(
             [np.zeros(2 + config.window**2), -np.ones(2 * (n - 1)), np.zeros(1)]
         ).astype(np.float32)
@@ -94,10 +89,6 @@ class FillInBatched(_native.AlwaysAvailable):
         self._empty_padded = padded
         self._filled = padded.reshape(num_envs, -1).copy()  # (B, P*P) True = filled or outside the grid
         self._pos = np.zeros((num_envs, n, 2), dtype=np.int64)  # (B, N, 2) (row, col) in grid cells
-        self._t = np.zeros(num_envs, dtype=np.int64)  # (B,) steps taken
-        self._terminated = np.zeros(num_envs, dtype=bool)
-        self._truncated = np.zeros(num_envs, dtype=bool)
-        self._started = False
 
     def _flat_cells(self) -> np.ndarray:
         """Indices of the agents' cells in the flattened padded grids, ``(B, N)``."""
@@ -138,11 +129,9 @@ class FillInBatched(_native.AlwaysAvailable):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Apply actions ``(B, N)``; returns obs ``(B,N,O)``, rewards, terminated, truncated ``(B,N)``."""
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
         config = self.config
-        active = ~(self._terminated | self._truncated)  # (B,)
-        actions = _native.check_actions(actions, active, config.n_agents, len(ACTION_NAMES))  # finished: stay
+        active = self._active()  # (B,)
+        actions = self._checked_actions(actions, active)  # finished copies stay
         self._pos = np.clip(self._pos + _MOVES[actions], 0, config.grid_size - 1)  # (B, N, 2)
         self._filled.reshape(-1)[self._flat_cells()] = True
         self._t += active
@@ -150,12 +139,7 @@ class FillInBatched(_native.AlwaysAvailable):
         self._terminated = n_empty == 0
         self._truncated = (self._t >= config.max_steps) & ~self._terminated
         reward = np.where(active, -n_empty / self._n_cells, 0.0).astype(np.float32)  # (B,)
-        return (
-            self._observe(),
-            _native.per_agent(reward, config.n_agents),
-            _native.per_agent(self._terminated, config.n_agents),
-            _native.per_agent(self._truncated, config.n_agents),
-        )
+        return (self._observe(), _native.per_agent(reward, config.n_agents), *self._ends())
 
     def state(self) -> np.ndarray:
         """Global state ``(B, S)`` float32: positions ``/(grid_size-1)``, the fill grid, the time fraction."""

@@ -47,10 +47,7 @@ class GridWorldConfig:
     window: int = 5
 
     def __post_init__(self) -> None:
-        _native.check_int(ENV_ID, "grid_size", self.grid_size, 2)
-        _native.check_int(ENV_ID, "n_agents", self.n_agents, 1)
-        _native.check_int(ENV_ID, "objects_per_agent", self.objects_per_agent, 1)
-        _native.check_int(ENV_ID, "max_steps", self.max_steps, 1)
+        _native.check_ints(ENV_ID, self, grid_size=2, n_agents=1, objects_per_agent=1, max_steps=1)
         _native.check_window(ENV_ID, self.window)
         needed = self.n_agents * (1 + self.objects_per_agent)
         if needed > self.grid_size**2:
@@ -92,7 +89,7 @@ def resolve_moves(cells: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(blocked, cells, targets)
 
 
-class GridWorldBatched(_native.AlwaysAvailable):
+class GridWorldBatched(_native.EndsByFlags):
     """``num_envs`` copies of Grid-World stepped with array operations (the :class:`BatchedEnv` protocol).
 
     Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`GridWorldEnv` reset with seed
@@ -102,27 +99,20 @@ class GridWorldBatched(_native.AlwaysAvailable):
     """
 
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
-        _native.check_int(ENV_ID, "num_envs", num_envs, 1)
-        self.config = config = _native.make_config(GridWorldConfig, ENV_ID, kwargs)
-        self.spec = _native.env_spec(ENV_ID, config, len(ACTION_NAMES))
-        self.num_envs = num_envs
+        super().__init__(ENV_ID, GridWorldConfig, len(ACTION_NAMES), num_envs, kwargs)
+        config = self.config
         n = config.n_agents
         self._padded_side = config.grid_size + 2 * (config.window // 2)
         self._offsets = _native.window_offsets(config.window, self._padded_side)  # (w*w,)
         self._copy_base = np.arange(num_envs, dtype=np.int64)[:, None] * self._padded_side**2  # (B, 1)
         self._agent_ids = np.arange(1, n + 1, dtype=np.int16)  # (N,) agent i's id in cell codes
         self._object_unit = np.int16(n + 1)  # cell code of an object = owner id * this
-        self._streams = _native.CopyStreams(num_envs)
         self.observation_low = np.zeros(config.obs_dim, dtype=np.float32)
         self.observation_high = np.ones(config.obs_dim, dtype=np.float32)
         cells = num_envs * self._padded_side**2
         self._codes = np.zeros(cells, dtype=np.int16)  # flattened (B, P, P) cell codes
         self._pos = np.zeros((num_envs, n, 2), dtype=np.int64)  # (B, N, 2) (row, col) in grid cells
         self._remaining = np.zeros(num_envs, dtype=np.int64)  # (B,) objects not yet collected
-        self._t = np.zeros(num_envs, dtype=np.int64)  # (B,)
-        self._terminated = np.zeros(num_envs, dtype=bool)
-        self._truncated = np.zeros(num_envs, dtype=bool)
-        self._started = False
 
     def _flat(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Flat indices into the padded grids of grid cells ``(rows, cols)`` of shape ``(B, M)``."""
@@ -165,11 +155,9 @@ class GridWorldBatched(_native.AlwaysAvailable):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Apply actions ``(B, N)``; returns obs ``(B,N,O)``, rewards, terminated, truncated ``(B,N)``."""
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
         config = self.config
-        active = ~(self._terminated | self._truncated)  # (B,)
-        actions = _native.check_actions(actions, active, config.n_agents, len(ACTION_NAMES))  # finished: stay
+        active = self._active()  # (B,)
+        actions = self._checked_actions(actions, active)  # finished copies stay
         targets = np.clip(self._pos + _MOVES[actions], 0, config.grid_size - 1)  # (B, N, 2)
         cells = self._flat(self._pos[..., 0], self._pos[..., 1])  # (B, N)
         new_cells = resolve_moves(cells, self._flat(targets[..., 0], targets[..., 1]))  # (B, N)
@@ -184,12 +172,7 @@ class GridWorldBatched(_native.AlwaysAvailable):
         self._t += active
         self._terminated = self._remaining == 0
         self._truncated = (self._t >= config.max_steps) & ~self._terminated
-        return (
-            self._observe(),
-            collected.astype(np.float32),
-            _native.per_agent(self._terminated, config.n_agents),
-            _native.per_agent(self._truncated, config.n_agents),
-        )
+        return (self._observe(), collected.astype(np.float32), *self._ends())
 
     def _object_grids(self) -> np.ndarray:
         """``(B, N, H, W)`` bool: agent i's uncollected objects."""
