@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from marlkd.envs.base import BatchedEnv, EnvSpec
@@ -54,6 +55,31 @@ def register(entry: EnvEntry, *, overwrite: bool = False) -> None:
     if entry.env_id in _REGISTRY and not overwrite:
         raise ValueError(f"environment {entry.env_id!r} is already registered")
     _REGISTRY[entry.env_id] = entry
+
+
+def register_variants(
+    descriptions: dict[str, str],
+    make: Callable[..., Any],
+    make_batched: Callable[..., BatchedEnv],
+    spec: Callable[..., EnvSpec],
+    requires: str = "",
+) -> None:
+    """Register several ids that one module's factories build, each told the id: ``make(env_id, **kwargs)``,
+    ``make_batched(num_envs, env_id=env_id, **kwargs)``, ``spec(env_id, **kwargs)``.
+
+    ``descriptions`` maps each id to its description. An id registered before is replaced, so that
+    reloading the module registers it again.
+    """
+    for env_id, description in descriptions.items():
+        entry = EnvEntry(
+            env_id=env_id,
+            make=partial(make, env_id),
+            make_batched=partial(make_batched, env_id=env_id),
+            spec=partial(spec, env_id),
+            description=description,
+            requires=requires,
+        )
+        register(entry, overwrite=True)
 
 
 def _entry(env_id: str) -> EnvEntry:

@@ -38,13 +38,12 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from marlkd.envs.base import EnvSpec
-from marlkd.envs.registry import EnvEntry, register
+from marlkd.envs.registry import register_variants
 from marlkd.errors import ConfigError, MarlkdError
 
 
@@ -96,8 +95,6 @@ __all__ = [
     "BatchedSMAX",
     "InvalidActionError",
     "SMAXParallelEnv",
-    "make_batched_smax",
-    "make_smax",
     "smax_spec",
 ]
 
@@ -523,25 +520,13 @@ class SMAXParallelEnv(ParallelEnv):
         self._batched.close()
 
 
-def make_smax(env_id: str = "smax-2s3z", **kwargs: Any) -> SMAXParallelEnv:
-    """The PettingZoo form of ``env_id``."""
-    return SMAXParallelEnv(env_id, **kwargs)
-
-
-def make_batched_smax(num_envs: int, env_id: str = "smax-2s3z", **kwargs: Any) -> BatchedSMAX:
-    """The batched form of ``env_id`` with ``num_envs`` copies."""
-    return BatchedSMAX(num_envs, env_id, **kwargs)
-
-
-for _env_id, _scenario in SMAX_SCENARIOS.items():
-    register(
-        EnvEntry(
-            env_id=_env_id,
-            make=partial(make_smax, _env_id),
-            make_batched=partial(make_batched_smax, env_id=_env_id),
-            spec=partial(smax_spec, _env_id),
-            description=f"SMAX {_scenario} (jaxmarl, heuristic enemies): SMAC micromanagement, action masks",
-            requires="smax",
-        ),
-        overwrite=True,
-    )
+register_variants(
+    {
+        env_id: f"SMAX {scenario} (jaxmarl, heuristic enemies): SMAC micromanagement, action masks"
+        for env_id, scenario in SMAX_SCENARIOS.items()
+    },
+    make=SMAXParallelEnv,
+    make_batched=BatchedSMAX,
+    spec=smax_spec,
+    requires="smax",
+)
