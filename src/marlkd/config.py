@@ -33,6 +33,24 @@ def check(condition: bool, where: str, message: str) -> None:
         raise ConfigError(f"config field {where}: {message}")
 
 
+def check_at_least_one(config: Any, section: str, names: tuple[str, ...]) -> None:
+    """:func:`check` that each field of ``config`` in ``names`` is >= 1 (a size or a count)."""
+    for name in names:
+        value = getattr(config, name)
+        check(value >= 1, f"{section}.{name}", f"must be >= 1, got {value}")
+
+
+def check_dropouts(section: str, dropout: float, attn_dropout: float | None) -> None:
+    """:func:`check` a transformer's dropout probabilities: ``dropout`` in [0, 1), ``attn_dropout`` None
+    (the same as ``dropout``) or in [0, 1)."""
+    check(0.0 <= dropout < 1.0, f"{section}.dropout", f"must be in [0, 1), got {dropout}")
+    check(
+        attn_dropout is None or 0.0 <= attn_dropout < 1.0,
+        f"{section}.attn_dropout",
+        f"must be in [0, 1), got {attn_dropout}",
+    )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """What every training run shares.

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from marlkd.algos.base import BaseAlgorithm
-from marlkd.config import check
+from marlkd.config import check, check_dropouts
 from marlkd.data.windows import Window, WindowSampler, dead_agents, default_return_scale
 from marlkd.errors import DatasetError
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
@@ -60,14 +60,9 @@ class DTModelConfig:
         check(self.context >= 1, "algo.context", f"must be >= 1, got {self.context}")
         check(self.width >= 1 and self.width % self.heads == 0, "algo.width", "must be a multiple of heads")
         check(self.layers >= 1, "algo.layers", "must be >= 1")
-        check(0.0 <= self.dropout < 1.0, "algo.dropout", "must be in [0, 1)")
         check(self.return_scale is None or self.return_scale > 0, "algo.return_scale", "must be > 0")
         check(self.head_hidden >= 1, "algo.head_hidden", "must be >= 1")
-        check(
-            self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0,
-            "algo.attn_dropout",
-            "must be in [0, 1)",
-        )
+        check_dropouts("algo", self.dropout, self.attn_dropout)
 
 
 def build_model(layout: Layout, dataset, cfg: DTModelConfig, mlp_heads: bool = False) -> DecisionTransformer:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlkd.config import check
+from marlkd.config import check, check_at_least_one, check_dropouts
 from marlkd.models.layers import (
     Dropout,
     EnsembleEmbedding,
@@ -67,26 +67,9 @@ class DTConfig:
         check(
             self.width % self.heads == 0, "model.heads", f"width {self.width} not divisible by {self.heads}"
         )
-        for name in (
-            "return_dim",
-            "obs_dim",
-            "action_dim",
-            "n_actions",
-            "n_heads_out",
-            "context",
-            "width",
-            "layers",
-            "heads",
-            "members",
-            "max_timestep",
-        ):
-            check(getattr(self, name) >= 1, f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
-        check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
-        check(
-            self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0,
-            "model.attn_dropout",
-            f"must be in [0, 1), got {self.attn_dropout}",
-        )
+        sizes = ("return_dim", "obs_dim", "action_dim", "n_actions", "n_heads_out", "context", "width")
+        check_at_least_one(self, "model", (*sizes, "layers", "heads", "members", "max_timestep"))
+        check_dropouts("model", self.dropout, self.attn_dropout)
 
 
 class CausalSelfAttention(nn.Module):

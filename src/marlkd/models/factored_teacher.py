@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlkd.config import check
+from marlkd.config import check, check_at_least_one, check_dropouts
 from marlkd.models.layers import Dropout, dropout
 
 
@@ -72,19 +72,14 @@ class FactoredConfig:
     agent_ids: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("obs_dim", "n_actions", "head_hidden", "context", "max_timestep", "width", "layers"):
-            check(getattr(self, name) >= 1, f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
+        sizes = ("obs_dim", "n_actions", "head_hidden", "context", "max_timestep", "width", "layers")
+        check_at_least_one(self, "model", sizes)
         check(
             self.heads >= 1 and self.width % self.heads == 0,
             "model.heads",
             f"width {self.width} must be a multiple of heads {self.heads}",
         )
-        check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
-        check(
-            self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0,
-            "model.attn_dropout",
-            f"must be in [0, 1), got {self.attn_dropout}",
-        )
+        check_dropouts("model", self.dropout, self.attn_dropout)
         check(self.agent_ids >= 0, "model.agent_ids", f"must be >= 0, got {self.agent_ids}")
 
 
