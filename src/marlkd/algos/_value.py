@@ -13,7 +13,7 @@ from torch import nn
 from marlkd.algos.base import BaseAlgorithm, checkpoint_state, load_checkpoint_state
 from marlkd.config import check
 from marlkd.data.transitions import TRUNCATION_RULES, Transitions, TransitionSampler, TruncationRule
-from marlkd.models.agent_nets import MLPConfig
+from marlkd.models.agent_nets import AgentMLP, MLPConfig
 from marlkd.models.layouts import masked_logits
 from marlkd.optim import optimizer_step
 
@@ -110,6 +110,13 @@ class ValueLearner(BaseAlgorithm):
         self.cfg = ctx.config
         self.sampler = TransitionSampler(ctx.dataset, ctx.device, self.cfg.history)
         self.generator = torch.Generator().manual_seed(ctx.seed)
+
+    def agent_net(self) -> AgentMLP:
+        """A per-agent MLP of the config on the run's device: each agent's observation history ``(B, N,
+        history * O)`` -> one value per action ``(B, N, A)``."""
+        dataset = self.ctx.dataset
+        net = self.cfg.agent_mlp(dataset.n_agents, self.cfg.history * dataset.obs_dim, dataset.n_actions)
+        return net.to(self.ctx.device)
 
     def update(self, step: int) -> dict[str, float]:
         """One training step: ``update_repeats`` gradient updates (the last one's metrics)."""

@@ -73,11 +73,8 @@ class BCQ(QLearner):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        cfg: Config = self.cfg
-        dataset = ctx.dataset
-        N, O, A = dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions
-        self.q = cfg.agent_mlp(N, O, A).to(ctx.device)
-        self.generative = cfg.agent_mlp(N, O, A).to(ctx.device)
+        self.q = self.agent_net()
+        self.generative = self.agent_net()
         self.q_target = frozen_copy(self.q)
         params = list(self.q.parameters()) + list(self.generative.parameters())
         self.optimizer, self.scheduler = make_optimizer(params, ctx.train)

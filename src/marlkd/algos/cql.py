@@ -57,10 +57,7 @@ class CQL(QLearner):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        cfg: Config = self.cfg
-        dataset = ctx.dataset
-        self.q = cfg.agent_mlp(dataset.n_agents, cfg.history * dataset.obs_dim, dataset.n_actions)
-        self.q.to(ctx.device)
+        self.q = self.agent_net()
         self.q_target = frozen_copy(self.q)
         self.optimizer, self.scheduler = make_optimizer(self.q.parameters(), ctx.train)
 

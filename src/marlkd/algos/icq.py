@@ -119,7 +119,7 @@ class ICQ(ValueLearner):
         self.q = AgentMLP(N, S + O, cfg.hidden, A, cfg.layers, cfg.share_weights, agent_id=True)
         self.q.to(ctx.device)
         self.mixer = LinearMixer(N, S, cfg.mixer_hidden).to(ctx.device)
-        self.actor = cfg.agent_mlp(N, O, A).to(ctx.device)
+        self.actor = self.agent_net()
         self.q_target, self.mixer_target = frozen_copy(self.q), frozen_copy(self.mixer)
         critic_params = list(self.q.parameters()) + list(self.mixer.parameters())
         self.critic_optimizer, self.critic_scheduler = make_optimizer(critic_params, ctx.train)
