@@ -44,11 +44,17 @@ class EpisodeData:
         return self.rewards.sum(axis=0, dtype=np.float64)
 
 
+@dataclass(frozen=True, eq=False)
 class EpisodeArrays:
-    """The sizes read off padded episode arrays ``obs (E, T, N, O)``: shared by a dataset and a pool of
-    datasets (:class:`marlkd.data.teams.TeamPool`)."""
+    """Episodes' step arrays padded to ``(E, T, ...)`` and the sizes read off them: what a dataset and a pool
+    of datasets (:class:`marlkd.data.teams.TeamPool`) share."""
 
-    obs: np.ndarray
+    obs: np.ndarray  # (E, T, N, O) float32
+    actions: np.ndarray  # (E, T, N) int64
+    rewards: np.ndarray  # (E, T, N) float32
+    mask: np.ndarray  # (E, T) bool
+    terminals: np.ndarray  # (E, T, N) bool
+    truncations: np.ndarray  # (E, T, N) bool
 
     @property
     def n_episodes(self) -> int:
@@ -71,19 +77,14 @@ class EpisodeArrays:
 
 @dataclass(frozen=True, eq=False)
 class OfflineDataset(EpisodeArrays):
-    """A loaded (validated) dataset: NumPy arrays padded to ``(E, T, ...)`` and its metadata.
+    """A loaded (validated) dataset: the step arrays of :class:`EpisodeArrays`, its optional state and action
+    masks, and its metadata.
 
     Step t of episode e holds the observation o_t, the action a_t taken at it and the reward r_t for a_t;
     ``terminals`` / ``truncations`` are the flags the environment returned with r_t. Steps with
     ``mask == False`` are padding after the episode's end and hold zeros.
     """
 
-    obs: np.ndarray  # (E, T, N, O) float32
-    actions: np.ndarray  # (E, T, N) int64
-    rewards: np.ndarray  # (E, T, N) float32
-    mask: np.ndarray  # (E, T) bool
-    terminals: np.ndarray  # (E, T, N) bool
-    truncations: np.ndarray  # (E, T, N) bool
     state: np.ndarray | None  # (E, T, S) float32
     avail_actions: np.ndarray | None  # (E, T, N, A) bool
     metadata: DatasetMetadata

@@ -40,12 +40,6 @@ class TeamPool(EpisodeArrays):
     reads, with the agents present (``present (E, T, N_max)``: acting, not padding) and each episode's
     dataset (``source (E,)``, an index into ``sources``)."""
 
-    obs: np.ndarray  # (E, T, N, O) float32
-    actions: np.ndarray  # (E, T, N) int64
-    rewards: np.ndarray  # (E, T, N) float32
-    mask: np.ndarray  # (E, T) bool
-    terminals: np.ndarray  # (E, T, N) bool
-    truncations: np.ndarray  # (E, T, N) bool
     avail_actions: np.ndarray | None  # (E, T, N, A) bool
     present: np.ndarray  # (E, T, N) bool
     source: np.ndarray  # (E,) int64
