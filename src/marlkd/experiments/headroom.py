@@ -22,7 +22,7 @@ from marlkd.experiments.stats import (
     probability_of_improvement,
     two_sample_bootstrap_ci,
 )
-from marlkd.experiments.tables import fmt, markdown, order_key, value_label
+from marlkd.experiments.tables import fmt, markdown, order_key, section, value_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -172,33 +172,22 @@ def headroom_sections(
     frame: pd.DataFrame, spec: SweepSpec, *, reps: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> list[str]:
     """The report's "Headroom" and "Probability of improvement" sections (Markdown lines)."""
-    lines: list[str] = []
-    table = headroom_table(frame, spec, reps=reps, confidence=confidence, seed=seed)
-    if table:
-        lines += [
-            "## Headroom: can this data tell the methods apart?",
-            "",
-            table,
-            "",
-            "Data mean / best: the dataset's mean and best per-agent episode return; Expert: the "
-            "return of the policy the data was made from (n/a: not recorded). Spread: the best minus "
-            "the worst method's mean; Lead: the best minus the second best; Seed noise: the median "
-            "over methods of the standard deviation over seeds; a lead of about one seed noise or less "
-            "cannot tell the best method. Teacher − IDT: the centralized teacher's mean return minus "
-            "IDT's, with a two-sample bootstrap interval: the most that distillation into "
-            "decentralized students could add.",
-            "",
-        ]
-    table = improvement_table(frame, spec, reps=reps, confidence=confidence, seed=seed)
-    if table:
-        lines += [
-            "## Probability of improvement",
-            "",
-            table,
-            "",
-            "P(X > Y) over pairs of runs (seeds) of ours and the method, ties counted half (rliable's "
-            f"probability of improvement); {confidence:.0%} interval: bootstrap resampling each side's runs, "
-            f"{reps} resamples. Above 0.5 ours tends to win; an interval that holds 0.5 is a tie.",
-            "",
-        ]
-    return lines
+    headroom = section(
+        "Headroom: can this data tell the methods apart?",
+        headroom_table(frame, spec, reps=reps, confidence=confidence, seed=seed),
+        "Data mean / best: the dataset's mean and best per-agent episode return; Expert: the "
+        "return of the policy the data was made from (n/a: not recorded). Spread: the best minus "
+        "the worst method's mean; Lead: the best minus the second best; Seed noise: the median "
+        "over methods of the standard deviation over seeds; a lead of about one seed noise or less "
+        "cannot tell the best method. Teacher − IDT: the centralized teacher's mean return minus "
+        "IDT's, with a two-sample bootstrap interval: the most that distillation into "
+        "decentralized students could add.",
+    )
+    improvement = section(
+        "Probability of improvement",
+        improvement_table(frame, spec, reps=reps, confidence=confidence, seed=seed),
+        "P(X > Y) over pairs of runs (seeds) of ours and the method, ties counted half (rliable's "
+        f"probability of improvement); {confidence:.0%} interval: bootstrap resampling each side's runs, "
+        f"{reps} resamples. Above 0.5 ours tends to win; an interval that holds 0.5 is a tie.",
+    )
+    return headroom + improvement

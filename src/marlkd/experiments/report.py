@@ -21,7 +21,14 @@ from marlkd.experiments.results import CURVE_PREFIX, load_results, results_path,
 from marlkd.experiments.runner import DEFAULT_ROOT
 from marlkd.experiments.schema import SweepSpec
 from marlkd.experiments.superseded import superseded_section
-from marlkd.experiments.tables import aggregate_table, markdown_table, order_key, summarize, value_label
+from marlkd.experiments.tables import (
+    aggregate_table,
+    markdown_table,
+    order_key,
+    section,
+    summarize,
+    value_label,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,15 +187,12 @@ def _metric_sections(spec: SweepSpec, frame: pd.DataFrame, quick: bool, stats: _
             paper_lines = paper_section(summary, frame, spec, quick)
             lines += _iqm_section(summary, spec, metric, stats)
     if layout.aggregate_metric and (frame["metric"] == layout.aggregate_metric).any():
-        lines += [
-            f"## Aggregate over tasks: {layout.aggregate_metric}",
-            "",
+        lines += section(
+            f"Aggregate over tasks: {layout.aggregate_metric}",
             aggregate_table(frame, spec, layout.aggregate_metric, layout.rows, **stats.common()),
-            "",
             "IQM over all runs of all tasks (environment and setting combinations); interval: "
             "stratified bootstrap (runs resampled within each task), as rliable computes it.",
-            "",
-        ]
+        )
     headroom = headroom_sections(frame, spec, **stats.common())
     return lines + headroom + dataset_lines(frame, spec) + paper_lines
 
@@ -240,16 +244,13 @@ def dataset_lines(frame: pd.DataFrame, spec: SweepSpec) -> list[str]:
 
 def _iqm_section(summary: pd.DataFrame, spec: SweepSpec, metric: str, stats: _StatArgs) -> list[str]:
     method = "the rliable package" if stats.use_rliable else "NumPy"
-    return [
-        f"## {metric}: interquartile mean [{stats.confidence:.0%} CI]",
-        "",
+    return section(
+        f"{metric}: interquartile mean [{stats.confidence:.0%} CI]",
         markdown_table(summary, spec.report.rows, spec.report.columns, robust=True),
-        "",
         "IQM: the mean of the middle 50 % of runs (25 % trimmed from each end). Interval: "
         f"percentile bootstrap over runs, {stats.reps} resamples, seed {stats.seed}, computed "
         f"with {method}, as rliable does.",
-        "",
-    ]
+    )
 
 
 _CURVE_AXIS_TITLES = {

@@ -15,7 +15,7 @@ import numpy as np
 from marlkd.experiments.headroom import _in_task, _task_label, _tasks
 from marlkd.experiments.schema import SweepSpec
 from marlkd.experiments.stats import mean_difference_stat, two_sample_bootstrap_ci
-from marlkd.experiments.tables import ROW_HEADERS, fmt, markdown, order_key, value_label
+from marlkd.experiments.tables import ROW_HEADERS, fmt, markdown, order_key, section, value_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,18 +86,12 @@ def superseded_section(
     seed: int = 0,
 ) -> list[str]:
     """The report's "Earlier runs" section (Markdown lines); empty when there is nothing to compare."""
-    table = superseded_table(frame, current, spec, reps=reps, confidence=confidence, seed=seed)
-    if not table:
-        return []
-    return [
-        "## Earlier runs beside the current ones",
-        "",
-        table,
-        "",
+    return section(
+        "Earlier runs beside the current ones",
+        superseded_table(frame, current, spec, reps=reps, confidence=confidence, seed=seed),
         f"Cells where the results table also holds runs made under earlier values of the spec (other run "
         f"ids: a method's settings or budget changed since): {spec.report.metric}, mean ± std (n) of each "
         f"group and the difference of means, current minus earlier, with a {confidence:.0%} two-sample "
         f"bootstrap interval ({reps} resamples). Earlier runs of several older settings are pooled. The "
         "tables above hold the current runs only.",
-        "",
-    ]
+    )

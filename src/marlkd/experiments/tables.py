@@ -119,6 +119,14 @@ def markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def section(title: str, table: str, note: str) -> list[str]:
+    """A report section's Markdown lines: the heading ``## title``, the table and the note under it; none
+    when ``table`` is empty."""
+    if not table:
+        return []
+    return [f"## {title}", "", table, "", note, ""]
+
+
 def markdown_table(
     summary: pd.DataFrame, rows: str, columns: Sequence[str], *, robust: bool = False, bold_best: bool = True
 ) -> str:
