@@ -55,6 +55,11 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _filters(args: argparse.Namespace) -> dict[str, object]:
+    """The options :func:`_add_filters` adds, as ``run_sweep``'s and ``sweep_status``'s keyword arguments."""
+    return {"only_envs": args.only_env, "only_methods": args.only_method, "max_seeds": args.max_seeds}
+
+
 def _add_run(actions: argparse._SubParsersAction) -> None:
     run = actions.add_parser(
         "run", help="run what is missing of a sweep (runs finished by any sweep under the root are skipped)"
@@ -148,9 +153,7 @@ def _run(args: argparse.Namespace) -> int:
             quick=args.quick,
             workers=args.workers,
             ray_address=args.ray,
-            only_envs=args.only_env,
-            only_methods=args.only_method,
-            max_seeds=args.max_seeds,
+            **_filters(args),
             gpus_per_run=args.gpus_per_run,
             progress=not args.quiet,
         )
@@ -203,14 +206,7 @@ def _report(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from marlkd.experiments.runner import sweep_status
 
-    statuses = sweep_status(
-        args.spec,
-        args.root,
-        quick=args.quick,
-        only_envs=args.only_env,
-        only_methods=args.only_method,
-        max_seeds=args.max_seeds,
-    )
+    statuses = sweep_status(args.spec, args.root, quick=args.quick, **_filters(args))
     states = ("done", "failed", "incomplete", "missing")
     cells: dict[tuple[str, str], Counter] = {}
     for status in statuses:
