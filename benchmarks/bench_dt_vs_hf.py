@@ -73,7 +73,7 @@ def ours_step(dtype, attn_dropout=None):
 
 
 def with_torch_dropout(step):
-    """The step with PyTorch's own dropout in place of marlkd's CPU dropout (the state before it)."""
+    """The step with PyTorch's own dropout in place of marlkd's CPU dropout."""
     from marlkd.models import decision_transformer, layers
 
     fast = layers.dropout

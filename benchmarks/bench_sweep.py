@@ -1,10 +1,10 @@
-"""Sweep throughput: runs per CPU-hour one run at a time (today's way) against seeds trained as members.
+"""Sweep throughput: runs per CPU-hour, every run alone against seeds trained as members.
 
 A fixed set of cells of the built-in ``table1`` sweep on Grid-World (IDT, MADT, ours, BC, CQL; their exact
 configs: the sweep's model, batch sizes and budget), ``--seeds`` seeds each, trained in this process with
 one thread: first every run alone (``marlkd.train``), then the same runs as the sweep trains them
 (IDT's and MADT's seeds as the members of one program, ``marlkd.experiments.members``; the other methods
-one at a time, as before). Each cell's time is the CPU time of this process (training and evaluation), so
+one at a time). Each cell's time is the CPU time of this process (training and evaluation), so
 other work on the machine does not count; a short warm-up run comes first, and ``--repeats 2`` measures
 each cell twice, alternating which way goes first, so a drift in the machine's load hits both alike.
 Also: the CPU time of one training step of the sweep's decision transformer as one run and as S seeds'
