@@ -11,6 +11,8 @@ Angles are in degrees, taken between every pair of agents i < j at the same data
 - ``mapped_cosine_teacher``/``_student``: the mean cosine between different steps' mapped features of the
   same agent (1: every step is mapped to one direction, the mappings have collapsed).
 
+Beside them, ``grad_norm_<term>``: the norm of the gradient each weighted loss term sends into the students.
+
 A side has **collapsed** when its mapped cosine is above :data:`COLLAPSE_COSINE` and its angles' spread is
 below :data:`COLLAPSE_SPREAD` of the teacher's: the relational loss is then near zero whatever the
 students do.
@@ -74,6 +76,20 @@ def relation_diagnostics(
     out["distill/angle_corr"] = correlation(raw, mapped_s)
     out["distill/mapped_cosine_teacher"] = cross_step_cosine(teacher_maps)
     out["distill/mapped_cosine_student"] = cross_step_cosine(student_maps)
+    return out
+
+
+def term_grad_norms(terms: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, float]:
+    """``distill/grad_norm_<term>``: the norm of the gradient each weighted loss term (a scalar) sends into
+    the trainable parameters of ``model`` (the students' transformers); the graph is kept for the update."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = {}
+    for name, term in terms.items():
+        if not term.requires_grad:
+            continue
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        squares = [g.float().square().sum() for g in grads if g is not None]
+        out[f"distill/grad_norm_{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
     return out
 
 

@@ -367,7 +367,7 @@ class Ours(BaseAlgorithm):
             terms["spread"] = cfg.spread_weight * spread
         loss = sum(terms.values())
 
-        grad_norms = self._term_grad_norms(terms) if log_step else {}
+        grad_norms = diag.term_grad_norms(terms, self.students.model) if log_step else {}
         grad_norm = optimizer_step(loss, students.optimizer, students.scheduler, self.ctx.train.grad_clip)
         self.student_updates += 1
         self._step_teacher_map()
@@ -411,18 +411,6 @@ class Ours(BaseAlgorithm):
                     m.lerp_(n, 1.0 - self.cfg.ema_decay)
 
     # ---------------------------------------------------------------- diagnostics (log steps only)
-
-    def _term_grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
-        """The norm of the gradient each weighted loss term sends into the students' transformers."""
-        params = [p for p in self.students.model.parameters() if p.requires_grad]
-        out = {}
-        for name, term in terms.items():
-            if not term.requires_grad:
-                continue
-            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-            squares = [g.float().square().sum() for g in grads if g is not None]
-            out[f"distill/grad_norm_{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
-        return out
 
     def _record(self, metrics: dict[str, float]) -> None:
         self.diagnostics = {k: v for k, v in metrics.items() if k.startswith("distill/")}
