@@ -18,6 +18,10 @@ Each row names the dataset its run was trained on (``dataset_checksum``: the SHA
 arrays, as the run's ``results.json`` records it; '' when unknown). Tables from before that column are read
 with it empty and upgraded in place (whole, atomically, under the lock) the first time a driver writes to
 them.
+
+The module is about 500 lines because its one job, the table, holds both what a row is (the columns, a
+run's metrics and curve points) and the file's locked appends, repair, upgrade and reads, which must
+agree on those columns.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ run. The results table is appended idempotently per run id and repaired from the
 (see :mod:`marlkd.experiments.results`). The run store is :mod:`marlkd.experiments.store`; the queue
 and its bookkeeping are :mod:`marlkd.experiments.scheduler`'s; the workers and their backends are
 :mod:`marlkd.experiments.workers`'.
+
+The module is about 500 lines because its one job, running what is missing of a sweep, holds what a run
+needs (the default run function, its dataset), the queries of what is done (:func:`sweep_status`,
+:func:`unrecorded_runs`) and the launch that queues the runs and settles the finished ones.
 """
 
 from __future__ import annotations
