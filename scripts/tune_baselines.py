@@ -104,7 +104,7 @@ def eval_curve(run_dir: Path) -> dict[int, float]:
     return curve
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -123,13 +123,53 @@ def main() -> None:
     parser.add_argument(
         "--summarize", action="store_true", help="tabulate the finished runs only (train nothing)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def tune_method(method: str, data: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train (or, with --summarize, read) every seed of each of ``method``'s settings; a row per setting."""
+    from marlkd.run_config import RunConfig
+    from marlkd.training import train
+
+    rows = []
+    for settings in settings_grid(method):
+        returns, early, wall = [], [], []
+        for seed in args.seeds:
+            out = args.root / "runs" / method / tag(settings, method) / f"s{seed}"
+            config = run_config(method, settings, seed, data, out, args)
+            if args.dry_run:
+                print(json.dumps(config))
+                continue
+            if args.summarize:
+                if not (out / "results.json").exists():
+                    continue
+                result = json.loads((out / "results.json").read_text())
+                wall.append(result["train_time_s"])
+            else:
+                t0 = time.perf_counter()
+                result = train(RunConfig.from_dict(config), progress=False)
+                wall.append(time.perf_counter() - t0)
+            returns.append(result["return_mean"])
+            if method in TD_METHODS:
+                early.append(eval_curve(out).get(args.steps, float("nan")))
+        if args.dry_run or not returns:
+            continue
+        row = {"settings": settings, "returns": returns, "mean": statistics.fmean(returns)}
+        if early:
+            row["returns_at_steps"] = early
+            row["mean_at_steps"] = statistics.fmean(early)
+        row["wall_s"] = sum(wall)
+        rows.append(row)
+        print(method, tag(settings, method), f"{row['mean']:.3f}", returns, flush=True)
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
 
     import torch
 
     from marlkd.experts import ensure_dataset
-    from marlkd.run_config import RunConfig
-    from marlkd.training import train
 
     torch.set_num_threads(1)
     root = args.root / "datasets"
@@ -151,36 +191,7 @@ def main() -> None:
         "grid": {},
     }
     for method in args.methods:
-        rows = []
-        for settings in settings_grid(method):
-            returns, early, wall = [], [], []
-            for seed in args.seeds:
-                out = args.root / "runs" / method / tag(settings, method) / f"s{seed}"
-                config = run_config(method, settings, seed, data, out, args)
-                if args.dry_run:
-                    print(json.dumps(config))
-                    continue
-                if args.summarize:
-                    if not (out / "results.json").exists():
-                        continue
-                    result = json.loads((out / "results.json").read_text())
-                    wall.append(result["train_time_s"])
-                else:
-                    t0 = time.perf_counter()
-                    result = train(RunConfig.from_dict(config), progress=False)
-                    wall.append(time.perf_counter() - t0)
-                returns.append(result["return_mean"])
-                if method in TD_METHODS:
-                    early.append(eval_curve(out).get(args.steps, float("nan")))
-            if args.dry_run or not returns:
-                continue
-            row = {"settings": settings, "returns": returns, "mean": statistics.fmean(returns)}
-            if early:
-                row["returns_at_steps"] = early
-                row["mean_at_steps"] = statistics.fmean(early)
-            row["wall_s"] = sum(wall)
-            rows.append(row)
-            print(method, tag(settings, method), f"{row['mean']:.3f}", returns, flush=True)
+        rows = tune_method(method, data, args)
         if rows:
             best = max(rows, key=lambda r: r["mean"])
             summary["grid"][method] = {"rows": rows, "chosen": best["settings"]}
