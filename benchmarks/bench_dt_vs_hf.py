@@ -16,7 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _timing import median_time
+from _timing import action_loss_update, cpu_autocast, median_time
 
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
 
@@ -56,7 +56,7 @@ def ours_step(dtype, attn_dropout=None):
     d = data()
 
     def step():
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with cpu_autocast(dtype):
             logits, _ = model(
                 d["returns"][None],
                 d["obs"][None],
@@ -64,10 +64,7 @@ def ours_step(dtype, attn_dropout=None):
                 d["timesteps"][None],
                 d["mask"][None].bool(),
             )
-        loss = F.cross_entropy(logits.float().reshape(-1, ACT), d["actions"].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        action_loss_update(logits, d["actions"], opt)
 
     return step
 
@@ -112,7 +109,7 @@ def hf_step(dtype):
     d = data()
 
     def step():
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with cpu_autocast(dtype):
             out = model(
                 states=d["obs"],
                 actions=d["onehot"],
@@ -121,10 +118,7 @@ def hf_step(dtype):
                 attention_mask=d["mask"],
                 return_dict=True,
             )
-        loss = F.cross_entropy(out.action_preds.float().reshape(-1, ACT), d["actions"].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        action_loss_update(out.action_preds, d["actions"], opt)
 
     return step
 

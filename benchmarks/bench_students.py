@@ -14,7 +14,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from _timing import median_time
+from _timing import action_loss_update, cpu_autocast, median_time
 
 from marlkd.models.decision_transformer import DecisionTransformer, DTConfig
 
@@ -38,12 +38,9 @@ def step_fn(models, inputs, dtype):
         for i, (model, opt) in enumerate(zip(models, optimizers, strict=True)):
             sl = slice(None) if members == 1 else slice(i, i + 1)
             r, o, a, t, m, act = (x[sl] for x in inputs)
-            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            with cpu_autocast(dtype):
                 logits, _ = model(r, o, a, t, m)
-            loss = F.cross_entropy(logits.float().flatten(0, -2), act.flatten())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            action_loss_update(logits, act, opt)
 
     return step
 
