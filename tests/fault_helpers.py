@@ -4,11 +4,12 @@ processes started with ``tests`` on the path).
 ``stepping_run`` stands in for training: it holds the run directory's lock as the training loop does,
 appends one line per step to ``steps.txt`` (its "checkpoint": a resumed run starts after the last line),
 and records its pid, so a test can see whether two processes ever trained one run, and whether a worker
-outlived its driver."""
+outlived its driver. ``crashing_run`` kills its worker once, in the middle of one run."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,10 @@ def spec():
     return parse_spec(SPEC)
 
 
-def stepping_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+def stepping_run(
+    run: RunSpec, run_dir: Path, dataset: Path | None, kill_at: int | None = None
+) -> dict[str, Any]:
+    """``kill_at``: the process kills itself (``kill -9``) right after that step."""
     with filelock.locked(run_dir / ".lock", timeout=30, what=f"run directory {run_dir}"):
         with open(run_dir / "pids.txt", "a") as f:
             f.write(f"{os.getpid()}\n")
@@ -48,7 +52,16 @@ def stepping_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str,
             time.sleep(STEP_S)
             with open(steps, "a") as f:
                 f.write(f"{step} {os.getpid()}\n")
+            if step == kill_at:
+                (run_dir / "killed").write_text(f"{os.getpid()}\n")
+                os.kill(os.getpid(), signal.SIGKILL)
     return {"return_mean": float(run.seed), "return_std": 0.0, "train_steps": STEPS, "seed": run.seed}
+
+
+def crashing_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str, Any]:
+    """``stepping_run``, except that the worker executing seed 1 of IDT is killed at its step 5 (once)."""
+    crash = run.method == "idt" and run.seed == 1 and not (run_dir / "killed").exists()
+    return stepping_run(run, run_dir, dataset, kill_at=5 if crash else None)
 
 
 def quick_dataset(key: DatasetKey, root: Path) -> Path:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import marlkd
-from fault_helpers import SPEC, quick_dataset, spec, stepping_run
+from fault_helpers import SPEC, crashing_run, quick_dataset, spec, stepping_run
 from marlkd import checkpoint
 from marlkd.checkpoint import CheckpointError
 from marlkd.cli import main
@@ -196,6 +196,33 @@ def test_a_driver_killed_at_random_points_leaves_no_orphan_and_no_duplicate(tmp_
     out, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
     _assert_complete(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_serving_several_runs_is_replaced_and_no_run_is_lost(tmp_path):
+    summary = run_sweep(
+        spec(),
+        tmp_path,
+        workers=2,
+        runs_per_worker=16,
+        run_fn=crashing_run,
+        dataset_fn=quick_dataset,
+        progress=False,
+        group_seeds=False,
+    )
+    assert summary.ok and summary.done == 6
+    _assert_complete(tmp_path)  # the killed run resumed after its step 5; the others lost nothing
+    runs_of: Counter = Counter()
+    for path in (tmp_path / "runs").rglob("pids.txt"):
+        for pid in set(path.read_text().split()):
+            runs_of[pid] += 1
+    assert max(runs_of.values()) >= 2  # a worker served several runs
+    killed = next(run for run in expand(spec()) if run.method == "idt" and run.seed == 1)
+    killed_dir = run_dir_for(tmp_path, killed)
+    killer = (killed_dir / "killed").read_text().strip()
+    lines = (killed_dir / "steps.txt").read_text().splitlines()
+    assert {line.split()[1] for line in lines[:5]} == {killer} and killer not in lines[5]
+    assert not _alive(int(killer))
 
 
 @pytest.mark.slow

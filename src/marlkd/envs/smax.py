@@ -21,7 +21,8 @@ Conventions (SMAC's, where SMAX differs from the BatchedEnv contract the wrapper
   then every unit's team, then every unit's type index; ``S = (10 + 2) * (n_allies + n_enemies)``.
 
 The batched form is ``jax.jit(jax.vmap(...))`` over B copies on the CPU (``JAX_PLATFORMS=cpu`` is set if unset
-before JAX is imported). Arrays leave JAX through ``np.asarray`` (a read-only view, no copy). Copy ``b`` of
+before JAX is imported; the compilations persist on disk across processes, :mod:`marlkd.jax_cache`).
+Arrays leave JAX through ``np.asarray`` (a read-only view, no copy). Copy ``b`` of
 ``reset(seed)`` uses the key ``PRNGKey(seed + b)``, so it plays the same episode as the single form reset
 with seed ``seed + b``.
 
@@ -89,6 +90,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MarlkdError(
         f"the SMAX environments need jaxmarl and jax ({exc}); install them with `pip install 'marlkd[smax]'`"
     ) from exc
+
+from marlkd.jax_cache import enable_compilation_cache  # noqa: E402 - after JAX, before any compilation
+
+enable_compilation_cache(jax)  # a new process loads the jitted reset and step from disk
 
 __all__ = [
     "SMAX_SCENARIOS",

@@ -75,11 +75,13 @@ from marlkd.experiments.store import (
     write_json,
 )
 from marlkd.experiments.workers import (
+    DEFAULT_RUNS_PER_WORKER,
     DatasetFn,
     InlineBackend,
     LocalBackend,
     RayBackend,
     RunFn,
+    check_runs_per_worker,
     dataset_job,
     run_job,
     worker_init,
@@ -360,6 +362,7 @@ def run_sweep(
     gpus_per_run: float = 0.0,
     progress: bool = True,
     group_seeds: bool = True,
+    runs_per_worker: int = DEFAULT_RUNS_PER_WORKER,
 ) -> SweepSummary:
     """Run the sweep's missing runs and append the rows of all its finished runs to
     ``<root>/<sweep>/results.csv``.
@@ -385,6 +388,9 @@ def run_sweep(
         progress: show a progress bar (done, failed, running, remaining, ETA).
         group_seeds: with the default run function, train the runs that differ only in seed (IDT, MADT,
             the teacher) as the members of one program (``marlkd.experiments.members``); False: one by one.
+        runs_per_worker: local workers: jobs (runs and datasets) a worker process serves before a fresh one
+            replaces it, keeping its imports and JAX compilations (1: a fresh process per run). Not used
+            by Ray, whose workers are Ray's, or with ``workers=0``.
 
     A run that raises is recorded as failed (marker with the traceback) and the others go on. Runs start
     in :func:`launch_order`. A run whose lock another driver holds (see :func:`try_lock_run`) is passed
@@ -401,6 +407,7 @@ def run_sweep(
         check_against_registry(spec, runs)
     if workers is not None and workers < 0:
         raise ConfigError(f"workers must be >= 0, got {workers}")
+    check_runs_per_worker(runs_per_worker)
     root = Path(root).resolve()  # workers (Ray tasks on other nodes) may start in another directory
     sweep = spec.sweep_name(quick)
     runs = _open_sweep(root, spec, quick, runs)
@@ -414,7 +421,7 @@ def run_sweep(
         run_fn = SeedGroups.of(todo, lambda run: run_dir_for(root, run))
     scheduler = None
     if todo:  # nothing to do: start no workers (a Ray instance takes seconds to start)
-        backend = _backend(ray_address, workers, gpus_per_run)
+        backend = _backend(ray_address, workers, gpus_per_run, runs_per_worker)
         scheduler = Scheduler(root, table, todo, run_fn, dataset_fn or make_dataset, backend, unverified)
         scheduler.execute(progress_bar(len(todo), sweep, progress))
     return _summary(sweep, root, len(runs), skipped, scheduler, time.monotonic() - started)
@@ -450,13 +457,19 @@ def _open_sweep(root: Path, spec: SweepSpec, quick: bool, runs: list[RunSpec]) -
     return runs
 
 
-def _backend(ray_address: str | None, workers: int | None, gpus_per_run: float) -> Any:
-    """Where the jobs run: Ray tasks, this process (``workers=0``) or a pool of ``workers`` processes."""
+def _backend(
+    ray_address: str | None,
+    workers: int | None,
+    gpus_per_run: float,
+    runs_per_worker: int = DEFAULT_RUNS_PER_WORKER,
+) -> Any:
+    """Where the jobs run: Ray tasks, this process (``workers=0``) or a pool of ``workers`` processes,
+    each serving up to ``runs_per_worker`` jobs."""
     if ray_address:
         return RayBackend(ray_address, workers, gpus_per_run)
     if workers == 0:
         return InlineBackend()
-    return LocalBackend(workers or 1)
+    return LocalBackend(workers or 1, runs_per_worker)
 
 
 def _settle_finished(

@@ -1,6 +1,16 @@
 """Where a sweep's jobs execute: the worker side of a job (threads, captured output, outcome) and the
 backends that run jobs (in this process, a local pool of spawned processes, or Ray tasks).
 
+A local worker process serves up to ``runs_per_worker`` jobs before it is replaced, so its imports (torch,
+marlkd, JAX for SMAX) and its in-memory JAX compilations serve several runs. What a job could leave behind
+for the next is reset around each job (:func:`_job_scope`): the global random generators (to the state
+of a fresh process: each seeded from the OS), the signal handlers
+the worker started with, environment variables and working directory, warning filters (and the record
+of warnings shown once), torch's grad mode and default dtype; each job sets its own threads and captures
+its output to its own log file, and logging handlers left writing to that file are pointed back at the
+worker's stderr. The driver-watch thread is started once per process. Runs seed everything they draw
+from themselves (``marlkd.training.build_algorithm``).
+
 A backend runs a function somewhere and hands back a :class:`concurrent.futures.Future`; a job returns its
 outcome as a plain dict (``ok``, and the dataset's path and checksum or the run's results, or the error
 and traceback), so nothing but data crosses a process boundary.
@@ -9,19 +19,24 @@ and traceback), so nothing but data crosses a process boundary.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import logging
 import os
+import random
 import signal
+import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from marlkd.envs.plugins import IMPORT_ENV
-from marlkd.errors import MarlkdError
+from marlkd.errors import ConfigError, MarlkdError
 from marlkd.experiments.results import curve_points, provenance, read_curve
 from marlkd.experiments.spec import DatasetKey, RunSpec
 from marlkd.experiments.store import LOG_FILE, now
@@ -39,16 +54,88 @@ DatasetFn = Callable[[DatasetKey, Path], Path]
 _DRIVER_POLL_S = 0.5
 _ORPHANED_EXIT = 75
 
+#: Runs (and dataset jobs) a local worker process serves before it is replaced: ``LocalBackend``'s
+#: default (``benchmarks/bench_workers.py`` measures what a worker's start costs a run).
+DEFAULT_RUNS_PER_WORKER = 16
+# Signals whose handlers a job may change and the next job must not inherit.
+_RESET_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM")
+    if hasattr(signal, name)
+)
+
 _busy = False  # in a worker process: whether it is executing a job
+_worker_signals: dict[int, Any] | None = None  # in a pool worker: its handlers between jobs
 
 
 def worker_init(driver: int | None = None) -> None:
     """Ctrl-C in a pool worker: interrupt the job it runs (the training loop keeps its checkpoint), or
     leave quietly when it runs none. With ``driver`` (the driver's pid), the worker also ends when the
-    driver is gone, however it went (``kill -9`` included): no orphan trains on alone."""
+    driver is gone, however it went (``kill -9`` included): no orphan trains on alone. Called once per
+    worker process, however many jobs it serves; marks the process as a pool worker, whose jobs are reset
+    around (:func:`_job_scope`)."""
+    global _worker_signals
     signal.signal(signal.SIGINT, _on_interrupt)
+    _worker_signals = {signum: signal.getsignal(signum) for signum in _RESET_SIGNALS}
     if driver is not None:
         threading.Thread(target=_watch_driver, args=(driver,), name="watch-driver", daemon=True).start()
+
+
+def _fresh_random_state() -> None:
+    """The global random generators as a fresh process has them: torch's default generator, NumPy's global
+    generator and Python's, each seeded from the OS (a run that uses any of them seeds it itself)."""
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.seed()
+
+
+@contextlib.contextmanager
+def _job_scope() -> Iterator[None]:
+    """In a pool worker (after :func:`worker_init`; a no-op in the driver, where ``InlineBackend`` runs
+    jobs): give the job a worker as it was before any job ran, and take back what the job changed of the
+    process (see the module docstring)."""
+    if _worker_signals is None:
+        yield
+        return
+    for signum, handler in _worker_signals.items():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            signal.signal(signum, handler)
+    if hasattr(signal, "alarm"):
+        signal.alarm(0)
+    _fresh_random_state()
+    environ, cwd = dict(os.environ), os.getcwd()
+    torch = sys.modules.get("torch")
+    dtype = torch.get_default_dtype() if torch is not None else None
+    try:
+        with warnings.catch_warnings():  # restores the filters; the registries of "once" warnings too
+            yield
+    finally:
+        if os.environ != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_grad_enabled(True)
+            torch.set_default_dtype(dtype if dtype is not None else torch.float32)
+        gc.collect()
+
+
+def _release_log_handlers(log: Any) -> None:
+    """Point logging handlers that a job left writing to its (now closed) log file at this process's
+    stderr."""
+    loggers = [logging.getLogger()] + [
+        item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is log:
+                handler.setStream(sys.__stderr__)
 
 
 def _watch_driver(driver: int) -> None:
@@ -92,8 +179,11 @@ def _captured(log_path: Path, capture: bool) -> Iterator[None]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as log:
         log.write(f"--- {now()} pid {os.getpid()}\n")
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            yield
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            _release_log_handlers(log)
 
 
 def _jsonable(value: Any) -> Any:
@@ -117,7 +207,7 @@ def dataset_job(
     root = Path(data_root)
     log_name = f"{key.env}-{key.quality}-{key.episodes}-s{key.seed}.log"
     try:
-        with _working(), _captured(root / "logs" / log_name, capture):
+        with _job_scope(), _working(), _captured(root / "logs" / log_name, capture):
             path = dataset_fn(key, root)
         from marlkd.data.format import stored_checksum
 
@@ -140,7 +230,7 @@ def run_job(
     origin = provenance()  # of the code this process runs (the driver's may be older, or on another node)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with _working(), _captured(directory / LOG_FILE, capture):
+        with _job_scope(), _working(), _captured(directory / LOG_FILE, capture):
             result = run_fn(run, directory, Path(dataset) if dataset else None)
         if not isinstance(result, Mapping):
             raise TypeError(f"the run function returned {type(result).__name__}, not a mapping of results")
@@ -181,14 +271,20 @@ class InlineBackend:
 
 
 class LocalBackend:
-    """A pool of ``workers`` spawned processes; each job gets a fresh one (no state leaks between runs)."""
+    """A pool of ``workers`` spawned processes, each serving up to ``runs_per_worker`` jobs (runs and
+    datasets) before a fresh one takes its place (1: a fresh process per job). A worker keeps its imports
+    and JAX's in-memory compilations from job to job; what a job changes of the process is reset around it
+    (:func:`_job_scope`). A worker that dies breaks the pool: the driver restarts it and resubmits the jobs
+    that were in it (:class:`marlkd.experiments.scheduler.Scheduler`)."""
 
     capture = True
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, runs_per_worker: int = DEFAULT_RUNS_PER_WORKER) -> None:
         import multiprocessing
 
+        check_runs_per_worker(runs_per_worker)
         self.slots = workers
+        self.runs_per_worker = runs_per_worker
         self.threads = max(1, _cpu_count() // workers)
         self._context = multiprocessing.get_context("spawn")
         self._pool = self._new_pool()
@@ -197,7 +293,7 @@ class LocalBackend:
         return ProcessPoolExecutor(
             max_workers=self.slots,
             mp_context=self._context,
-            max_tasks_per_child=1,
+            max_tasks_per_child=self.runs_per_worker,
             initializer=worker_init,
             initargs=(os.getpid(),),
         )
@@ -233,6 +329,14 @@ class LocalBackend:
             for process in alive:
                 process.join(timeout=max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def check_runs_per_worker(runs_per_worker: Any) -> None:
+    """A clear error unless ``runs_per_worker`` is an int >= 1."""
+    if isinstance(runs_per_worker, bool) or not isinstance(runs_per_worker, int) or runs_per_worker < 1:
+        raise ConfigError(
+            f"runs_per_worker: must be an integer >= 1 (1: a fresh process per run), got {runs_per_worker!r}"
+        )
 
 
 def _import_ray() -> Any:
