@@ -1,11 +1,13 @@
-"""Local sweep workers that serve several runs: each run finds the process as a fresh worker would have it
-(random generators, signal handlers, environment, working directory, warning filters, torch's threads,
-grad mode and default dtype), whatever the run before it changed; and the JAX compilation cache's settings.
-The run and dataset functions are module-level, so spawned workers can import them."""
+"""Local sweep workers that serve several runs: each run finds the process as a fresh worker would have
+it (random generators, signal handlers, environment, working directory, warning filters, logging
+handlers, torch's threads, grad mode and default dtype), whatever the run before it changed; and the JAX
+compilation cache's settings. The run and dataset functions are module-level, so spawned workers can
+import them."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -66,6 +68,9 @@ def polluting_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str
         "grad": torch.is_grad_enabled(),
         "dtype": str(torch.get_default_dtype()),
         "leaked_filter": any(getattr(entry[1], "pattern", None) == _FILTER for entry in warnings.filters),
+        "closed_handler": any(
+            getattr(handler.stream, "closed", False) for handler in logging.getLogger(_FILTER).handlers
+        ),
         "numpy_draw": float(np.random.random()),
         "python_draw": random.random(),
     }
@@ -81,6 +86,8 @@ def polluting_run(run: RunSpec, run_dir: Path, dataset: Path | None) -> dict[str
     torch.set_grad_enabled(False)
     torch.set_default_dtype(torch.float64)
     warnings.filterwarnings("ignore", message=_FILTER)
+    if not logging.getLogger(_FILTER).handlers:
+        logging.getLogger(_FILTER).addHandler(logging.StreamHandler())  # onto the run's captured stderr
     return {"return_mean": float(run.seed), "train_steps": 4, "seed": run.seed}
 
 
@@ -109,6 +116,7 @@ def test_a_worker_serving_several_runs_gives_each_a_fresh_process_state(tmp_path
         assert state["torch_seed"] != 123
         assert state["threads"] == max(1, workers_module._cpu_count())
         assert state["grad"] and state["dtype"] == "torch.float32" and not state["leaked_filter"]
+        assert not state["closed_handler"]  # a handler left on a run's log writes to the worker's stderr
         assert state["numpy_draw"] != polluted_numpy and state["python_draw"] != polluted_python
     assert len({state["torch_seed"] for state in states}) == 4  # seeded from the OS, as a fresh process is
     assert sorted(load_results(tmp_path, spec).query("metric == 'return_mean'")["value"]) == [0, 0, 1, 1]
@@ -233,6 +241,7 @@ def test_the_jax_cache_is_enabled_for_every_compilation(
     assert jax_cache.enable_compilation_cache(unwritable) is None and not unwritable.config.updates
 
 
+@pytest.mark.slow
 def test_smax_turns_the_cache_on(tmp_path: Path) -> None:
     import subprocess
     import sys

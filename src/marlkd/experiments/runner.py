@@ -1,7 +1,8 @@
 """Run a sweep: only what is missing, each dataset made once, failures recorded, locally or on Ray.
 
-Each run executes in its own worker (a fresh spawned process from a local pool, or a Ray task) with a
-run function (:data:`RunFn`; by default :func:`train_run`, which calls :func:`marlkd.train`).
+Each run executes in a worker (a spawned process from a local pool, which serves up to
+``runs_per_worker`` runs with its state reset between them, or a Ray task) with a run function
+(:data:`RunFn`; by default :func:`train_run`, which calls :func:`marlkd.train`).
 
 Runs are kept in one store per experiments root, ``<root>/runs/<run_id>``, shared by every sweep: a run
 that two sweeps contain (the same id) is trained once. The driver is the only writer of a run's state:

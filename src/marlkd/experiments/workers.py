@@ -3,13 +3,12 @@ backends that run jobs (in this process, a local pool of spawned processes, or R
 
 A local worker process serves up to ``runs_per_worker`` jobs before it is replaced, so its imports (torch,
 marlkd, JAX for SMAX) and its in-memory JAX compilations serve several runs. What a job could leave behind
-for the next is reset around each job (:func:`_job_scope`): the global random generators (to the state
-of a fresh process: each seeded from the OS), the signal handlers
-the worker started with, environment variables and working directory, warning filters (and the record
-of warnings shown once), torch's grad mode and default dtype; each job sets its own threads and captures
-its output to its own log file, and logging handlers left writing to that file are pointed back at the
-worker's stderr. The driver-watch thread is started once per process. Runs seed everything they draw
-from themselves (``marlkd.training.build_algorithm``).
+for the next is reset around each job (:func:`_job_scope`): the global random generators (seeded from
+the OS, as in a fresh process), the signal handlers the worker started with, environment variables and
+working directory, warning filters (and the record of warnings shown once), torch's grad mode and default
+dtype; each job sets its own threads and captures its output to its own log file, and logging handlers
+left writing to that file are pointed back at the worker's stderr. The driver-watch thread is started
+once per process. Runs seed everything they draw from themselves (``marlkd.training.build_algorithm``).
 
 A backend runs a function somewhere and hands back a :class:`concurrent.futures.Future`; a job returns its
 outcome as a plain dict (``ok``, and the dataset's path and checksum or the run's results, or the error
