@@ -1,7 +1,10 @@
-"""Shared test setup: one thread for torch, fixed seeds, and small datasets made in milliseconds."""
+"""Shared test setup: one thread for torch, fixed seeds, a JAX compilation cache of the session's own, and small
+datasets made in milliseconds."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,10 @@ import torch
 from marlkd.data.format import write_dataset
 
 torch.set_num_threads(1)
+
+# SMAX's JAX compilations go to a cache of this test session's own (shared by the workers the tests spawn),
+# not to the user's ~/.cache/marlkd/jax.
+os.environ.setdefault("MARLKD_JAX_CACHE", tempfile.mkdtemp(prefix="marlkd-jax-cache-"))
 
 
 @pytest.fixture(autouse=True)
