@@ -46,7 +46,8 @@ class DatasetMetadata:
         n_actions: A, number of discrete actions.
         state_dim: S, length of the stored global state; 0 when the file has no ``state``.
         behavior_policy: how the data was made, enough to remake it (e.g. the function and its arguments).
-        quality: data tier: ``"good"``, ``"normal"``, ``"poor"``, ``"random"`` or a user's own label.
+        quality: data tier (one of :data:`marlkd.names.QUALITIES`: ``"good"``, ``"normal"``, ``"poor"``,
+            ``"medium"``, ``"early"``, ``"replay"``, ``"mixed"``, ``"random"``) or a user's own label.
         seed: the seed the data was collected with; None when unknown.
         n_episodes: E.
         mean_return, min_return, max_return: over episodes, of the per-agent episode return (the episode's
