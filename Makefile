@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Extras: `setup` installs Highway, SMAX and the Vault reader (so that every built-in sweep runs and
-# OG-MARL datasets import); the tests add flashbax (to write reference Vaults) and the Ray backend.
+# OG-MARL datasets import); the tests add flashbax (to write reference Vaults), MPE (mpe2, a PettingZoo
+# environment marlkd does not ship) and the Ray backend.
 # torch is installed first at the tested version (pyproject.toml accepts a range).
 TORCH       ?= torch==2.13.0
 EXTRAS      ?= dev,all

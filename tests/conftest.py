@@ -1,5 +1,5 @@
-"""Shared test setup: one thread for torch, fixed seeds, a JAX compilation cache of the session's own, and small
-datasets made in milliseconds."""
+"""Shared test setup: one thread for torch, fixed seeds, a JAX compilation cache of the session's own, and
+small datasets made in milliseconds."""
 
 from __future__ import annotations
 
