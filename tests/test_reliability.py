@@ -1,6 +1,6 @@
 """Runs pinned to their inputs, safe checkpoints, checks before training, and one-line CLI errors.
 
-Each test names the defect it guards against (the numbered list of docs/reliability.md)."""
+Each test names the defect it guards against (docs/reliability.md lists each fault with its test)."""
 
 from __future__ import annotations
 
