@@ -128,6 +128,7 @@ def test_method_help_reads_well(method: str, capsys: pytest.CaptureFixture[str])
 
 def test_enum_like_fields_list_their_choices(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--ablation {" + ",".join(ABLATIONS) + "}" in _help(["train", "ours"], capsys)
+    assert "--teacher {concat,factored}" in _help(["train", "ours"], capsys)
     assert "--algo-reward {positive,logit,negative}" in _help(["train", "gail"], capsys)
     assert "--truncation {bootstrap,final,drop}" in _help(["train", "cql"], capsys)
     assert "--quality {" + ",".join(QUALITIES) + "}" in _help(["demo"], capsys)

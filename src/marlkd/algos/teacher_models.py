@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -25,7 +26,8 @@ from marlkd.errors import ConfigError
 from marlkd.models.factored_teacher import FactoredConfig, FactoredTeacher
 from marlkd.models.layouts import Layout
 
-TEACHERS = ("concat", "factored")
+Teacher = Literal["concat", "factored"]
+TEACHERS: tuple[str, ...] = get_args(Teacher)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class TeacherModelConfig(DTModelConfig):
             directory).
     """
 
-    teacher: str = "concat"
+    teacher: Teacher = "concat"
     agent_ids: int = 0
     teacher_data: tuple[str, ...] = ()
 
