@@ -378,6 +378,19 @@ def test_train_input_errors_are_one_line(data_dir, tmp_path, capsys, extra, mess
     assert message in err and err.count("\n") == 1, err
 
 
+def test_a_run_that_fails_its_checks_leaves_no_directory(data_dir, tmp_path, capsys):
+    missing = str(tmp_path / "missing.h5")
+    out = tmp_path / "new" / "run"
+    assert main(["train", "bc", "--data", missing, "--out", str(out), "--steps", "1"]) == 2
+    assert "missing.h5" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # the run directory and the folder made for it are gone
+    kept = tmp_path / "kept"
+    kept.mkdir()  # an existing folder is kept as it was
+    (kept / "notes.txt").write_text("mine")
+    assert main(["train", "bc", "--data", missing, "--out", str(kept), "--steps", "1"]) == 2
+    assert (kept / "notes.txt").read_text() == "mine" and not (kept / "config.json").exists()
+
+
 def test_eval_needs_episodes(data_dir, tmp_path, capsys):
     marlkd.train(bc_run(data_dir / "gw.h5", tmp_path / "run"), progress=False)
     assert main(["eval", str(tmp_path / "run"), "--episodes", "0"]) == 2

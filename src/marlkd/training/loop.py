@@ -37,10 +37,12 @@ from marlkd.training.run_dir import (
     RESULTS,
     check_same_run,
     cut_dataset,
+    first_missing,
     load_checkpoint,
     pin_dataset,
     prepare_run_dir,
     read_run_config,
+    remove_unused_run_dir,
     restore_rng,
     training_state,
 )
@@ -118,9 +120,15 @@ def train(
     use_wandb = tracking.wanted(wandb)
     if use_wandb:
         tracking.check_available()  # before anything is written
+    created = first_missing(Path(config.out))
     run_dir = prepare_run_dir(config.out)
-    with filelock.locked(run_dir / LOCK_FILE, timeout=lock_timeout, what=f"run directory {run_dir}"):
-        return _train_locked(config, run_dir, progress, use_wandb)
+    try:
+        with filelock.locked(run_dir / LOCK_FILE, timeout=lock_timeout, what=f"run directory {run_dir}"):
+            return _train_locked(config, run_dir, progress, use_wandb)
+    except BaseException:
+        if created is not None:  # a new run that failed before writing anything leaves no directory
+            remove_unused_run_dir(run_dir, created)
+        raise
 
 
 def _train_locked(

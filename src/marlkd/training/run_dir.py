@@ -76,6 +76,31 @@ def prepare_run_dir(out: str) -> Path:
     return run_dir
 
 
+def first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` (itself included) that does not exist yet; None if it exists."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_unused_run_dir(run_dir: Path, created: Path) -> None:
+    """Remove a run directory that was created, with its parents up to ``created``, for a run that failed
+    before it wrote anything (the directory holds at most its lock file): a failed start leaves nothing."""
+    try:
+        if set(os.listdir(run_dir)) - {LOCK_FILE}:
+            return
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        for folder in (run_dir, *run_dir.parents):
+            folder.rmdir()
+            if folder == created:
+                break
+    except OSError:  # something else appeared meanwhile, or is not ours to remove: leave it
+        return
+
+
 def pin_dataset(config: RunConfig):
     """(config with the dataset's absolute path and checksum, the full dataset)."""
     from marlkd.data.format import load_dataset
