@@ -14,7 +14,7 @@ from marlkd.envs.equal_space import pair_distance_reward
 from marlkd.envs.grid_world import resolve_moves
 from marlkd.errors import ConfigError
 
-NATIVE = ("fill-in", "equal-space", "grid-world")
+NATIVE = ("fill-in", "equal-space", "grid-world", "grid-world-coop")
 STAY, UP, DOWN, LEFT, RIGHT = range(5)
 
 
@@ -163,6 +163,12 @@ def _grid_world_scene(predicate, **kwargs) -> tuple:
 
     ``pos`` ``(N, 2)`` are the agents' cells, ``objects`` ``(N, H, W)`` each agent's uncollected objects.
     """
+    env, pos, objects, _ = _grid_world_scene_and_seed(predicate, **kwargs)
+    return env, pos, objects
+
+
+def _grid_world_scene_and_seed(predicate, **kwargs) -> tuple:
+    """:func:`_grid_world_scene`, also returning the seed of the scene."""
     env = make_batched("grid-world", 1, **kwargs)
     size = env.config.grid_size
     for seed in range(500):
@@ -170,7 +176,7 @@ def _grid_world_scene(predicate, **kwargs) -> tuple:
         pos = _positions(obs[0], size)  # (N, 2)
         objects = env.state()[0, 2 * env.config.n_agents : -1].reshape(env.config.n_agents, size, size)
         if predicate(pos, objects):
-            return env, pos, objects
+            return env, pos, objects, seed
     raise AssertionError("no seed gives the wanted scene")
 
 
@@ -228,9 +234,10 @@ def test_grid_world_terminates_when_all_objects_are_collected() -> None:
     assert total == 1.0 and terminated[0, 0] and not truncated[0, 0] and steps <= 4
 
 
-def test_grid_world_observation_windows_match_the_state() -> None:
+@pytest.mark.parametrize("shared_objects", [False, True])
+def test_grid_world_observation_windows_match_the_state(shared_objects: bool) -> None:
     size, window, n_agents = 8, 5, 2
-    env = make_batched("grid-world", 4)
+    env = make_batched("grid-world", 4, shared_objects=shared_objects)
     rng = np.random.default_rng(0)
     obs = env.reset(seed=21)
     radius, area = window // 2, window**2
@@ -241,6 +248,9 @@ def test_grid_world_observation_windows_match_the_state() -> None:
         for b in range(env.num_envs):
             pos = _positions(obs[b], size)
             objects = state[b, 2 * n_agents : -1].reshape(n_agents, size, size)
+            if shared_objects:  # the state holds every object in grid 0; each agent may collect them all
+                assert not objects[1:].any()
+                objects = np.repeat(objects[:1], n_agents, axis=0)
             for i in range(n_agents):
                 expected = np.zeros((window, window, 3), dtype=np.float32)  # cell-major, channels last
                 for dr, dc in itertools.product(range(window), repeat=2):
@@ -248,11 +258,105 @@ def test_grid_world_observation_windows_match_the_state() -> None:
                     if not (0 <= r < size and 0 <= c < size):
                         continue  # outside the grid: zeros in every channel
                     expected[dr, dc, 0] = objects[i, r, c]
-                    expected[dr, dc, 1] = any(objects[j, r, c] for j in range(n_agents) if j != i)
+                    others = any(objects[j, r, c] for j in range(n_agents) if j != i)
+                    expected[dr, dc, 1] = others and not shared_objects
                     expected[dr, dc, 2] = any((pos[j] == (r, c)).all() for j in range(n_agents) if j != i)
                 np.testing.assert_array_equal(obs[b, i, 2 : 2 + 3 * area], expected.reshape(-1))
         obs, *_ = env.step(rng.integers(0, 5, size=(env.num_envs, n_agents)))
-    assert (channel_counts > 0).all()  # every channel was exercised
+    assert (channel_counts[[0, 2]] > 0).all()  # every channel was exercised ...
+    assert (channel_counts[1] == 0) == shared_objects  # ... except "other objects" with shared objects
+
+
+def _owned_neighbour(pos, objects):
+    """Agent 0 has a neighbouring cell holding an object of agent 1's type (as placed at reset)."""
+    return _neighbour_with(pos[0], objects[1])
+
+
+def test_grid_world_shared_objects_let_an_agent_collect_another_agents_object() -> None:
+    env, pos, objects, seed = _grid_world_scene_and_seed(_owned_neighbour)
+    action, cell = _neighbour_with(pos[0], objects[1])
+    shared = make_batched("grid-world", 1, shared_objects=True)
+    obs = shared.reset(seed=seed)  # the same placement: shared_objects changes no draw
+    np.testing.assert_array_equal(_positions(obs[0], 8), pos)
+    everything = objects.any(axis=0)
+    np.testing.assert_array_equal(shared.state()[0, 4:-1].reshape(2, 8, 8)[0], everything)
+    obs, reward, terminated, _ = shared.step(np.array([[action, STAY]]))
+    assert reward[0].tolist() == [1.0, 0.0]  # to the collector alone: team_reward is off
+    assert (_positions(obs[0, 0], 8) == cell).all()
+    after = shared.state()[0, 4:-1].reshape(2, 8, 8)
+    assert not after[0, cell[0], cell[1]] and after[0].sum() == everything.sum() - 1 and not after[1].any()
+    assert not terminated.any()
+    _, reward, _, _ = env.step(np.array([[action, STAY]]))  # the default rules: the object stays
+    assert reward[0].tolist() == [0.0, 0.0]
+
+
+def test_grid_world_team_reward_gives_every_agent_the_steps_total() -> None:
+    env, pos, objects = _grid_world_scene(
+        lambda pos, objects: _neighbour_with(pos[0], objects[0]), team_reward=True
+    )
+    action, _ = _neighbour_with(pos[0], objects[0])
+    _, reward, _, _ = env.step(np.array([[action, STAY]]))
+    assert reward[0].tolist() == [1.0, 1.0]  # agent 0's own object, credited to the team
+
+    def both_next_to_an_object(pos, objects):
+        first, second = _neighbour_with(pos[0], objects[0]), _neighbour_with(pos[1], objects[1])
+        return first and second and not (first[1] == second[1]).all()
+
+    env, pos, objects = _grid_world_scene(both_next_to_an_object, team_reward=True)
+    actions = [_neighbour_with(pos[i], objects[i])[0] for i in range(2)]
+    _, reward, _, _ = env.step(np.array([actions]))
+    assert reward[0].tolist() == [2.0, 2.0]
+    _, reward, _, _ = env.step(np.array([[STAY, STAY]]))
+    assert reward[0].tolist() == [0.0, 0.0]
+
+
+def test_grid_world_coop_collects_any_object_and_terminates_when_the_team_is_done() -> None:
+    env = make_batched("grid-world-coop", 1, grid_size=3, objects_per_agent=1, max_steps=20)
+    env.reset(seed=5)
+    total = np.zeros(2)
+    while not env.done()[0]:
+        state = env.state()[0]
+        pos = np.rint(state[:4].reshape(2, 2) * 2).astype(np.int64)
+        goal = np.argwhere(state[4:-1].reshape(2, 3, 3)[0])[0]  # agent 0 fetches every object, 1 stays
+        _, reward, terminated, truncated = env.step(np.array([[_move_towards(pos[0], goal), STAY]]))
+        total += reward[0]
+    assert total.tolist() == [2.0, 2.0] and terminated[0, 0] and not truncated[0, 0]
+
+
+def test_grid_world_defaults_keep_their_records_and_rules() -> None:
+    default = env_spec("grid-world")
+    assert default.kwargs == {
+        "grid_size": 8, "n_agents": 2, "objects_per_agent": 3, "max_steps": 30, "window": 5
+    }  # fmt: skip
+    assert env_spec("grid-world", shared_objects=False, team_reward=False).kwargs == default.kwargs
+    assert env_spec("grid-world", team_reward=True).kwargs["team_reward"] is True
+    coop = env_spec("grid-world-coop")
+    assert coop.kwargs["shared_objects"] is True and coop.kwargs["team_reward"] is True
+    # grid-world-coop is Grid-World with its arguments; explicit False is Grid-World itself.
+    rng = np.random.default_rng(3)
+    off = {"shared_objects": False, "team_reward": False}
+    pairs = [
+        (make_batched("grid-world", 8), make_batched("grid-world", 8, **off)),
+        (make_batched("grid-world-coop", 8), make_batched("grid-world", 8, **coop.kwargs)),
+    ]
+    for first, second in pairs:
+        np.testing.assert_array_equal(first.reset(seed=11), second.reset(seed=11))
+        for _ in range(30):
+            actions = rng.integers(0, 5, size=(8, 2))
+            for a, b in zip(first.step(actions), second.step(actions), strict=True):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(first.state(), second.state())
+
+
+def test_grid_world_coop_renders_objects_in_grey() -> None:
+    grey = np.array([150, 150, 150], dtype=np.uint8)
+    frames = {}
+    for env_id in ("grid-world", "grid-world-coop"):
+        env = make(env_id)
+        env.reset(seed=0)
+        frames[env_id] = env.render()
+    has_grey = {k: bool((v.reshape(-1, 3) == grey).all(axis=1).any()) for k, v in frames.items()}
+    assert has_grey == {"grid-world": False, "grid-world-coop": True}
 
 
 # ------------------------------------------------------------------------------- every native environment
@@ -380,6 +484,10 @@ def test_invalid_actions_raise(env_id: str) -> None:
         ("grid-world", {"grid_size": 2, "objects_per_agent": 2}, "objects_per_agent"),
         ("grid-world", {"n_agents": True}, "n_agents"),
         ("grid-world", {"colour": "red"}, "colour"),
+        ("grid-world", {"shared_objects": 1}, "shared_objects"),
+        ("grid-world", {"team_reward": "yes"}, "team_reward"),
+        ("grid-world-coop", {"team_reward": None}, "team_reward"),
+        ("grid-world-coop", {"window": 2}, "window"),
     ],
 )
 def test_invalid_arguments_raise_config_error_naming_them(env_id: str, kwargs: dict, argument: str) -> None:

@@ -104,8 +104,21 @@ def env_spec(env_id: str, config: Any, n_actions: int) -> EnvSpec:
         n_actions=n_actions,
         state_dim=config.state_dim,
         max_steps=config.max_steps,
-        kwargs=dataclasses.asdict(config),
+        kwargs=recorded_kwargs(config),
     )
+
+
+def recorded_kwargs(config: Any) -> dict[str, Any]:
+    """The constructor arguments an :class:`EnvSpec` records: every field of ``config``, except those that
+    a config class lists in its class attribute ``RECORDED_WHEN_SET`` (``{field: value}``, the rules from
+    before the field existed) while they hold that value. So an argument added later leaves the records,
+    file names and run ids of the environment made without it as they were."""
+    omitted = getattr(type(config), "RECORDED_WHEN_SET", {})
+    return {
+        name: value
+        for name, value in dataclasses.asdict(config).items()
+        if not (name in omitted and value == omitted[name])
+    }
 
 
 def make_config(cls: type, env_id: str, kwargs: dict[str, Any]) -> Any:
@@ -142,6 +155,12 @@ def check_float(
         raise ConfigError(
             f"{env_id}: argument {name} must be a real in {bracket}{low}, {high}], got {value!r}"
         )
+
+
+def check_bool(env_id: str, name: str, value: Any) -> None:
+    """Raise ``ConfigError`` unless ``value`` is a bool (or NumPy bool)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(f"{env_id}: argument {name} must be true or false, got {value!r}")
 
 
 def check_window(env_id: str, window: Any) -> None:

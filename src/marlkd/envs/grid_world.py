@@ -9,12 +9,16 @@ heading for one cell both stay, swaps are blocked, and nobody follows an agent t
 agent on an object of its own type collects it (+1 to that agent alone); other agents' objects are not
 affected by standing on them. The episode terminates once every object is collected and is truncated
 after ``max_steps`` steps [30]. See docs/environments.md for the observation and state layouts.
+
+Two switches make it a cooperative task in which the agents must divide the work (both off by default):
+``shared_objects`` lets any agent collect any object, and ``team_reward`` gives every agent the team's
+reward of the step (so an agent's return is the team's). ``grid-world-coop`` is Grid-World with both on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,9 +27,11 @@ from marlkd.envs.base import EnvSpec
 from marlkd.errors import ConfigError
 
 ENV_ID = "grid-world"
+COOP_ENV_ID = "grid-world-coop"
 ACTION_NAMES = _native.GRID_ACTION_NAMES
 _MOVES = _native.GRID_MOVES
 _CELL_PX = _native.GRID_CELL_PX
+_SHARED_OBJECT_COLOUR = np.array([150, 150, 150], dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -38,21 +44,36 @@ class GridWorldConfig:
         objects_per_agent: objects of each agent's type placed at reset (>= 1).
         max_steps: episode length limit in steps.
         window: side of the square window each agent sees, centred on it (odd).
+        shared_objects: any agent collects any object (there are still ``n_agents * objects_per_agent``
+            objects, placed as without it); an agent's "own objects" channel then shows every object and
+            its "other objects" channel is empty.
+        team_reward: every agent receives the sum of all agents' rewards of the step.
     """
+
+    # The switches added after the first datasets: recorded in ``EnvSpec.kwargs`` only when set, so that
+    # Grid-World made without them keeps its records, file names and run ids.
+    RECORDED_WHEN_SET: ClassVar[dict[str, Any]] = {"shared_objects": False, "team_reward": False}
+    ENV_ID: ClassVar[str] = ENV_ID
 
     grid_size: int = 8
     n_agents: int = 2
     objects_per_agent: int = 3
     max_steps: int = 30
     window: int = 5
+    shared_objects: bool = False
+    team_reward: bool = False
 
     def __post_init__(self) -> None:
-        _native.check_ints(ENV_ID, self, grid_size=2, n_agents=1, objects_per_agent=1, max_steps=1)
-        _native.check_window(ENV_ID, self.window)
+        env_id = self.ENV_ID
+        _native.check_ints(env_id, self, grid_size=2, n_agents=1, objects_per_agent=1, max_steps=1)
+        _native.check_window(env_id, self.window)
+        for name in ("shared_objects", "team_reward"):
+            _native.check_bool(env_id, name, getattr(self, name))
+            object.__setattr__(self, name, bool(getattr(self, name)))  # a NumPy bool as a plain one
         needed = self.n_agents * (1 + self.objects_per_agent)
         if needed > self.grid_size**2:
             raise ConfigError(
-                f"{ENV_ID}: arguments n_agents and objects_per_agent need {needed} distinct cells, "
+                f"{env_id}: arguments n_agents and objects_per_agent need {needed} distinct cells, "
                 f"but grid_size {self.grid_size} gives {self.grid_size**2}"
             )
 
@@ -65,9 +86,26 @@ class GridWorldConfig:
         return 2 * self.n_agents + self.n_agents * self.grid_size**2 + 1
 
 
+@dataclass(frozen=True)
+class CoopGridWorldConfig(GridWorldConfig):
+    """``grid-world-coop``'s constructor arguments: Grid-World's, with ``shared_objects`` and
+    ``team_reward`` on by default."""
+
+    ENV_ID: ClassVar[str] = COOP_ENV_ID
+
+    shared_objects: bool = True
+    team_reward: bool = True
+
+
 def spec(**kwargs: Any) -> EnvSpec:
     """Grid-World's sizes for constructor arguments ``kwargs`` (no simulation is built)."""
     return _native.env_spec(ENV_ID, _native.make_config(GridWorldConfig, ENV_ID, kwargs), len(ACTION_NAMES))
+
+
+def coop_spec(**kwargs: Any) -> EnvSpec:
+    """``grid-world-coop``'s sizes for constructor arguments ``kwargs`` (no simulation is built)."""
+    config = _native.make_config(CoopGridWorldConfig, COOP_ENV_ID, kwargs)
+    return _native.env_spec(COOP_ENV_ID, config, len(ACTION_NAMES))
 
 
 def resolve_moves(cells: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -95,11 +133,15 @@ class GridWorldBatched(_native.EndsByFlags):
     Copy ``b`` reset with seed ``s`` plays exactly the episode of :class:`GridWorldEnv` reset with seed
     ``s + b``. Objects and agents live in one grid per copy, padded by ``window // 2`` empty cells on
     every side, whose cell code is ``object_owner * (N + 1) + occupant`` (owner and occupant: agent index
-    + 1, 0 for none), so an agent's window is one gather of codes.
+    + 1, 0 for none), so an agent's window is one gather of codes. With ``shared_objects`` the owners are
+    drawn as without it and ignored by the rules.
     """
 
+    _config_cls: type[GridWorldConfig] = GridWorldConfig
+
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
-        super().__init__(ENV_ID, GridWorldConfig, len(ACTION_NAMES), num_envs, kwargs)
+        config_cls = self._config_cls
+        super().__init__(config_cls.ENV_ID, config_cls, len(ACTION_NAMES), num_envs, kwargs)
         config = self.config
         n = config.n_agents
         self._padded_side = config.grid_size + 2 * (config.window // 2)
@@ -127,7 +169,11 @@ class GridWorldBatched(_native.EndsByFlags):
         owner = codes // self._object_unit
         occupant = codes - owner * self._object_unit
         me = self._agent_ids[None, :, None]  # (1, N, 1)
-        channels = (owner == me, (owner != 0) & (owner != me), (occupant != 0) & (occupant != me))
+        if config.shared_objects:  # every object is the agent's own to collect
+            objects = (owner != 0, np.zeros_like(owner, dtype=bool))
+        else:
+            objects = (owner == me, (owner != 0) & (owner != me))
+        channels = (*objects, (occupant != 0) & (occupant != me))
         obs = np.empty((self.num_envs, n, config.obs_dim), dtype=np.float32)  # (B, N, O)
         obs[..., 0:2] = self._pos / (config.grid_size - 1)
         obs[..., 2:-1] = np.stack(channels, axis=-1).reshape(self.num_envs, n, -1)  # cell-major, channel last
@@ -166,19 +212,31 @@ class GridWorldBatched(_native.EndsByFlags):
         # Agents' cells are distinct before and after the step, so these fancy-index updates never collide.
         self._codes[cells] -= self._agent_ids
         self._codes[new_cells] += self._agent_ids
-        collected = self._codes[new_cells] // self._object_unit == self._agent_ids  # (B, N) own object here
-        self._codes[new_cells] -= collected * self._object_unit * self._agent_ids  # remove collected objects
-        self._remaining -= collected.sum(axis=1)
+        owner = self._codes[new_cells] // self._object_unit  # (B, N) owner of the object here, 0 for none
+        collected = owner != 0 if config.shared_objects else owner == self._agent_ids  # (B, N)
+        self._codes[new_cells] -= collected * self._object_unit * owner  # remove collected objects
+        n_collected = collected.sum(axis=1)  # (B,)
+        self._remaining -= n_collected
         self._t += active
         self._terminated = self._remaining == 0
         self._truncated = (self._t >= config.max_steps) & ~self._terminated
-        return (self._observe(), collected.astype(np.float32), *self._ends())
+        if config.team_reward:
+            rewards = _native.per_agent(n_collected.astype(np.float32), config.n_agents)
+        else:
+            rewards = collected.astype(np.float32)
+        return (self._observe(), rewards, *self._ends())
 
     def _object_grids(self) -> np.ndarray:
-        """``(B, N, H, W)`` bool: agent i's uncollected objects."""
+        """``(B, N, H, W)`` bool: agent i's uncollected objects (with ``shared_objects``: every uncollected
+        object in grid 0, the others empty, as an agent's observation channels show them)."""
         radius, size, side = self.config.window // 2, self.config.grid_size, self._padded_side
-        grid = _native.unpad(self._codes.reshape(self.num_envs, side, side), radius, size)
-        return grid[:, None] // self._object_unit == self._agent_ids[None, :, None, None]
+        codes = _native.unpad(self._codes.reshape(self.num_envs, side, side), radius, size)
+        owner = codes // self._object_unit  # (B, H, W)
+        if self.config.shared_objects:
+            grids = np.zeros((self.num_envs, self.config.n_agents, size, size), dtype=bool)
+            grids[:, 0] = owner != 0
+            return grids
+        return owner[:, None] == self._agent_ids[None, :, None, None]
 
     def state(self) -> np.ndarray:
         """Global state ``(B, S)`` float32: positions, per-owner object grids, time fraction."""
@@ -187,15 +245,17 @@ class GridWorldBatched(_native.EndsByFlags):
         return _native.state_vector([positions, self._object_grids()], self._t, config.max_steps)
 
     def render_copy(self, index: int) -> np.ndarray:
-        """Copy ``index`` drawn as RGB ``uint8 (H, W, 3)``: objects as small squares, agents as large ones."""
+        """Copy ``index`` drawn as RGB ``uint8 (H, W, 3)``: objects as small squares in a lighter shade of
+        their owner's colour (grey with ``shared_objects``), agents as large ones."""
         colours = _native.AGENT_COLOURS
         image = _native.grid_image(
             np.full((self.config.grid_size,) * 2 + (3,), 255, dtype=np.uint8), _CELL_PX
         )
         pale = (255 - (255 - colours.astype(np.int64)) // 2).astype(np.uint8)  # objects: lighter agent colour
         for agent, grid in enumerate(self._object_grids()[index]):
+            colour = _SHARED_OBJECT_COLOUR if self.config.shared_objects else pale[agent % len(colours)]
             for row, col in zip(*np.nonzero(grid), strict=True):
-                _native.fill_cell(image, row, col, _CELL_PX, 11, pale[agent % len(colours)])
+                _native.fill_cell(image, row, col, _CELL_PX, 11, colour)
         for agent, (row, col) in enumerate(self._pos[index]):
             _native.fill_cell(image, row, col, _CELL_PX, 4, colours[agent % len(colours)])
         return image
@@ -209,4 +269,22 @@ GridWorldEnv = _native.register_native(
     spec,
     render_fps=4,
     description="collection: each agent collects its own objects; +1 per own object; blocked collisions",
+)
+
+
+class CoopGridWorldBatched(GridWorldBatched):
+    """``grid-world-coop``: :class:`GridWorldBatched` with ``shared_objects`` and ``team_reward`` on by
+    default."""
+
+    _config_cls = CoopGridWorldConfig
+
+
+CoopGridWorldEnv = _native.register_native(
+    COOP_ENV_ID,
+    "CoopGridWorldEnv",
+    CoopGridWorldConfig,
+    CoopGridWorldBatched,
+    coop_spec,
+    render_fps=4,
+    description="collection, divided: any agent collects any object; team reward; blocked collisions",
 )

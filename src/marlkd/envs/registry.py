@@ -41,6 +41,7 @@ _BUILTIN_MODULES = {
     "fill-in": "marlkd.envs.fill_in",
     "equal-space": "marlkd.envs.equal_space",
     "grid-world": "marlkd.envs.grid_world",
+    "grid-world-coop": "marlkd.envs.grid_world",
     "highway": "marlkd.envs.highway",
     "highway-slow": "marlkd.envs.highway",
     "smax-2s3z": "marlkd.envs.smax",

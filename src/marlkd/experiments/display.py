@@ -33,6 +33,7 @@ ENV_NAMES = {
     "fill-in": "Fill-In",
     "equal-space": "Equal Space",
     "grid-world": "Grid-World",
+    "grid-world-coop": "Grid-World (coop)",
     "highway": "Highway",
     "highway-slow": "Highway (full simulation)",
     "smax-2s3z": "2s3z",

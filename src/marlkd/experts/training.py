@@ -38,6 +38,7 @@ EXPERT_RECIPES: dict[str, dict[str, Any]] = {
     "fill-in": _NATIVE_RECIPE,
     "equal-space": _NATIVE_RECIPE,
     "grid-world": _NATIVE_RECIPE,
+    "grid-world-coop": _NATIVE_RECIPE,
     "highway": {"total_steps": 50_000, "num_envs": 16, "lr": 5e-4, "ent_coef": 0.005},
     "highway-slow": {"total_steps": 50_000, "num_envs": 16, "lr": 5e-4, "ent_coef": 0.005},
 }
