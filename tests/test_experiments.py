@@ -164,6 +164,18 @@ def test_builtin_specs_load_and_expand(name: str) -> None:
     assert max(r.steps for r in quick) < min(r.steps for r in full)
 
 
+def test_coordination_runs_grid_world_as_tiers_does() -> None:
+    runs = expand(load_spec("coordination"))
+    tiers = {r.run_id for r in expand(load_spec("tiers"))}
+    standard = [r for r in runs if r.env == "grid-world"]
+    coop = [r for r in runs if r.env == "grid-world-coop"]
+    assert len(standard) == len(coop) == 4 * 2 * 10
+    assert {r.run_id for r in standard} <= tiers  # the same runs, trained once
+    assert {r.quality for r in coop} == {"good", "mixed"}
+    by_key = {(r.method, r.quality, r.seed): r.config for r in standard}
+    assert all(by_key[(r.method, r.quality, r.seed)] == r.config for r in coop)  # same model and budget
+
+
 def test_builtin_table_specs_follow_the_paper() -> None:
     table1 = load_spec("table1")
     runs = expand(table1)

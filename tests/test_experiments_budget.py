@@ -53,6 +53,7 @@ steps_scale = 1
 # every baseline run is trained again, the decision-transformer runs keep their ids.
 PINNED_FULL_IDS = {
     "convergence": "cd7758a5b343ffb0",
+    "coordination": "c06e7462f27e2670",  # added with grid-world-coop
     "data-efficiency": "1e7288a790755eb1",
     "finetune": "c993a867bf1228b8",
     "method": "66cb1e0f39ea2179",
