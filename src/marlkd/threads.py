@@ -10,13 +10,17 @@ force for the process: a later automatic call (a library function) keeps it.
 
 It sets PyTorch's intra-op threads and the usual OpenMP/BLAS environment variables (read by numpy and SciPy
 when their libraries load, and inherited by child processes); at one thread, before JAX starts, also
-XLA's CPU flags for one thread (SMAX).
+XLA's CPU flags for one thread (SMAX). It also makes the C allocator keep freed memory for reuse
+(:func:`marlkd.memory.retain_freed_memory`): a training step's buffers then do not come back as fresh
+pages the kernel has to fault in every step.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from marlkd.memory import retain_freed_memory
 
 THREADS_ENV = "MARLKD_THREADS"
 # Read by OpenMP, MKL, OpenBLAS, Accelerate and numexpr when their library loads.
@@ -70,6 +74,7 @@ def apply_threads(threads: int | None = None) -> int:
         if "xla_cpu_multi_thread_eigen" not in flags:
             extra = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
             os.environ["XLA_FLAGS"] = f"{flags} {extra}".strip()
+    retain_freed_memory()
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != count:
         torch.set_num_threads(count)

@@ -22,6 +22,7 @@ from marlkd.models.layers import (
     EnsembleLinear,
     EnsembleMLP,
     dropout,
+    norm_linear,
 )
 
 
@@ -81,9 +82,12 @@ class CausalSelfAttention(nn.Module):
         self.proj = EnsembleLinear(cfg.members, cfg.width, cfg.width)
         self.resid_drop = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, norm: EnsembleLayerNorm
+    ) -> torch.Tensor:
+        """Attention over ``norm(x)``, ``x (M, B, L, D)`` (the norm goes into the qkv projection)."""
         M, B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)  # (M, B, L, D) each
+        q, k, v = norm_linear(norm, self.qkv, x).split(D, dim=-1)  # (M, B, L, D) each
         # members folded into the batch: (M * B, heads, L, head width), the layout fused kernels take
         q, k, v = (t.view(M * B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
         drop = self.attn_dropout if self.training else 0.0
@@ -123,8 +127,8 @@ class Block(nn.Module):
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), attn_mask)
-        return x + self.drop(self.mlp(self.ln2(x)))
+        x = x + self.attn(x, attn_mask, self.ln1)  # (M, B, L, D)
+        return x + self.drop(self.mlp(x, self.ln2))
 
 
 class DecisionTransformer(nn.Module):
@@ -197,7 +201,7 @@ class DecisionTransformer(nn.Module):
         attn_mask = self._attention_mask(mask)
         for block in self.blocks:
             x = block(x, attn_mask)
-        h = self.ln_f(x).reshape(M, B, K, 3, cfg.width)[:, :, :, 1]  # (M, B, K, D) at the o_t tokens
+        h = self.ln_f(x.reshape(M, B, K, 3, cfg.width)[:, :, :, 1])  # (M, B, K, D) at the o_t tokens
         H, A = cfg.n_heads_out, cfg.n_actions
         if cfg.head_hidden > 0:
             h_heads = h.unsqueeze(1).expand(M, H, B, K, cfg.width).reshape(M * H, B, K, cfg.width)

@@ -76,12 +76,16 @@ class EnsembleLinear(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_weights(x, self.weight, self.bias)
+
+    def apply_weights(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This layer's map with ``weight (M, in, out)`` and ``bias (M, 1, out)`` in place of its own."""
         shape = x.shape
         flat = x.reshape(self.members, -1, self.in_features)  # (M, rows, in)
-        if self.bias is None:
-            out = torch.bmm(flat, self.weight)
+        if bias is None:
+            out = torch.bmm(flat, weight)
         else:
-            out = torch.baddbmm(self.bias, flat, self.weight)  # (M, rows, out)
+            out = torch.baddbmm(bias, flat, weight)  # (M, rows, out)
         return out.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -101,8 +105,26 @@ class EnsembleLayerNorm(nn.Module):
         if self.weight.shape[0] == 1:  # one member: PyTorch's fused affine layer norm
             return F.layer_norm(x, (self.features,), self.weight[0, 0], self.bias[0, 0], self.eps)
         shape = x.shape
-        y = F.layer_norm(x, (self.features,), eps=self.eps).reshape(shape[0], -1, self.features)
+        y = self.normalize(x).reshape(shape[0], -1, self.features)  # (M, rows, C)
         return (y * self.weight + self.bias).reshape(shape)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer norm without its scale and shift."""
+        return F.layer_norm(x, (self.features,), eps=self.eps)
+
+
+def norm_linear(norm: EnsembleLayerNorm, linear: EnsembleLinear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(norm(x))`` for ``x (M, ..., C)``, with more than one member computed as
+    ``normalize(x) @ (diag(scale) W) + (shift W + b)``: the members' scales and shifts go into the linear
+    layer's weights (M x C x out numbers) instead of onto the activations (M x rows x C), which saves two
+    passes over the activations forward and four backward (a fused per-member layer norm does not exist
+    in PyTorch; one member keeps ``F.layer_norm``'s fused affine). The parameters and their gradients are
+    the same; the products are summed in another order."""
+    if norm.weight.shape[0] == 1 or linear.bias is None:
+        return linear(norm(x))
+    weight = norm.weight.transpose(1, 2) * linear.weight  # (M, C, out): row c scaled by scale_c
+    bias = torch.baddbmm(linear.bias, norm.bias, linear.weight)  # (M, 1, out)
+    return linear.apply_weights(norm.normalize(x), weight, bias)
 
 
 class EnsembleEmbedding(nn.Module):
@@ -129,11 +151,12 @@ class EnsembleMLP(nn.Module):
         self.fc1 = EnsembleLinear(members, in_features, hidden)
         self.fc2 = EnsembleLinear(members, hidden, out_features)
 
-    def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.fc1(x))
+    def hidden(self, x: torch.Tensor, norm: EnsembleLayerNorm | None = None) -> torch.Tensor:
+        """GELU(fc1(x)), or of ``norm(x)`` (:func:`norm_linear`)."""
+        return F.gelu(self.fc1(x) if norm is None else norm_linear(norm, self.fc1, x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.hidden(x))
+    def forward(self, x: torch.Tensor, norm: EnsembleLayerNorm | None = None) -> torch.Tensor:
+        return self.fc2(self.hidden(x, norm))
 
 
 class MLP(nn.Module):
