@@ -7,12 +7,16 @@ machine. Each run is a plain ``marlkd.train`` run under ``ROOT/runs/<method>/<se
 run is read back, not redone, so the script resumes); the summary is written to ``ROOT/grid.json`` and
 printed as the Markdown tables of docs/baselines.md.
 
-Convergence of the TD methods is judged on the same runs: they train for ``--td-steps`` updates (more than
-the others' ``--steps``) with evaluations every ``--steps`` updates, and the table shows the return at both
-points; a method whose return still rises between them would need more updates.
+Convergence is judged on the same runs: the TD methods train for ``--td-steps`` updates (more than the
+others' ``--steps``), and with ``--dt-steps`` the decision transformers (IDT, MADT and ours, teacher and
+students alike) train for that many; such runs evaluate every ``--steps`` updates and the table shows the
+return at both points. The learning rate is constant after its warm-up, so the return at ``--steps`` is
+that of a run of ``--steps`` updates; a method whose return still rises between the two points needs more.
 
     nice -n 10 python scripts/tune_baselines.py --root runs/tuning --methods bc cql bcq icq
     nice -n 10 python scripts/tune_baselines.py --root runs/tuning --methods gail airl idt madt ours
+    nice -n 10 python scripts/tune_baselines.py --root runs/dt-budget --methods idt madt ours \
+        --steps 1000 --dt-steps 3000                          # the decision transformers' budget check
     python scripts/tune_baselines.py --root runs/tuning --methods bc cql --dry-run      # list the runs
 """
 
@@ -49,6 +53,7 @@ GRID: dict[str, tuple[dict[str, Any], dict[str, list[Any]]]] = {
     "ours": ({"algo.context": 10, "algo.width": 64, "algo.layers": 2}, {"train.lr": [3e-4, 1e-3]}),
 }
 TD_METHODS = ("cql", "bcq", "icq")
+SEQUENCE_METHODS = ("idt", "madt", "ours")
 ADVERSARIAL = ("gail", "airl")
 
 
@@ -67,20 +72,29 @@ def tag(settings: dict[str, Any], method: str) -> str:
     return "_".join(f"{name.split('.')[-1]}={settings[name]}" for name in axes)
 
 
+def long_steps(method: str, args: argparse.Namespace) -> int | None:
+    """The longer budget ``method`` trains for in the convergence check (None: it trains ``--steps``)."""
+    if method in TD_METHODS:
+        return args.td_steps
+    if method in SEQUENCE_METHODS and args.dt_steps:
+        return args.dt_steps
+    return None
+
+
 def run_config(
     method: str, settings: dict[str, Any], seed: int, data: Path, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    steps = args.td_steps if method in TD_METHODS else args.steps
+    steps = long_steps(method, args) or args.steps
     train = {"steps": steps, "seed": seed, "lr": 3e-4, "warmup_steps": 50, "threads": 1, "log_every": 50}
     train["checkpoint_every"] = steps
     evaluation: dict[str, Any] = {"episodes": args.eval_episodes}
-    if method in TD_METHODS:
-        evaluation["every"] = args.steps  # the return at the others' budget too: the convergence check
+    if long_steps(method, args):
+        evaluation["every"] = args.steps  # the return at the shorter budget too: the convergence check
     algo: dict[str, Any] = {}
     if method in ADVERSARIAL:
         algo.update(env_steps=args.env_steps, num_envs=16)
     if method == "ours":
-        algo["teacher_steps"] = args.steps
+        algo["teacher_steps"] = steps
     for name, value in settings.items():
         section, field = name.split(".")
         (train if section == "train" else algo)[field] = value
@@ -117,6 +131,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
     parser.add_argument("--steps", type=int, default=300, help="updates (and ours's teacher updates)")
     parser.add_argument("--td-steps", type=int, default=600, help="updates of CQL, BCQ and ICQ")
+    parser.add_argument(
+        "--dt-steps",
+        type=int,
+        default=0,
+        help="updates of IDT, MADT and ours (teacher and students) in the convergence check (0: --steps)",
+    )
     parser.add_argument("--env-steps", type=int, default=8000, help="GAIL/AIRL environment steps")
     parser.add_argument("--eval-episodes", type=int, default=32)
     parser.add_argument("--dry-run", action="store_true", help="list the runs only")
@@ -150,7 +170,7 @@ def tune_method(method: str, data: Path, args: argparse.Namespace) -> list[dict[
                 result = train(RunConfig.from_dict(config), progress=False)
                 wall.append(time.perf_counter() - t0)
             returns.append(result["return_mean"])
-            if method in TD_METHODS:
+            if long_steps(method, args):
                 early.append(eval_curve(out).get(args.steps, float("nan")))
         if args.dry_run or not returns:
             continue
@@ -212,7 +232,7 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     lines = []
     for method, entry in summary["grid"].items():
         _, axes = GRID[method]
-        td = method in TD_METHODS
+        td = long_steps(method, args) is not None
         head = [name.split(".")[-1] for name in axes] + ["return (seeds)", "mean"]
         if td:
             head += [f"mean at {args.steps} updates"]
