@@ -84,11 +84,12 @@ def long_steps(method: str, args: argparse.Namespace) -> int | None:
 def run_config(
     method: str, settings: dict[str, Any], seed: int, data: Path, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    steps = long_steps(method, args) or args.steps
+    long = long_steps(method, args)
+    steps = long or args.steps
     train = {"steps": steps, "seed": seed, "lr": 3e-4, "warmup_steps": 50, "threads": 1, "log_every": 50}
     train["checkpoint_every"] = steps
     evaluation: dict[str, Any] = {"episodes": args.eval_episodes}
-    if long_steps(method, args):
+    if long:
         evaluation["every"] = args.steps  # the return at the shorter budget too: the convergence check
     algo: dict[str, Any] = {}
     if method in ADVERSARIAL:
@@ -171,7 +172,10 @@ def tune_method(method: str, data: Path, args: argparse.Namespace) -> list[dict[
                 wall.append(time.perf_counter() - t0)
             returns.append(result["return_mean"])
             if long_steps(method, args):
-                early.append(eval_curve(out).get(args.steps, float("nan")))
+                # ours's metrics count its teacher's updates first: its students' return after --steps
+                # of their own updates is logged at teacher_steps + --steps
+                at = config["algo"].get("teacher_steps", 0) + args.steps
+                early.append(eval_curve(out).get(at, float("nan")))
         if args.dry_run or not returns:
             continue
         row = {"settings": settings, "returns": returns, "mean": statistics.fmean(returns)}
@@ -232,16 +236,16 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     lines = []
     for method, entry in summary["grid"].items():
         _, axes = GRID[method]
-        td = long_steps(method, args) is not None
+        checked = long_steps(method, args) is not None  # trained longer: the convergence check's column
         head = [name.split(".")[-1] for name in axes] + ["return (seeds)", "mean"]
-        if td:
+        if checked:
             head += [f"mean at {args.steps} updates"]
         lines += [f"**{method}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for row in entry["rows"]:
             chosen = " (chosen)" if row["settings"] == entry["chosen"] else ""
             cells = [str(row["settings"][name]) for name in axes]
             cells += [", ".join(f"{r:.2f}" for r in row["returns"]), f"{row['mean']:.2f}{chosen}"]
-            if td:
+            if checked:
                 cells.append(f"{row['mean_at_steps']:.2f}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
